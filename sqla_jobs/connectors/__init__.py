@@ -1,0 +1,17 @@
+"""Connectors: thin adapters between sqla_jobs and one database driver each."""
+
+from .aiopg import AiopgConnector
+from .base import BaseAsyncConnector, BaseConnector
+from .psycopg import PsycopgConnector, SyncPsycopgConnector
+from .psycopg2 import Psycopg2Connector
+from .sqlalchemy import SQLAlchemyPsycopg2Connector
+
+__all__ = [
+    "AiopgConnector",
+    "BaseAsyncConnector",
+    "BaseConnector",
+    "Psycopg2Connector",
+    "PsycopgConnector",
+    "SQLAlchemyPsycopg2Connector",
+    "SyncPsycopgConnector",
+]

@@ -1,0 +1,124 @@
+"""`AiopgConnector`: an async connector on aiopg (psycopg2 under asyncio); runs the worker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import aiopg
+import psycopg2
+
+from ..queries import Query
+from .base import (
+    BaseAsyncConnector,
+    BaseConnector,
+    NotificationHandler,
+    Params,
+    Row,
+    not_open,
+    rows_from_cursor,
+)
+from .psycopg2 import Psycopg2Connector, describe_psycopg2, translate_psycopg2
+
+PoolFactory = Callable[..., Any]
+
+
+class AiopgConnector(BaseAsyncConnector):
+    """Async connector on an ``aiopg`` pool.
+
+    ``dsn`` is a libpq connection string or URL; other keyword arguments go to
+    ``aiopg.create_pool`` (``minsize``, ``maxsize``, ``timeout``, ...) and from there to
+    libpq (``host``, ``dbname``, ...); with neither, libpq's ``PG*`` environment variables
+    apply. ``pool_factory`` replaces ``aiopg.create_pool``.
+    """
+
+    def __init__(
+        self,
+        dsn: str = "",
+        *,
+        pool_factory: PoolFactory = aiopg.create_pool,
+        **pool_args: Any,
+    ) -> None:
+        super().__init__()
+        self._dsn = dsn
+        self._pool_args = pool_args
+        self._pool_factory = pool_factory
+        self._pool: Any = None
+        self._connect_kwargs = {
+            k: v
+            for k, v in pool_args.items()
+            if k
+            not in (
+                "minsize",
+                "maxsize",
+                "timeout",
+                "pool_recycle",
+                "enable_json",
+                "enable_hstore",
+                "enable_uuid",
+                "echo",
+                "on_connect",
+            )
+        }
+        self._target = describe_psycopg2(dsn, self._connect_kwargs)
+
+    def describe(self) -> str:
+        return self._target
+
+    def _make_sync_connector(self) -> BaseConnector:
+        return Psycopg2Connector(self._dsn, **self._connect_kwargs)
+
+    async def open_async(self) -> None:
+        if self._pool is not None:
+            return
+        args = {"enable_hstore": False, **self._pool_args}
+        try:
+            self._pool = await self._pool_factory(self._dsn, **args)
+        except psycopg2.Error as exc:
+            raise translate_psycopg2(exc, self._target, None, connecting=True) from None
+
+    async def close_async(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.close()
+            await pool.wait_closed()
+        if self._sync is not None:
+            self._sync.close()
+
+    async def fetch_all_async(self, query: Query, params: Params | None = None) -> list[Row]:
+        if self._pool is None:
+            raise not_open(self)
+        try:
+            async with self._pool.acquire() as conn, conn.cursor() as cursor:
+                await cursor.execute(query.sql, params)
+                if cursor.description is None:
+                    return []
+                return rows_from_cursor(cursor.description, await cursor.fetchall())
+        except psycopg2.Error as exc:
+            raise translate_psycopg2(exc, self._target, query) from None
+
+    async def execute_async(self, query: Query, params: Params | None = None) -> None:
+        await self.fetch_all_async(query, params)
+
+    async def fetch_one_async(self, query: Query, params: Params | None = None) -> Row | None:
+        rows = await self.fetch_all_async(query, params)
+        return rows[0] if rows else None
+
+    async def listen(self, channels: Iterable[str], on_notification: NotificationHandler) -> None:
+        try:
+            conn = await aiopg.connect(self._dsn, enable_hstore=False, **self._connect_kwargs)
+        except psycopg2.Error as exc:
+            raise translate_psycopg2(exc, self._target, None, connecting=True) from None
+        try:
+            async with conn.cursor() as cursor:
+                for channel in channels:
+                    await cursor.execute(f'LISTEN "{channel}"')
+            while True:
+                notification = await conn.notifies.get()
+                result = on_notification(notification.channel, notification.payload)
+                if result is not None:
+                    await result
+        except psycopg2.Error as exc:
+            raise translate_psycopg2(exc, self._target, None) from None
+        finally:
+            conn.close()

@@ -1,0 +1,216 @@
+"""The connector interface: the only place sqla_jobs meets a database driver.
+
+A connector runs one statement at a time, each in its own transaction (autocommit), with
+``%(name)s`` parameters, and returns rows as dicts. It holds no queue logic: that lives in
+`sqla_jobs.manager`. Async connectors can also listen for notifications, which is what a
+worker needs; sync connectors can only defer.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from ..errors import (
+    ConnectionFailed,
+    ConnectorError,
+    ConnectorNotOpen,
+    SchemaNotFound,
+    SyncConnectorCannotRunWorker,
+)
+from ..queries import Query
+
+logger = logging.getLogger("sqla_jobs.connectors")
+
+Params = Mapping[str, Any]
+Row = dict[str, Any]
+#: Called with (channel, payload) for each notification received.
+NotificationHandler = Callable[[str, str], Awaitable[None] | None]
+
+_UNDEFINED_TABLE = "42P01"
+_UNDEFINED_OBJECT = "42704"
+
+
+class BaseConnector(abc.ABC):
+    """Synchronous side of every connector: enough to defer jobs and manage them."""
+
+    #: False for defer-only connectors.
+    can_run_worker = False
+
+    def open(self) -> None:  # noqa: B027 (optional for connectors without a pool)
+        """Create the pool. Deferring opens it on first use when this is not called."""
+
+    def close(self) -> None:  # noqa: B027
+        """Close the pool."""
+
+    @abc.abstractmethod
+    def execute(self, query: Query, params: Params | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def fetch_one(self, query: Query, params: Params | None = None) -> Row | None: ...
+
+    @abc.abstractmethod
+    def fetch_all(self, query: Query, params: Params | None = None) -> list[Row]: ...
+
+    @abc.abstractmethod
+    def sqlalchemy_engine(self) -> Engine:
+        """A SQLAlchemy engine on the same database (for migrations and reporting)."""
+
+    # Async forms so that ``await task.defer_async()`` works with a sync connector too: the
+    # blocking call runs in a thread.
+    async def open_async(self) -> None:
+        await asyncio.to_thread(self.open)
+
+    async def close_async(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    async def execute_async(self, query: Query, params: Params | None = None) -> None:
+        await asyncio.to_thread(self.execute, query, params)
+
+    async def fetch_one_async(self, query: Query, params: Params | None = None) -> Row | None:
+        return await asyncio.to_thread(self.fetch_one, query, params)
+
+    async def fetch_all_async(self, query: Query, params: Params | None = None) -> list[Row]:
+        return await asyncio.to_thread(self.fetch_all, query, params)
+
+    async def listen(self, channels: Iterable[str], on_notification: NotificationHandler) -> None:
+        raise SyncConnectorCannotRunWorker(
+            f"{type(self).__name__} can defer jobs but cannot run a worker. Give the worker's "
+            "app an async connector: sqla_jobs.PsycopgConnector or sqla_jobs.AiopgConnector "
+            "(an app can keep this connector for deferring through app.with_connector())."
+        )
+
+    def describe(self) -> str:
+        """Where this connector points, for messages (no password)."""
+        return type(self).__name__
+
+
+class BaseAsyncConnector(BaseConnector):
+    """An async connector: runs the worker, defers from async code, and from sync code
+    through a sync twin on the same connection parameters."""
+
+    can_run_worker = True
+
+    def __init__(self) -> None:
+        self._sync: BaseConnector | None = None
+
+    @abc.abstractmethod
+    def _make_sync_connector(self) -> BaseConnector:
+        """A sync connector on the same database, used when deferring from sync code."""
+
+    @property
+    def sync_connector(self) -> BaseConnector:
+        if self._sync is None:
+            self._sync = self._make_sync_connector()
+        return self._sync
+
+    # -- sync side delegates to the twin --
+    def open(self) -> None:
+        self.sync_connector.open()
+
+    def close(self) -> None:
+        if self._sync is not None:
+            self._sync.close()
+
+    def execute(self, query: Query, params: Params | None = None) -> None:
+        self.sync_connector.execute(query, params)
+
+    def fetch_one(self, query: Query, params: Params | None = None) -> Row | None:
+        return self.sync_connector.fetch_one(query, params)
+
+    def fetch_all(self, query: Query, params: Params | None = None) -> list[Row]:
+        return self.sync_connector.fetch_all(query, params)
+
+    def sqlalchemy_engine(self) -> Engine:
+        return self.sync_connector.sqlalchemy_engine()
+
+    # -- async side is the driver's own --
+    @abc.abstractmethod
+    async def open_async(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close_async(self) -> None: ...
+
+    @abc.abstractmethod
+    async def execute_async(self, query: Query, params: Params | None = None) -> None: ...
+
+    @abc.abstractmethod
+    async def fetch_one_async(self, query: Query, params: Params | None = None) -> Row | None: ...
+
+    @abc.abstractmethod
+    async def fetch_all_async(self, query: Query, params: Params | None = None) -> list[Row]: ...
+
+    @abc.abstractmethod
+    async def listen(self, channels: Iterable[str], on_notification: NotificationHandler) -> None:
+        """LISTEN on the channels on a dedicated connection and call ``on_notification`` for
+        each notification, until cancelled."""
+
+
+def not_open(connector: BaseConnector) -> ConnectorNotOpen:
+    return ConnectorNotOpen(
+        f"{type(connector).__name__} is not open. Call app.open() / await app.open_async() "
+        "(or use `with app.open():` / `async with app.open_async():`) before using it."
+    )
+
+
+def translate_error(
+    exc: BaseException,
+    *,
+    target: str,
+    sqlstate: str | None = None,
+    constraint_name: str | None = None,
+    query: Query | None = None,
+    connecting: bool = False,
+) -> ConnectorError:
+    """Turn a driver exception into a sqla_jobs error whose message names the fix.
+
+    ``connecting`` says the error came while getting a connection, not from a statement.
+    """
+    text = str(exc).strip()
+    detail = " ".join(text.split()) if text else type(exc).__name__
+    if connecting or (sqlstate or "").startswith("08"):
+        return ConnectionFailed(
+            f"Could not connect to PostgreSQL ({target}): {detail}. Check the connection "
+            "settings (DATABASE_URL, the connector's conninfo/dsn or keyword arguments, the "
+            "PG* environment variables) and that the server is running.",
+            sqlstate=sqlstate,
+        )
+    if sqlstate in (_UNDEFINED_TABLE, _UNDEFINED_OBJECT) and "sqla_jobs" in detail:
+        return SchemaNotFound(
+            f"The sqla_jobs tables are missing in this database ({target}). Create them with "
+            "`sqla-jobs schema upgrade` (or `alembic upgrade head`). Server said: " + detail,
+            sqlstate=sqlstate,
+        )
+    where = f" in {query.name}" if query is not None else ""
+    return ConnectorError(
+        f"PostgreSQL refused a statement{where} ({target}): {detail}",
+        sqlstate=sqlstate,
+        constraint_name=constraint_name,
+    )
+
+
+def rows_from_cursor(description: Any, rows: Iterable[tuple[Any, ...]]) -> list[Row]:
+    if description is None:
+        return []
+    names = [column[0] for column in description]
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def redact(conninfo: str) -> str:
+    """A connection string without its password, for messages."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        parts = conninfo_to_dict(conninfo)
+    except Exception:
+        return "<unparsable connection string>"
+    if "password" in parts:
+        parts["password"] = "***"
+    return (
+        make_conninfo("", **{k: v for k, v in parts.items() if v is not None}) or "libpq defaults"
+    )

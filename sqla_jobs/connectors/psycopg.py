@@ -1,0 +1,221 @@
+"""psycopg 3 connectors: `PsycopgConnector` (async, runs the worker) and
+`SyncPsycopgConnector` (sync, defers)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg.conninfo import make_conninfo
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
+
+from ..errors import ConnectorError
+from ..queries import Query
+from .base import (
+    BaseAsyncConnector,
+    BaseConnector,
+    NotificationHandler,
+    Params,
+    Row,
+    not_open,
+    redact,
+    rows_from_cursor,
+    translate_error,
+)
+
+AsyncPoolFactory = Callable[..., psycopg_pool.AsyncConnectionPool[Any]]
+SyncPoolFactory = Callable[..., psycopg_pool.ConnectionPool[Any]]
+
+
+def _connection_kwargs(kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    # Every statement is its own transaction: autocommit saves a BEGIN and a COMMIT round trip.
+    return {**(kwargs or {}), "autocommit": True}
+
+
+def _describe(conninfo: str, kwargs: dict[str, Any]) -> str:
+    shown = {k: v for k, v in kwargs.items() if k in ("host", "port", "dbname", "user")}
+    try:
+        return redact(make_conninfo(conninfo, **shown)) if shown else redact(conninfo)
+    except psycopg.ProgrammingError:
+        return "<invalid connection string>"
+
+
+def _translate(
+    exc: psycopg.Error, target: str, query: Query | None, connecting: bool = False
+) -> ConnectorError:
+    return translate_error(
+        exc,
+        target=target,
+        sqlstate=exc.sqlstate,
+        constraint_name=exc.diag.constraint_name,
+        query=query,
+        connecting=connecting
+        or isinstance(exc, psycopg_pool.PoolTimeout)
+        or (isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None),
+    )
+
+
+class PsycopgConnector(BaseAsyncConnector):
+    """Async connector on psycopg 3 and an ``psycopg_pool.AsyncConnectionPool``.
+
+    Takes every ``AsyncConnectionPool`` argument (``conninfo``, ``kwargs``, ``min_size``,
+    ``max_size``, ...). With no connection argument libpq's ``PG*`` environment variables
+    apply. ``pool_factory`` builds the pool (``psycopg_pool.AsyncNullConnectionPool`` for
+    PgBouncer setups).
+    """
+
+    def __init__(
+        self,
+        *,
+        pool_factory: AsyncPoolFactory = psycopg_pool.AsyncConnectionPool,
+        **pool_args: Any,
+    ) -> None:
+        super().__init__()
+        self._pool_factory = pool_factory
+        self._pool_args = pool_args
+        self._conninfo: str = pool_args.get("conninfo", "")
+        self._kwargs: dict[str, Any] = _connection_kwargs(pool_args.get("kwargs"))
+        self._pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
+        self._target = _describe(self._conninfo, self._kwargs)
+
+    def describe(self) -> str:
+        return self._target
+
+    def _make_sync_connector(self) -> BaseConnector:
+        kwargs = {k: v for k, v in self._kwargs.items() if k != "autocommit"}
+        return SyncPsycopgConnector(conninfo=self._conninfo, kwargs=kwargs, min_size=1)
+
+    async def open_async(self) -> None:
+        if self._pool is not None:
+            return
+        # One direct connection first: a wrong DSN or a down server fails now, with libpq's
+        # own message, rather than after the pool's 30 s of retries.
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs)
+        except psycopg.Error as exc:
+            raise _translate(exc, self._target, None, connecting=True) from None
+        await conn.close()
+        pool = self._pool_factory(**{**self._pool_args, "kwargs": self._kwargs, "open": False})
+        await pool.open()
+        self._pool = pool
+
+    async def close_async(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+        if self._sync is not None:
+            self._sync.close()
+
+    async def fetch_all_async(self, query: Query, params: Params | None = None) -> list[Row]:
+        if self._pool is None:
+            raise not_open(self)
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(query.sql, params)
+                if cursor.description is None:
+                    return []
+                return rows_from_cursor(cursor.description, await cursor.fetchall())
+        except psycopg.Error as exc:
+            raise _translate(exc, self._target, query) from None
+
+    async def execute_async(self, query: Query, params: Params | None = None) -> None:
+        await self.fetch_all_async(query, params)
+
+    async def fetch_one_async(self, query: Query, params: Params | None = None) -> Row | None:
+        rows = await self.fetch_all_async(query, params)
+        return rows[0] if rows else None
+
+    async def listen(self, channels: Iterable[str], on_notification: NotificationHandler) -> None:
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs)
+        except psycopg.Error as exc:
+            raise _translate(exc, self._target, None, connecting=True) from None
+        try:
+            for channel in channels:
+                await conn.execute(f'LISTEN "{channel}"')
+            async for notification in conn.notifies():
+                result = on_notification(notification.channel, notification.payload)
+                if result is not None:
+                    await result
+        except psycopg.Error as exc:
+            raise _translate(exc, self._target, None) from None
+        finally:
+            await conn.close()
+
+
+class SyncPsycopgConnector(BaseConnector):
+    """Sync connector on psycopg 3 and a ``psycopg_pool.ConnectionPool``: defers jobs.
+
+    Takes every ``ConnectionPool`` argument; ``pool_factory`` as for `PsycopgConnector`.
+    """
+
+    def __init__(
+        self,
+        *,
+        pool_factory: SyncPoolFactory = psycopg_pool.ConnectionPool,
+        **pool_args: Any,
+    ) -> None:
+        self._pool_factory = pool_factory
+        self._pool_args = pool_args
+        self._conninfo: str = pool_args.get("conninfo", "")
+        self._kwargs: dict[str, Any] = _connection_kwargs(pool_args.get("kwargs"))
+        self._pool: psycopg_pool.ConnectionPool[Any] | None = None
+        self._target = _describe(self._conninfo, self._kwargs)
+
+    def describe(self) -> str:
+        return self._target
+
+    def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            psycopg.Connection.connect(self._conninfo, **self._kwargs).close()
+        except psycopg.Error as exc:
+            raise _translate(exc, self._target, None, connecting=True) from None
+        pool = self._pool_factory(**{**self._pool_args, "kwargs": self._kwargs, "open": False})
+        pool.open()
+        self._pool = pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.close()
+
+    @contextlib.contextmanager
+    def _connection(self, query: Query) -> Iterator[psycopg.Connection[Any]]:
+        if self._pool is None:
+            self.open()
+        assert self._pool is not None
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except psycopg.Error as exc:
+            raise _translate(exc, self._target, query) from None
+
+    def fetch_all(self, query: Query, params: Params | None = None) -> list[Row]:
+        with self._connection(query) as conn:
+            cursor = conn.execute(query.sql, params)
+            if cursor.description is None:
+                return []
+            return rows_from_cursor(cursor.description, cursor.fetchall())
+
+    def execute(self, query: Query, params: Params | None = None) -> None:
+        self.fetch_all(query, params)
+
+    def fetch_one(self, query: Query, params: Params | None = None) -> Row | None:
+        rows = self.fetch_all(query, params)
+        return rows[0] if rows else None
+
+    def sqlalchemy_engine(self) -> Engine:
+        kwargs = {k: v for k, v in self._kwargs.items() if k != "autocommit"}
+        conninfo = self._conninfo
+
+        def connect() -> psycopg.Connection[Any]:
+            return psycopg.Connection.connect(conninfo, **kwargs)
+
+        return create_engine("postgresql+psycopg://", creator=connect, poolclass=NullPool)

@@ -1,0 +1,136 @@
+"""`Psycopg2Connector`: a sync, defer-only connector on a psycopg2 connection pool."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.pool
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
+
+from ..errors import ConnectorError
+from ..queries import Query
+from .base import BaseConnector, Params, Row, redact, rows_from_cursor, translate_error
+
+PoolFactory = Callable[..., psycopg2.pool.AbstractConnectionPool]
+
+
+def translate_psycopg2(
+    exc: psycopg2.Error, target: str, query: Query | None, connecting: bool = False
+) -> ConnectorError:
+    diag = getattr(exc, "diag", None)
+    return translate_error(
+        exc,
+        target=target,
+        sqlstate=exc.pgcode,
+        constraint_name=diag.constraint_name if diag is not None else None,
+        query=query,
+        connecting=connecting or (isinstance(exc, psycopg2.OperationalError) and not exc.pgcode),
+    )
+
+
+def describe_psycopg2(dsn: str, kwargs: dict[str, Any]) -> str:
+    shown = {k: v for k, v in kwargs.items() if k in ("host", "port", "dbname", "user")}
+    try:
+        return redact(psycopg2.extensions.make_dsn(dsn or None, **shown))
+    except psycopg2.ProgrammingError:
+        return "<invalid connection string>"
+
+
+class Psycopg2Connector(BaseConnector):
+    """Sync connector on psycopg2: defers jobs from sync code.
+
+    ``dsn`` is a libpq connection string or URL; other keyword arguments are libpq connection
+    parameters (``host``, ``dbname``, ...); with neither, libpq's ``PG*`` environment variables
+    apply. ``minconn`` / ``maxconn`` size the pool, built by ``pool_factory`` (default
+    ``psycopg2.pool.ThreadedConnectionPool``).
+    """
+
+    def __init__(
+        self,
+        dsn: str = "",
+        *,
+        minconn: int = 1,
+        maxconn: int = 10,
+        pool_factory: PoolFactory = psycopg2.pool.ThreadedConnectionPool,
+        **kwargs: Any,
+    ) -> None:
+        self._dsn = dsn
+        self._kwargs = kwargs
+        self._minconn = minconn
+        self._maxconn = maxconn
+        self._pool_factory = pool_factory
+        self._pool: psycopg2.pool.AbstractConnectionPool | None = None
+        # psycopg2's pools raise when exhausted; this makes callers wait for a connection.
+        self._slots = threading.BoundedSemaphore(maxconn)
+        self._open_lock = threading.Lock()
+        self._target = describe_psycopg2(dsn, kwargs)
+
+    def describe(self) -> str:
+        return self._target
+
+    def open(self) -> None:
+        with self._open_lock:
+            if self._pool is not None:
+                return
+            try:
+                self._pool = self._pool_factory(
+                    self._minconn, self._maxconn, self._dsn or None, **self._kwargs
+                )
+            except psycopg2.Error as exc:
+                raise translate_psycopg2(exc, self._target, None, connecting=True) from None
+
+    def close(self) -> None:
+        with self._open_lock:
+            if self._pool is not None:
+                pool, self._pool = self._pool, None
+                pool.closeall()
+
+    @contextlib.contextmanager
+    def _connection(self, query: Query) -> Iterator[Any]:
+        if self._pool is None:
+            self.open()
+        pool = self._pool
+        assert pool is not None
+        with self._slots:
+            try:
+                conn = pool.getconn()
+            except psycopg2.Error as exc:
+                raise translate_psycopg2(exc, self._target, query, connecting=True) from None
+            broken = False
+            try:
+                conn.autocommit = True
+                yield conn
+            except psycopg2.Error as exc:
+                broken = bool(conn.closed)
+                raise translate_psycopg2(exc, self._target, query) from None
+            finally:
+                pool.putconn(conn, close=broken)
+
+    def fetch_all(self, query: Query, params: Params | None = None) -> list[Row]:
+        with self._connection(query) as conn, conn.cursor() as cursor:
+            cursor.execute(query.sql, params)
+            if cursor.description is None:
+                return []
+            return rows_from_cursor(cursor.description, cursor.fetchall())
+
+    def execute(self, query: Query, params: Params | None = None) -> None:
+        self.fetch_all(query, params)
+
+    def fetch_one(self, query: Query, params: Params | None = None) -> Row | None:
+        rows = self.fetch_all(query, params)
+        return rows[0] if rows else None
+
+    def sqlalchemy_engine(self) -> Engine:
+        dsn, kwargs = self._dsn or None, self._kwargs
+
+        def connect() -> Any:
+            return psycopg2.connect(dsn, **kwargs)
+
+        return create_engine("postgresql+psycopg2://", creator=connect, poolclass=NullPool)

@@ -1,0 +1,83 @@
+"""Jobs as values: what a defer writes and what a claim reads back."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import InvalidJobArguments
+from .schema import JobStatus
+
+DEFAULT_QUEUE = "default"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Job:
+    """One job as stored in ``sqla_jobs_jobs``; an ORM-free value."""
+
+    id: int
+    queue: str
+    task_name: str
+    args: dict[str, Any]
+    priority: int = 0
+    lock: str | None = None
+    queueing_lock: str | None = None
+    status: JobStatus = JobStatus.TODO
+    scheduled_at: datetime.datetime | None = None
+    attempts: int = 0
+    created_at: datetime.datetime | None = None
+    started_at: datetime.datetime | None = None
+    finished_at: datetime.datetime | None = None
+    last_error: str | None = None
+    worker_id: int | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Job:
+        """Build a Job from a row of the jobs table (any subset of its columns)."""
+        values = {name: row[name] for name in _FIELD_NAMES if name in row}
+        if "status" in values:
+            values["status"] = JobStatus(values["status"])
+        return cls(**values)
+
+
+_FIELD_NAMES = tuple(field.name for field in dataclasses.fields(Job))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A job about to be deferred: everything but what the database assigns."""
+
+    task_name: str
+    args: Mapping[str, Any]
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    lock: str | None = None
+    queueing_lock: str | None = None
+    scheduled_at: datetime.datetime | None = None
+
+    def args_json(self) -> str:
+        """The arguments as JSON text, or an error naming the argument that is not JSON."""
+        return dump_args(self.task_name, self.args)
+
+
+def dump_args(task_name: str, args: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(args, separators=(",", ":"))
+    except (TypeError, ValueError):
+        pass
+    for key, value in args.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise InvalidJobArguments(
+                f"Argument {key!r} of task {task_name!r} cannot be stored as JSON "
+                f"({type(value).__name__}: {exc}). Pass JSON-serialisable values (str, int, "
+                "float, bool, None, lists and dicts of them), e.g. an id instead of an object."
+            ) from None
+    raise InvalidJobArguments(
+        f"The arguments of task {task_name!r} cannot be stored as JSON. "
+        "Use string keys and JSON-serialisable values."
+    )

@@ -1,0 +1,306 @@
+"""Every statement sqla_jobs sends, built from the Core tables and rendered once at import.
+
+Each `Query` is plain SQL text with ``%(name)s`` placeholders, which psycopg 3, psycopg2,
+aiopg and a SQLAlchemy psycopg2 engine all accept as they are: one definition serves every
+connector, and no statement is compiled again on the hot path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    literal_column,
+    null,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql.base import PGCompiler
+from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.elements import BindParameter
+
+from .schema import JobStatus, job_status, jobs, workers
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Query:
+    name: str
+    sql: str
+
+    def __str__(self) -> str:
+        return self.sql
+
+
+class _Compiler(PGCompiler):
+    """Writes values that are part of a statement (a status, a literal 1) inline, so that the
+    only placeholders left are the named parameters the caller passes."""
+
+    def visit_bindparam(self, bindparam: BindParameter[Any], **kw: Any) -> str:  # type: ignore[override]
+        if bindparam.unique:
+            kw["literal_binds"] = True
+        result: str = super().visit_bindparam(bindparam, **kw)  # type: ignore[no-untyped-call]
+        return result
+
+
+_DIALECT = PGDialect_psycopg2()  # type: ignore[no-untyped-call]
+_DIALECT.statement_compiler = _Compiler
+
+
+def render(name: str, statement: ClauseElement) -> Query:
+    """Compile a Core statement to driver-ready SQL text, once."""
+    return Query(name, str(statement.compile(dialect=_DIALECT)))
+
+
+def _array(
+    name: str, item_type: type[Text] | type[Integer] | type[BigInteger] | type[DateTime]
+) -> ClauseElement:
+    element = DateTime(timezone=True) if item_type is DateTime else item_type()
+    return cast(bindparam(name), ARRAY(element))
+
+
+_JOB_COLUMNS = (
+    jobs.c.id,
+    jobs.c.queue,
+    jobs.c.task_name,
+    jobs.c.args,
+    jobs.c.priority,
+    jobs.c.lock,
+    jobs.c.queueing_lock,
+    jobs.c.status,
+    jobs.c.scheduled_at,
+    jobs.c.attempts,
+    jobs.c.created_at,
+    jobs.c.started_at,
+    jobs.c.finished_at,
+    jobs.c.last_error,
+    jobs.c.worker_id,
+)
+
+# -- defer -------------------------------------------------------------------------------------
+
+defer_job = render(
+    "defer_job",
+    insert(jobs)
+    .values(
+        queue=bindparam("queue"),
+        task_name=bindparam("task_name"),
+        priority=bindparam("priority"),
+        lock=bindparam("lock"),
+        queueing_lock=bindparam("queueing_lock"),
+        args=cast(bindparam("args"), JSONB),
+        scheduled_at=bindparam("scheduled_at"),
+    )
+    .returning(jobs.c.id),
+)
+
+# Many jobs, one statement whose text does not depend on the batch size: columns travel as
+# arrays and are unnested server-side.
+_unnested = select(
+    func.unnest(
+        _array("queues", Text),
+        _array("task_names", Text),
+        _array("priorities", Integer),
+        _array("locks", Text),
+        _array("queueing_locks", Text),
+        cast(_array("args", Text), ARRAY(JSONB)),
+        _array("scheduled_ats", DateTime),
+    )
+    .table_valued(
+        "queue",
+        "task_name",
+        "priority",
+        "lock",
+        "queueing_lock",
+        "args",
+        "scheduled_at",
+        with_ordinality="ord",
+    )
+    .render_derived(name="batch")
+)
+_batch = _unnested.subquery("batch_rows")
+defer_jobs = render(
+    "defer_jobs",
+    insert(jobs)
+    .from_select(
+        ["queue", "task_name", "priority", "lock", "queueing_lock", "args", "scheduled_at"],
+        select(
+            _batch.c.queue,
+            _batch.c.task_name,
+            _batch.c.priority,
+            _batch.c.lock,
+            _batch.c.queueing_lock,
+            _batch.c.args,
+            _batch.c.scheduled_at,
+        ).order_by(_batch.c.ord),
+    )
+    .returning(jobs.c.id),
+)
+
+# -- claim -------------------------------------------------------------------------------------
+
+
+def _claim(queue_filter: bool) -> Query:
+    running = jobs.alias("running")
+    earlier = jobs.alias("earlier")
+    lock_is_free = or_(
+        jobs.c.lock.is_(None),
+        and_(
+            ~exists().where(
+                running.c.lock == jobs.c.lock,
+                running.c.status.in_([JobStatus.DOING, JobStatus.ABORTING]),
+            ),
+            # Jobs sharing a lock run in defer order: only the oldest waiting one may start.
+            ~exists().where(
+                earlier.c.lock == jobs.c.lock,
+                earlier.c.status == JobStatus.TODO,
+                earlier.c.id < jobs.c.id,
+            ),
+        ),
+    )
+    conditions = [
+        jobs.c.status == JobStatus.TODO,
+        or_(jobs.c.scheduled_at.is_(None), jobs.c.scheduled_at <= func.now()),
+        lock_is_free,
+    ]
+    if queue_filter:
+        conditions.append(jobs.c.queue == func.any(_array("queues", Text)))
+    candidates = (
+        select(jobs.c.id)
+        .where(*conditions)
+        .order_by(jobs.c.priority.desc(), jobs.c.id)
+        .limit(bindparam("limit", type_=Integer))
+        .with_for_update(skip_locked=True, of=jobs)
+        .cte("candidates")
+    )
+    statement = (
+        update(jobs)
+        .where(jobs.c.id == candidates.c.id)
+        .values(
+            status=JobStatus.DOING,
+            attempts=jobs.c.attempts + 1,
+            started_at=func.now(),
+            worker_id=bindparam("worker_id", type_=BigInteger),
+        )
+        .returning(*_JOB_COLUMNS)
+    )
+    return render("claim_jobs_in_queues" if queue_filter else "claim_jobs", statement)
+
+
+claim_jobs = _claim(queue_filter=False)
+claim_jobs_in_queues = _claim(queue_filter=True)
+
+# -- finish ------------------------------------------------------------------------------------
+
+# Successes are the common case: one array of ids, one statement.
+finish_succeeded = render(
+    "finish_succeeded",
+    update(jobs)
+    .where(jobs.c.id == func.any(_array("ids", BigInteger)))
+    .values(status=JobStatus.SUCCEEDED, finished_at=func.now()),
+)
+delete_jobs_by_id = render(
+    "delete_jobs_by_id",
+    delete(jobs).where(jobs.c.id == func.any(_array("ids", BigInteger))),
+)
+
+# Any outcome, one row per job: new status, error text, and (for a retry) when to run again.
+_outcomes = (
+    select(
+        func.unnest(
+            _array("ids", BigInteger),
+            cast(_array("statuses", Text), ARRAY(job_status)),
+            _array("errors", Text),
+            _array("retry_ats", DateTime),
+        )
+        .table_valued("id", "status", "error", "retry_at")
+        .render_derived(name="outcome")
+    )
+).subquery("outcomes")
+finish_jobs = render(
+    "finish_jobs",
+    update(jobs)
+    .where(jobs.c.id == _outcomes.c.id)
+    .values(
+        status=_outcomes.c.status,
+        last_error=func.coalesce(_outcomes.c.error, jobs.c.last_error),
+        scheduled_at=_outcomes.c.retry_at,
+        finished_at=literal_column(
+            f"CASE WHEN outcomes.status = '{JobStatus.TODO.value}' THEN NULL ELSE now() END"
+        ),
+        worker_id=literal_column(
+            f"CASE WHEN outcomes.status = '{JobStatus.TODO.value}' THEN NULL "
+            f"ELSE {jobs.name}.worker_id END"
+        ),
+    ),
+)
+
+# -- workers -----------------------------------------------------------------------------------
+
+register_worker = render(
+    "register_worker",
+    insert(workers)
+    .values(
+        name=bindparam("name"),
+        hostname=bindparam("hostname"),
+        pid=bindparam("pid"),
+        queues=_array("queues", Text),
+        concurrency=bindparam("concurrency"),
+    )
+    .returning(workers.c.id),
+)
+heartbeat = render(
+    "heartbeat",
+    update(workers)
+    .where(workers.c.id == bindparam("worker_id", type_=BigInteger))
+    .values(last_heartbeat=func.now())
+    .returning(workers.c.id),
+)
+unregister_worker = render(
+    "unregister_worker",
+    delete(workers).where(workers.c.id == bindparam("worker_id", type_=BigInteger)),
+)
+
+# Jobs a worker still held when it stopped go back to the queue, to be run again.
+requeue_worker_jobs = render(
+    "requeue_worker_jobs",
+    update(jobs)
+    .where(
+        jobs.c.worker_id == bindparam("worker_id", type_=BigInteger),
+        jobs.c.status.in_([JobStatus.DOING, JobStatus.ABORTING]),
+        jobs.c.id == func.any(_array("ids", BigInteger)),
+    )
+    .values(status=JobStatus.TODO, worker_id=null(), started_at=null()),
+)
+
+# -- inspection --------------------------------------------------------------------------------
+
+get_job = render(
+    "get_job",
+    select(*_JOB_COLUMNS).where(jobs.c.id == bindparam("job_id", type_=BigInteger)),
+)
+count_jobs_by_status = render(
+    "count_jobs_by_status",
+    select(jobs.c.queue, jobs.c.status, func.count().label("count")).group_by(
+        jobs.c.queue, jobs.c.status
+    ),
+)
+check_schema = render("check_schema", select(func.count()).select_from(jobs).where(jobs.c.id == -1))
+
+ALL: tuple[Query, ...] = tuple(
+    value for value in list(globals().values()) if isinstance(value, Query)
+)

@@ -1,0 +1,159 @@
+"""Tasks: the functions a worker runs, and the way jobs for them are deferred."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import inspect
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .jobs import DEFAULT_QUEUE, JobSpec
+
+if TYPE_CHECKING:
+    from .app import App
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobOptions:
+    """What a deferred job carries besides its arguments."""
+
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    lock: str | None = None
+    queueing_lock: str | None = None
+    scheduled_at: datetime.datetime | None = None
+
+
+def _schedule(
+    schedule_at: datetime.datetime | None, schedule_in: Mapping[str, float] | None
+) -> datetime.datetime | None:
+    if schedule_at is not None and schedule_in is not None:
+        raise ValueError("Pass schedule_at or schedule_in, not both.")
+    if schedule_in is not None:
+        return datetime.datetime.now(datetime.UTC) + datetime.timedelta(**schedule_in)
+    if schedule_at is not None and schedule_at.tzinfo is None:
+        raise ValueError(
+            f"schedule_at={schedule_at!r} has no time zone; pass an aware datetime "
+            "(e.g. datetime.now(timezone.utc) + timedelta(minutes=5))."
+        )
+    return schedule_at
+
+
+class JobDeferrer:
+    """A task with its job options fixed: ``task.configure(...)`` returns one."""
+
+    def __init__(self, app: App, task_name: str, options: JobOptions) -> None:
+        self.app = app
+        self.task_name = task_name
+        self.options = options
+
+    def _spec(self, kwargs: Mapping[str, Any]) -> JobSpec:
+        o = self.options
+        return JobSpec(
+            task_name=self.task_name,
+            args=kwargs,
+            queue=o.queue,
+            priority=o.priority,
+            lock=o.lock,
+            queueing_lock=o.queueing_lock,
+            scheduled_at=o.scheduled_at,
+        )
+
+    def defer(self, **kwargs: Any) -> int:
+        """Write one job (its own transaction) and return its id."""
+        return self.app.job_manager.defer(self._spec(kwargs))
+
+    async def defer_async(self, **kwargs: Any) -> int:
+        return await self.app.job_manager.defer_async(self._spec(kwargs))
+
+    def batch_defer(self, *kwargs: Mapping[str, Any]) -> list[int]:
+        """Write many jobs in one statement; all or none are written."""
+        return self.app.job_manager.defer_many([self._spec(k) for k in kwargs])
+
+    async def batch_defer_async(self, *kwargs: Mapping[str, Any]) -> list[int]:
+        return await self.app.job_manager.defer_many_async([self._spec(k) for k in kwargs])
+
+
+class Task:
+    """A function registered on an app with ``@app.task``; call ``defer`` to queue a job."""
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        app: App,
+        name: str,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        lock: str | None = None,
+        queueing_lock: str | None = None,
+        pass_context: bool = False,
+    ) -> None:
+        self.func = func
+        self.app = app
+        self.name = name
+        self.pass_context = pass_context
+        self.is_async = inspect.iscoroutinefunction(func)
+        self.options = JobOptions(
+            queue=queue, priority=priority, lock=lock, queueing_lock=queueing_lock
+        )
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name!r} queue={self.options.queue!r}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function directly, without a job."""
+        return self.func(*args, **kwargs)
+
+    def bound_to(self, app: App) -> Task:
+        """The same task registered on another app (see `App.with_connector`)."""
+        o = self.options
+        return Task(
+            self.func,
+            app=app,
+            name=self.name,
+            queue=o.queue,
+            priority=o.priority,
+            lock=o.lock,
+            queueing_lock=o.queueing_lock,
+            pass_context=self.pass_context,
+        )
+
+    def configure(
+        self,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        lock: str | None = None,
+        queueing_lock: str | None = None,
+        schedule_at: datetime.datetime | None = None,
+        schedule_in: Mapping[str, float] | None = None,
+    ) -> JobDeferrer:
+        """Override the task's job options for the jobs deferred through the result."""
+        o = self.options
+        options = JobOptions(
+            queue=o.queue if queue is None else queue,
+            priority=o.priority if priority is None else priority,
+            lock=o.lock if lock is None else lock,
+            queueing_lock=o.queueing_lock if queueing_lock is None else queueing_lock,
+            scheduled_at=_schedule(schedule_at, schedule_in),
+        )
+        return JobDeferrer(self.app, self.name, options)
+
+    def _deferrer(self) -> JobDeferrer:
+        return JobDeferrer(self.app, self.name, self.options)
+
+    def defer(self, **kwargs: Any) -> int:
+        """Queue one job for this task (its own transaction); returns the job id."""
+        return self._deferrer().defer(**kwargs)
+
+    async def defer_async(self, **kwargs: Any) -> int:
+        return await self._deferrer().defer_async(**kwargs)
+
+    def batch_defer(self, *kwargs: Mapping[str, Any]) -> list[int]:
+        """Queue one job per argument dict, in one statement; returns their ids in order."""
+        return self._deferrer().batch_defer(*kwargs)
+
+    async def batch_defer_async(self, *kwargs: Mapping[str, Any]) -> list[int]:
+        return await self._deferrer().batch_defer_async(*kwargs)

@@ -1,0 +1,454 @@
+"""The worker: claims jobs in batches, runs them, and records their outcomes in batches.
+
+Three coroutines form a pipeline (River's shape): the *fetcher* claims as many jobs as there
+are free slots with one ``FOR UPDATE SKIP LOCKED`` statement; each job runs in its own
+asyncio task (sync tasks in a thread pool); the *completer* writes outcomes in batches, all
+successes in one statement, while the next jobs already run. LISTEN/NOTIFY wakes the fetcher
+when jobs arrive; polling is the fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import functools
+import logging
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import ConnectorError, JobsError
+from .jobs import Job
+from .manager import JobManager, Outcome
+from .schema import NOTIFY_CHANNEL, JobStatus
+
+if TYPE_CHECKING:
+    from .app import App
+    from .tasks import Task
+
+logger = logging.getLogger("sqla_jobs.worker")
+
+DeleteJobs = Literal["never", "successful", "always"]
+ABORT_CHANNEL = "sqla_jobs_abort"
+_MAX_ERROR_LENGTH = 20_000
+_MAX_PENDING_OUTCOMES = 20_000
+_MAX_FLUSH = 5_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """How a worker runs. Every option has a default that suits most deployments."""
+
+    #: Queues to take jobs from; None takes every queue.
+    queues: Sequence[str] | None = None
+    #: Jobs run at the same time (async tasks as asyncio tasks, sync tasks in threads).
+    concurrency: int = 10
+    #: Name shown in the workers table and the logs.
+    name: str | None = None
+    #: False: stop once no runnable job is left and none is running (drain and return).
+    wait: bool = True
+    #: Wake on NOTIFY when jobs arrive; polling_interval is the fallback either way.
+    listen_notify: bool = True
+    #: Seconds between polls for jobs when no notification arrives (scheduled jobs, retries).
+    polling_interval: float = 5.0
+    #: Delete jobs once finished: "never" keeps history, "successful" deletes succeeded
+    #: jobs, "always" deletes every finished job.
+    delete_jobs: DeleteJobs = "never"
+    #: Seconds to let running jobs finish after SIGINT/SIGTERM; unfinished ones go back to
+    #: the queue. None waits for ever.
+    shutdown_timeout: float | None = 30.0
+    #: Seconds between heartbeats in the workers table.
+    heartbeat_interval: float = 10.0
+    #: Most jobs claimed by one statement.
+    fetch_batch: int = 100
+    #: Install SIGINT/SIGTERM handlers (only from the main thread).
+    install_signal_handlers: bool = True
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {self.concurrency}")
+        if self.delete_jobs not in ("never", "successful", "always"):
+            raise ValueError(
+                f"delete_jobs must be 'never', 'successful' or 'always', not {self.delete_jobs!r}"
+            )
+        if self.queues is not None and isinstance(self.queues, str):
+            raise TypeError(f"queues must be a list of queue names, not the string {self.queues!r}")
+
+
+@dataclasses.dataclass(slots=True)
+class JobContext:
+    """What a task declared with ``pass_context=True`` receives as its first argument."""
+
+    job: Job
+    app: App
+    worker_name: str
+    worker_id: int
+    _abort: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    def should_abort(self) -> bool:
+        """True once someone asked to abort this job; a sync task should then return."""
+        return self._abort.is_set()
+
+
+class _Completer:
+    """Collects outcomes and writes them in batches: one statement for all successes, one for
+    everything else. Never blocks the jobs: they hand over an outcome and go."""
+
+    def __init__(
+        self, manager: JobManager, delete_jobs: DeleteJobs, on_release: Callable[[], None]
+    ) -> None:
+        self._manager = manager
+        self._delete_succeeded = delete_jobs in ("successful", "always")
+        self._delete_failed = delete_jobs == "always"
+        self._on_release = on_release
+        self._releases = False
+        self._succeeded: list[int] = []
+        self._others: list[Outcome] = []
+        self._pending = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.wake_fetcher_after_flush = False
+
+    @property
+    def backlog(self) -> int:
+        return len(self._succeeded) + len(self._others)
+
+    def add(self, outcome: Outcome, *, releases: bool) -> None:
+        """``releases``: writing this outcome may make another job runnable."""
+        self._releases = self._releases or releases
+        if outcome.status is JobStatus.SUCCEEDED:
+            self._succeeded.append(outcome.job_id)
+        else:
+            self._others.append(outcome)
+        self._idle.clear()
+        self._pending.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._pending.wait()
+            # One loop turn lets the outcomes of jobs finishing together join this batch.
+            await asyncio.sleep(0)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write everything pending; on a database error keep it and retry later."""
+        while self._succeeded or self._others:
+            releases, self._releases = self._releases, False
+            succeeded, self._succeeded = self._succeeded[:_MAX_FLUSH], self._succeeded[_MAX_FLUSH:]
+            others, self._others = self._others[:_MAX_FLUSH], self._others[_MAX_FLUSH:]
+            try:
+                if succeeded:
+                    await self._manager.finish_succeeded_async(
+                        succeeded, delete=self._delete_succeeded
+                    )
+                if others:
+                    await self._manager.finish_async(others)
+                    if self._delete_failed:
+                        await self._manager.delete_jobs_async(
+                            o.job_id for o in others if o.status is not JobStatus.TODO
+                        )
+            except ConnectorError as exc:
+                logger.warning(
+                    "Could not record %d job outcomes, retrying in 1 s: %s",
+                    len(succeeded) + len(others),
+                    exc,
+                )
+                self._succeeded[:0] = succeeded
+                self._others[:0] = others
+                self._releases = self._releases or releases
+                await asyncio.sleep(1)
+                continue
+            if releases:
+                self._on_release()
+        self._pending.clear()
+        self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+
+class Worker:
+    """Runs jobs for an app. Use `App.run_worker` / `App.run_worker_async` (or the CLI)."""
+
+    def __init__(self, app: App, options: WorkerOptions | None = None) -> None:
+        self.app = app
+        self.options = options or WorkerOptions()
+        self.name = self.options.name or f"{socket.gethostname()}-{id(self):x}"
+        self.manager = app.job_manager
+        self.worker_id = 0
+        self._queues = list(self.options.queues) if self.options.queues is not None else None
+        self._running: dict[int, tuple[asyncio.Future[None], JobContext]] = {}
+        self._wake = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._stopping = False
+        self._stop_requested = asyncio.Event()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._completer = _Completer(self.manager, self.options.delete_jobs, self._after_flush)
+        self._released_since_claim = False
+        self.jobs_run = 0
+
+    # -- public --------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop claiming jobs; running jobs get ``shutdown_timeout`` seconds to finish."""
+        if self._stopping:
+            logger.warning("Second stop request: cancelling the running jobs now")
+            self._cancel_running()
+            return
+        logger.info("Stop requested: claiming no more jobs", extra={"worker": self.name})
+        self._stopping = True
+        self._stop_requested.set()
+        self._wake.set()
+        self._slot_free.set()
+
+    async def run(self) -> None:
+        self.app.import_tasks()
+        await self.manager.check_schema_async()
+        self.worker_id = await self.manager.register_worker_async(
+            name=self.name, queues=self._queues, concurrency=self.options.concurrency
+        )
+        logger.info(
+            "Worker %s started (id %d, queues %s, concurrency %d)",
+            self.name,
+            self.worker_id,
+            ", ".join(self._queues) if self._queues else "all",
+            self.options.concurrency,
+            extra={"worker": self.name, "worker_id": self.worker_id},
+        )
+        side_tasks = [asyncio.create_task(self._completer.run(), name="sqla_jobs.completer")]
+        side_tasks.append(asyncio.create_task(self._heartbeat(), name="sqla_jobs.heartbeat"))
+        if self.options.listen_notify and self.options.wait:
+            side_tasks.append(asyncio.create_task(self._listen(), name="sqla_jobs.listener"))
+        try:
+            with self._signal_handlers():
+                await self._fetch_loop()
+                await self._wait_for_running_jobs()
+        finally:
+            for task in side_tasks:
+                task.cancel()
+            await asyncio.gather(*side_tasks, return_exceptions=True)
+            await self._completer.flush()
+            await self._requeue_interrupted()
+            with contextlib.suppress(JobsError):
+                await self.manager.unregister_worker_async(self.worker_id)
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+            logger.info(
+                "Worker %s stopped after %d jobs",
+                self.name,
+                self.jobs_run,
+                extra={"worker": self.name, "worker_id": self.worker_id},
+            )
+
+    # -- fetching ------------------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        options = self.options
+        while not self._stopping:
+            free = options.concurrency - len(self._running)
+            if free <= 0 or self._completer.backlog > _MAX_PENDING_OUTCOMES:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            self._wake.clear()
+            self._released_since_claim = False
+            try:
+                jobs = await self.manager.claim_async(
+                    worker_id=self.worker_id,
+                    queues=self._queues,
+                    limit=min(free, options.fetch_batch),
+                )
+            except ConnectorError as exc:
+                logger.error("Could not claim jobs, retrying in %.0f s: %s", 1.0, exc)
+                await self._sleep_unless_stopped(1.0)
+                continue
+            for job in jobs:
+                self._start(job)
+            if jobs:
+                continue
+            if options.wait:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), options.polling_interval)
+            elif await self._drained():
+                return
+
+    async def _drained(self) -> bool:
+        """With wait=False, after a claim found nothing: true once no job runs, every outcome
+        is written, and no outcome written since the claim could have made a job runnable
+        (the next job of a lock, a retry)."""
+        if self._running:
+            self._slot_free.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_free.wait(), self.options.polling_interval)
+            return False
+        await self._completer.wait_idle()
+        return not self._released_since_claim
+
+    async def _sleep_unless_stopped(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_requested.wait(), seconds)
+
+    def _after_flush(self) -> None:
+        # A job waiting behind a lock becomes runnable once its predecessor is recorded, and
+        # a retry once it is back in the queue: claim again.
+        self._released_since_claim = True
+        self._wake.set()
+
+    # -- running -------------------------------------------------------------------------------
+
+    def _start(self, job: Job) -> None:
+        context = JobContext(job=job, app=self.app, worker_name=self.name, worker_id=self.worker_id)
+        future = asyncio.ensure_future(self._run_job(job, context))
+        self._running[job.id] = (future, context)
+
+    async def _run_job(self, job: Job, context: JobContext) -> None:
+        extra = {
+            "job_id": job.id,
+            "task": job.task_name,
+            "queue": job.queue,
+            "attempt": job.attempts,
+        }
+        task = self.app.tasks.get(job.task_name)
+        outcome: Outcome | None
+        try:
+            if task is None:
+                raise _UnknownTask(self._unknown_task_message(job))
+            await self._call(task, job, context)
+        except asyncio.CancelledError:
+            # Shutdown ran out of time: the job goes back to the queue (see _requeue_interrupted).
+            outcome = None
+            raise
+        except _UnknownTask as exc:
+            logger.error("%s", exc, extra=extra)
+            outcome = Outcome(job.id, JobStatus.FAILED, str(exc))
+        except Exception as exc:
+            logger.exception("Job %d (%s) failed: %s", job.id, job.task_name, exc, extra=extra)
+            error = "".join(traceback.format_exception(exc))[-_MAX_ERROR_LENGTH:]
+            outcome = Outcome(job.id, JobStatus.FAILED, error)
+        else:
+            outcome = Outcome(job.id, JobStatus.SUCCEEDED)
+        finally:
+            self._running.pop(job.id, None)
+            self._slot_free.set()
+        self.jobs_run += 1
+        releases = job.lock is not None or outcome.status is JobStatus.TODO
+        self._completer.add(outcome, releases=releases)
+
+    async def _call(self, task: Task, job: Job, context: JobContext) -> None:
+        args: tuple[Any, ...] = (context,) if task.pass_context else ()
+        if task.is_async:
+            await task.func(*args, **job.args)
+            return
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.options.concurrency, thread_name_prefix="sqla_jobs"
+            )
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, functools.partial(task.func, *args, **job.args))
+
+    def _unknown_task_message(self, job: Job) -> str:
+        known = ", ".join(sorted(self.app.tasks)) or "none"
+        return (
+            f"Job {job.id} asks for task {job.task_name!r}, which this worker's app does not "
+            f"know (registered tasks: {known}). Import the module that defines it in the app "
+            "the worker runs (App(import_paths=[...]) or the module named by --app), then "
+            "retry the job."
+        )
+
+    async def _wait_for_running_jobs(self) -> None:
+        if not self._running:
+            return
+        futures = [future for future, _ in self._running.values()]
+        logger.info("Waiting for %d running jobs to finish", len(futures))
+        _, pending = await asyncio.wait(futures, timeout=self.options.shutdown_timeout)
+        if pending:
+            logger.warning(
+                "%d jobs still running after %s s: they go back to the queue",
+                len(pending),
+                self.options.shutdown_timeout,
+            )
+            self._cancel_running()
+            await asyncio.wait(pending, timeout=1)
+
+    def _cancel_running(self) -> None:
+        for future, context in self._running.values():
+            context._abort.set()
+            future.cancel()
+
+    async def _requeue_interrupted(self) -> None:
+        interrupted = list(self._running)
+        if not interrupted:
+            return
+        with contextlib.suppress(JobsError):
+            await self.manager.requeue_async(self.worker_id, interrupted)
+        logger.warning("Jobs %s were interrupted and go back to the queue", interrupted)
+
+    # -- side tasks ----------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        def on_notification(channel: str, payload: str) -> None:
+            if channel == NOTIFY_CHANNEL:
+                if self._queues is None or payload in self._queues:
+                    self._wake.set()
+            elif channel == ABORT_CHANNEL:
+                running = self._running.get(int(payload))
+                if running is not None:
+                    running[1]._abort.set()
+
+        delay = 1.0
+        while True:
+            started = time.monotonic()
+            try:
+                await self.app.connector.listen([NOTIFY_CHANNEL, ABORT_CHANNEL], on_notification)
+            except ConnectorError as exc:
+                if time.monotonic() - started > 60:
+                    delay = 1.0
+                logger.warning(
+                    "LISTEN connection lost (%s); polling every %.1f s until it is back, "
+                    "reconnecting in %.0f s",
+                    exc,
+                    self.options.polling_interval,
+                    delay,
+                )
+                self._wake.set()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.heartbeat_interval)
+            try:
+                await self.manager.heartbeat_async(self.worker_id)
+            except ConnectorError as exc:
+                logger.warning("Heartbeat failed: %s", exc)
+
+    @contextlib.contextmanager
+    def _signal_handlers(self) -> Any:
+        if not self.options.install_signal_handlers or (
+            threading.current_thread() is not threading.main_thread()
+        ):
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+        try:
+            yield
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+
+class _UnknownTask(Exception):
+    pass
