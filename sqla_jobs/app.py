@@ -6,16 +6,12 @@ import asyncio
 import importlib
 from collections.abc import Callable, Generator, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, overload
 
-from .connectors.base import BaseConnector
-from .errors import SyncConnectorCannotRunWorker
+from .connectors.base import BaseConnector, cannot_run_worker
 from .jobs import DEFAULT_QUEUE
 from .manager import JobManager
 from .tasks import JobDeferrer, JobOptions, Task
-
-if TYPE_CHECKING:
-    from .worker import WorkerOptions
 
 
 class App:
@@ -104,7 +100,9 @@ class App:
         if task is not None:
             return task.configure(**options)
         return Task(lambda: None, app=self, name=name, **_task_options(options)).configure(
-            schedule_at=options.get("schedule_at"), schedule_in=options.get("schedule_in")
+            schedule_at=options.get("schedule_at"),
+            schedule_in=options.get("schedule_in"),
+            bind=options.get("bind"),
         )
 
     def import_tasks(self) -> None:
@@ -151,11 +149,10 @@ class App:
     async def run_worker_async(self, **options: Any) -> None:
         """Run a worker until stopped (or, with ``wait=False``, until the queue is drained).
         Options: see `sqla_jobs.worker.WorkerOptions`."""
-        from .worker import Worker, WorkerOptions
+        from .worker import Worker, WorkerOptions  # the worker layer sits above the app
 
         if not self.connector.can_run_worker:
-            await self.connector.listen((), lambda channel, payload: None)  # raises the error
-            raise SyncConnectorCannotRunWorker(type(self.connector).__name__)
+            raise cannot_run_worker(self.connector)
         worker = Worker(self, WorkerOptions(**options))
         await worker.run()
 
@@ -164,13 +161,10 @@ class App:
         asyncio.run(self._open_and_run(options))
 
     async def _open_and_run(self, options: dict[str, Any]) -> None:
+        if not self.connector.can_run_worker:
+            raise cannot_run_worker(self.connector)
         async with self.open_async():
             await self.run_worker_async(**options)
-
-    def worker_options(self, **options: Any) -> WorkerOptions:
-        from .worker import WorkerOptions
-
-        return WorkerOptions(**options)
 
 
 def _task_options(options: dict[str, Any]) -> dict[str, Any]:

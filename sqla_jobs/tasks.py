@@ -8,7 +8,9 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .connectors.bind import Bind, BindConnector
 from .jobs import DEFAULT_QUEUE, JobSpec
+from .manager import JobManager
 
 if TYPE_CHECKING:
     from .app import App
@@ -41,12 +43,25 @@ def _schedule(
 
 
 class JobDeferrer:
-    """A task with its job options fixed: ``task.configure(...)`` returns one."""
+    """A task with its job options fixed: ``task.configure(...)`` returns one.
 
-    def __init__(self, app: App, task_name: str, options: JobOptions) -> None:
+    With ``bind`` (a SQLAlchemy ``Session``, ``Connection``, ``AsyncSession`` or
+    ``AsyncConnection``) the job is written in that transaction: it exists for workers once
+    the caller commits, and not at all if the caller rolls back.
+    """
+
+    def __init__(
+        self, app: App, task_name: str, options: JobOptions, bind: Bind | None = None
+    ) -> None:
         self.app = app
         self.task_name = task_name
         self.options = options
+        self.bind = bind
+        self._manager = (
+            app.job_manager
+            if bind is None
+            else JobManager(BindConnector(bind, savepoint=options.queueing_lock is not None))
+        )
 
     def _spec(self, kwargs: Mapping[str, Any]) -> JobSpec:
         o = self.options
@@ -62,17 +77,17 @@ class JobDeferrer:
 
     def defer(self, **kwargs: Any) -> int:
         """Write one job (its own transaction) and return its id."""
-        return self.app.job_manager.defer(self._spec(kwargs))
+        return self._manager.defer(self._spec(kwargs))
 
     async def defer_async(self, **kwargs: Any) -> int:
-        return await self.app.job_manager.defer_async(self._spec(kwargs))
+        return await self._manager.defer_async(self._spec(kwargs))
 
     def batch_defer(self, *kwargs: Mapping[str, Any]) -> list[int]:
         """Write many jobs in one statement; all or none are written."""
-        return self.app.job_manager.defer_many([self._spec(k) for k in kwargs])
+        return self._manager.defer_many([self._spec(k) for k in kwargs])
 
     async def batch_defer_async(self, *kwargs: Mapping[str, Any]) -> list[int]:
-        return await self.app.job_manager.defer_many_async([self._spec(k) for k in kwargs])
+        return await self._manager.defer_many_async([self._spec(k) for k in kwargs])
 
 
 class Task:
@@ -129,8 +144,12 @@ class Task:
         queueing_lock: str | None = None,
         schedule_at: datetime.datetime | None = None,
         schedule_in: Mapping[str, float] | None = None,
+        bind: Bind | None = None,
     ) -> JobDeferrer:
-        """Override the task's job options for the jobs deferred through the result."""
+        """Override the task's job options for the jobs deferred through the result.
+
+        ``bind``: defer in the caller's own SQLAlchemy transaction (see `JobDeferrer`).
+        """
         o = self.options
         options = JobOptions(
             queue=o.queue if queue is None else queue,
@@ -139,7 +158,7 @@ class Task:
             queueing_lock=o.queueing_lock if queueing_lock is None else queueing_lock,
             scheduled_at=_schedule(schedule_at, schedule_in),
         )
-        return JobDeferrer(self.app, self.name, options)
+        return JobDeferrer(self.app, self.name, options, bind)
 
     def _deferrer(self) -> JobDeferrer:
         return JobDeferrer(self.app, self.name, self.options)

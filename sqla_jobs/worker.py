@@ -77,7 +77,7 @@ class WorkerOptions:
             raise ValueError(
                 f"delete_jobs must be 'never', 'successful' or 'always', not {self.delete_jobs!r}"
             )
-        if self.queues is not None and isinstance(self.queues, str):
+        if isinstance(self.queues, str):
             raise TypeError(f"queues must be a list of queue names, not the string {self.queues!r}")
 
 
@@ -143,31 +143,39 @@ class _Completer:
             succeeded, self._succeeded = self._succeeded[:_MAX_FLUSH], self._succeeded[_MAX_FLUSH:]
             others, self._others = self._others[:_MAX_FLUSH], self._others[_MAX_FLUSH:]
             try:
-                if succeeded:
-                    await self._manager.finish_succeeded_async(
-                        succeeded, delete=self._delete_succeeded
-                    )
-                if others:
-                    await self._manager.finish_async(others)
-                    if self._delete_failed:
-                        await self._manager.delete_jobs_async(
-                            o.job_id for o in others if o.status is not JobStatus.TODO
-                        )
+                await self._write(succeeded, others)
             except ConnectorError as exc:
                 logger.warning(
                     "Could not record %d job outcomes, retrying in 1 s: %s",
                     len(succeeded) + len(others),
                     exc,
                 )
-                self._succeeded[:0] = succeeded
-                self._others[:0] = others
-                self._releases = self._releases or releases
+                self._restore(succeeded, others, releases)
                 await asyncio.sleep(1)
                 continue
+            except BaseException:
+                # Cancelled mid-write: keep the outcomes for the final flush.
+                self._restore(succeeded, others, releases)
+                raise
             if releases:
                 self._on_release()
         self._pending.clear()
         self._idle.set()
+
+    async def _write(self, succeeded: list[int], others: list[Outcome]) -> None:
+        if succeeded:
+            await self._manager.finish_succeeded_async(succeeded, delete=self._delete_succeeded)
+        if others:
+            await self._manager.finish_async(others)
+            if self._delete_failed:
+                await self._manager.delete_jobs_async(
+                    o.job_id for o in others if o.status is not JobStatus.TODO
+                )
+
+    def _restore(self, succeeded: list[int], others: list[Outcome], releases: bool) -> None:
+        self._succeeded[:0] = succeeded
+        self._others[:0] = others
+        self._releases = self._releases or releases
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
@@ -182,7 +190,8 @@ class Worker:
         self.name = self.options.name or f"{socket.gethostname()}-{id(self):x}"
         self.manager = app.job_manager
         self.worker_id = 0
-        self._queues = list(self.options.queues) if self.options.queues is not None else None
+        # No queue named means every queue.
+        self._queues = list(self.options.queues) if self.options.queues else None
         self._running: dict[int, tuple[asyncio.Future[None], JobContext]] = {}
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
@@ -191,6 +200,7 @@ class Worker:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._completer = _Completer(self.manager, self.options.delete_jobs, self._after_flush)
         self._released_since_claim = False
+        self._interrupted: list[int] = []
         self.jobs_run = 0
 
     # -- public --------------------------------------------------------------------------------
@@ -230,6 +240,9 @@ class Worker:
                 await self._fetch_loop()
                 await self._wait_for_running_jobs()
         finally:
+            if self._running:  # only when run() itself was cancelled or failed
+                self._cancel_running()
+                await asyncio.wait([future for future, _ in self._running.values()], timeout=1)
             for task in side_tasks:
                 task.cancel()
             await asyncio.gather(*side_tasks, return_exceptions=True)
@@ -308,27 +321,24 @@ class Worker:
         self._running[job.id] = (future, context)
 
     async def _run_job(self, job: Job, context: JobContext) -> None:
-        extra = {
-            "job_id": job.id,
-            "task": job.task_name,
-            "queue": job.queue,
-            "attempt": job.attempts,
-        }
         task = self.app.tasks.get(job.task_name)
-        outcome: Outcome | None
+        outcome: Outcome
         try:
             if task is None:
                 raise _UnknownTask(self._unknown_task_message(job))
             await self._call(task, job, context)
         except asyncio.CancelledError:
             # Shutdown ran out of time: the job goes back to the queue (see _requeue_interrupted).
-            outcome = None
+            self._interrupted.append(job.id)
             raise
         except _UnknownTask as exc:
-            logger.error("%s", exc, extra=extra)
+            logger.error("%s", exc, extra=_log_extra(job))
             outcome = Outcome(job.id, JobStatus.FAILED, str(exc))
-        except Exception as exc:
-            logger.exception("Job %d (%s) failed: %s", job.id, job.task_name, exc, extra=extra)
+        except (Exception, SystemExit) as exc:
+            # SystemExit too: one task calling sys.exit() must not stop the worker.
+            logger.exception(
+                "Job %d (%s) failed: %r", job.id, job.task_name, exc, extra=_log_extra(job)
+            )
             error = "".join(traceback.format_exception(exc))[-_MAX_ERROR_LENGTH:]
             outcome = Outcome(job.id, JobStatus.FAILED, error)
         else:
@@ -382,7 +392,7 @@ class Worker:
             future.cancel()
 
     async def _requeue_interrupted(self) -> None:
-        interrupted = list(self._running)
+        interrupted = self._interrupted + list(self._running)
         if not interrupted:
             return
         with contextlib.suppress(JobsError):
@@ -406,7 +416,7 @@ class Worker:
             started = time.monotonic()
             try:
                 await self.app.connector.listen([NOTIFY_CHANNEL, ABORT_CHANNEL], on_notification)
-            except ConnectorError as exc:
+            except Exception as exc:
                 if time.monotonic() - started > 60:
                     delay = 1.0
                 logger.warning(
@@ -452,3 +462,7 @@ class Worker:
 
 class _UnknownTask(Exception):
     pass
+
+
+def _log_extra(job: Job) -> dict[str, Any]:
+    return {"job_id": job.id, "task": job.task_name, "queue": job.queue, "attempt": job.attempts}

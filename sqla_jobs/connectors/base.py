@@ -151,6 +151,14 @@ class BaseAsyncConnector(BaseConnector):
         each notification, until cancelled."""
 
 
+def cannot_run_worker(connector: BaseConnector) -> SyncConnectorCannotRunWorker:
+    return SyncConnectorCannotRunWorker(
+        f"{type(connector).__name__} can defer jobs but cannot run a worker. Give the worker's "
+        "app an async connector: sqla_jobs.PsycopgConnector or sqla_jobs.AiopgConnector (an app "
+        "can keep this connector for deferring through app.with_connector())."
+    )
+
+
 def not_open(connector: BaseConnector) -> ConnectorNotOpen:
     return ConnectorNotOpen(
         f"{type(connector).__name__} is not open. Call app.open() / await app.open_async() "

@@ -1,0 +1,151 @@
+"""Deferring inside the caller's own SQLAlchemy transaction.
+
+`BindConnector` runs statements on the caller's ``Session`` / ``Connection`` (or their async
+forms) without committing: the job row commits or rolls back with the caller's transaction,
+and the NOTIFY that wakes workers is delivered only on commit (PostgreSQL holds notifications
+until then).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_session
+from sqlalchemy.orm import Session, scoped_session
+
+from ..errors import JobsError
+from ..queries import Query
+from .base import BaseConnector, Params, Row, translate_error
+
+SyncBind = Session | scoped_session[Any] | Connection
+AsyncBind = AsyncSession | async_scoped_session[Any] | AsyncConnection
+Bind = SyncBind | AsyncBind
+
+# Drivers whose paramstyle is the %(name)s our rendered statements use.
+_SUPPORTED_DRIVERS = ("psycopg2", "psycopg")
+
+
+def _check_driver(connection: Connection | AsyncConnection) -> None:
+    driver = connection.dialect.driver
+    if connection.dialect.name != "postgresql" or driver not in _SUPPORTED_DRIVERS:
+        raise JobsError(
+            f"Cannot defer through a {connection.dialect.name}+{driver} connection: sqla_jobs "
+            "defers on PostgreSQL through the psycopg (postgresql+psycopg://) or psycopg2 "
+            "(postgresql+psycopg2://) drivers."
+        )
+
+
+def _translate(exc: sqlalchemy.exc.DBAPIError, target: str, query: Query) -> JobsError:
+    orig: Any = exc.orig
+    sqlstate = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    diag = getattr(orig, "diag", None)
+    return translate_error(
+        orig if orig is not None else exc,
+        target=target,
+        sqlstate=sqlstate,
+        constraint_name=getattr(diag, "constraint_name", None),
+        query=query,
+    )
+
+
+class BindConnector(BaseConnector):
+    """Runs statements in the transaction of a caller's session or connection.
+
+    ``savepoint=True`` wraps each statement in a SAVEPOINT so that a refused statement (a
+    queueing-lock clash) leaves the caller's transaction usable.
+    """
+
+    def __init__(self, bind: Bind, *, savepoint: bool = False) -> None:
+        if not isinstance(
+            bind,
+            (
+                Session,
+                scoped_session,
+                Connection,
+                AsyncSession,
+                async_scoped_session,
+                AsyncConnection,
+            ),
+        ):
+            raise TypeError(
+                "bind= takes a SQLAlchemy Session, Connection, AsyncSession or AsyncConnection, "
+                f"not {type(bind).__name__}"
+            )
+        self.bind = bind
+        self.savepoint = savepoint
+
+    def describe(self) -> str:
+        return f"the caller's {type(self.bind).__name__}"
+
+    def _sync_connection(self) -> Connection:
+        bind = self.bind
+        if isinstance(bind, Connection):
+            return bind
+        if isinstance(bind, (Session, scoped_session)):
+            return bind.connection()
+        raise JobsError(
+            f"bind= is an {type(bind).__name__}: defer with `await ...defer_async()` "
+            "(or pass a sync Session/Connection)."
+        )
+
+    async def _async_connection(self) -> AsyncConnection:
+        bind = self.bind
+        if isinstance(bind, AsyncConnection):
+            return bind
+        if isinstance(bind, (AsyncSession, async_scoped_session)):
+            return await bind.connection()
+        raise JobsError(
+            f"bind= is a {type(bind).__name__}: defer with `.defer()` from sync code "
+            "(or pass an AsyncSession/AsyncConnection to defer_async)."
+        )
+
+    def fetch_all(self, query: Query, params: Params | None = None) -> list[Row]:
+        connection = self._sync_connection()
+        _check_driver(connection)
+        try:
+            if self.savepoint:
+                with connection.begin_nested():
+                    result = connection.exec_driver_sql(query.sql, dict(params or {}))
+            else:
+                result = connection.exec_driver_sql(query.sql, dict(params or {}))
+        except sqlalchemy.exc.DBAPIError as exc:
+            raise _translate(exc, self.describe(), query) from None
+        return [dict(row) for row in result.mappings()] if result.returns_rows else []
+
+    def execute(self, query: Query, params: Params | None = None) -> None:
+        self.fetch_all(query, params)
+
+    def fetch_one(self, query: Query, params: Params | None = None) -> Row | None:
+        rows = self.fetch_all(query, params)
+        return rows[0] if rows else None
+
+    async def fetch_all_async(self, query: Query, params: Params | None = None) -> list[Row]:
+        connection = await self._async_connection()
+        _check_driver(connection)
+        try:
+            if self.savepoint:
+                async with connection.begin_nested():
+                    result = await connection.exec_driver_sql(query.sql, dict(params or {}))
+            else:
+                result = await connection.exec_driver_sql(query.sql, dict(params or {}))
+        except sqlalchemy.exc.DBAPIError as exc:
+            raise _translate(exc, self.describe(), query) from None
+        return [dict(row) for row in result.mappings()] if result.returns_rows else []
+
+    async def execute_async(self, query: Query, params: Params | None = None) -> None:
+        await self.fetch_all_async(query, params)
+
+    async def fetch_one_async(self, query: Query, params: Params | None = None) -> Row | None:
+        rows = await self.fetch_all_async(query, params)
+        return rows[0] if rows else None
+
+    def sqlalchemy_engine(self) -> Engine:
+        bind = self.bind
+        if isinstance(bind, (Connection, AsyncConnection)):
+            return bind.engine.sync_engine if isinstance(bind, AsyncConnection) else bind.engine
+        engine = bind.get_bind()
+        if isinstance(engine, Connection):
+            return engine.engine
+        return engine
