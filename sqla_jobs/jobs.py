@@ -42,8 +42,15 @@ class Job:
             values["status"] = JobStatus(values["status"])
         return cls(**values)
 
+    @classmethod
+    def from_full_row(cls, row: dict[str, Any]) -> Job:
+        """Build a Job from a row holding exactly the Job fields (the claim's hot path)."""
+        row["status"] = _STATUS_BY_VALUE[row["status"]]
+        return cls(**row)
+
 
 _FIELD_NAMES = tuple(field.name for field in dataclasses.fields(Job))
+_STATUS_BY_VALUE = {status.value: status for status in JobStatus}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

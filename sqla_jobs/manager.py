@@ -122,7 +122,7 @@ class JobManager:
         if queues is not None:
             query, params["queues"] = queries.claim_jobs_in_queues, list(queues)
         rows = await self.connector.fetch_all_async(query, params)
-        return [Job.from_row(row) for row in rows]
+        return [Job.from_full_row(row) for row in rows]
 
     async def finish_succeeded_async(self, job_ids: Sequence[int], *, delete: bool) -> None:
         query = queries.delete_jobs_by_id if delete else queries.finish_succeeded

@@ -81,7 +81,7 @@ class WorkerOptions:
             raise TypeError(f"queues must be a list of queue names, not the string {self.queues!r}")
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class JobContext:
     """What a task declared with ``pass_context=True`` receives as its first argument."""
 
@@ -89,11 +89,12 @@ class JobContext:
     app: App
     worker_name: str
     worker_id: int
-    _abort: threading.Event = dataclasses.field(default_factory=threading.Event)
+    _abort_requested: set[int] = dataclasses.field(repr=False)
 
     def should_abort(self) -> bool:
-        """True once someone asked to abort this job; a sync task should then return."""
-        return self._abort.is_set()
+        """True once someone asked to abort this job (or the worker is shutting down past
+        its timeout); a long sync task should check it and return."""
+        return self.job.id in self._abort_requested
 
 
 class _Completer:
@@ -192,7 +193,9 @@ class Worker:
         self.worker_id = 0
         # No queue named means every queue.
         self._queues = list(self.options.queues) if self.options.queues else None
-        self._running: dict[int, tuple[asyncio.Future[None], JobContext]] = {}
+        self._running: dict[int, asyncio.Future[None]] = {}
+        # Read from task threads through JobContext.should_abort(); set membership is atomic.
+        self._abort_requested: set[int] = set()
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._stopping = False
@@ -242,7 +245,7 @@ class Worker:
         finally:
             if self._running:  # only when run() itself was cancelled or failed
                 self._cancel_running()
-                await asyncio.wait([future for future, _ in self._running.values()], timeout=1)
+                await asyncio.wait(list(self._running.values()), timeout=1)
             for task in side_tasks:
                 task.cancel()
             await asyncio.gather(*side_tasks, return_exceptions=True)
@@ -268,6 +271,9 @@ class Worker:
             if free <= 0 or self._completer.backlog > _MAX_PENDING_OUTCOMES:
                 self._slot_free.clear()
                 await self._slot_free.wait()
+                # Jobs finishing together free their slots in the same loop turn: let them,
+                # so one claim fills them all instead of one claim per slot.
+                await asyncio.sleep(0)
                 continue
             self._wake.clear()
             self._released_since_claim = False
@@ -316,17 +322,15 @@ class Worker:
     # -- running -------------------------------------------------------------------------------
 
     def _start(self, job: Job) -> None:
-        context = JobContext(job=job, app=self.app, worker_name=self.name, worker_id=self.worker_id)
-        future = asyncio.ensure_future(self._run_job(job, context))
-        self._running[job.id] = (future, context)
+        self._running[job.id] = asyncio.ensure_future(self._run_job(job))
 
-    async def _run_job(self, job: Job, context: JobContext) -> None:
+    async def _run_job(self, job: Job) -> None:
         task = self.app.tasks.get(job.task_name)
         outcome: Outcome
         try:
             if task is None:
                 raise _UnknownTask(self._unknown_task_message(job))
-            await self._call(task, job, context)
+            await self._call(task, job)
         except asyncio.CancelledError:
             # Shutdown ran out of time: the job goes back to the queue (see _requeue_interrupted).
             self._interrupted.append(job.id)
@@ -344,14 +348,25 @@ class Worker:
         else:
             outcome = Outcome(job.id, JobStatus.SUCCEEDED)
         finally:
-            self._running.pop(job.id, None)
+            del self._running[job.id]
+            self._abort_requested.discard(job.id)
             self._slot_free.set()
         self.jobs_run += 1
         releases = job.lock is not None or outcome.status is JobStatus.TODO
         self._completer.add(outcome, releases=releases)
 
-    async def _call(self, task: Task, job: Job, context: JobContext) -> None:
-        args: tuple[Any, ...] = (context,) if task.pass_context else ()
+    async def _call(self, task: Task, job: Job) -> None:
+        args: tuple[Any, ...] = ()
+        if task.pass_context:
+            args = (
+                JobContext(
+                    job=job,
+                    app=self.app,
+                    worker_name=self.name,
+                    worker_id=self.worker_id,
+                    _abort_requested=self._abort_requested,
+                ),
+            )
         if task.is_async:
             await task.func(*args, **job.args)
             return
@@ -374,7 +389,7 @@ class Worker:
     async def _wait_for_running_jobs(self) -> None:
         if not self._running:
             return
-        futures = [future for future, _ in self._running.values()]
+        futures = list(self._running.values())
         logger.info("Waiting for %d running jobs to finish", len(futures))
         _, pending = await asyncio.wait(futures, timeout=self.options.shutdown_timeout)
         if pending:
@@ -387,8 +402,8 @@ class Worker:
             await asyncio.wait(pending, timeout=1)
 
     def _cancel_running(self) -> None:
-        for future, context in self._running.values():
-            context._abort.set()
+        for job_id, future in self._running.items():
+            self._abort_requested.add(job_id)
             future.cancel()
 
     async def _requeue_interrupted(self) -> None:
@@ -407,9 +422,9 @@ class Worker:
                 if self._queues is None or payload in self._queues:
                     self._wake.set()
             elif channel == ABORT_CHANNEL:
-                running = self._running.get(int(payload))
-                if running is not None:
-                    running[1]._abort.set()
+                job_id = int(payload)
+                if job_id in self._running:
+                    self._abort_requested.add(job_id)
 
         delay = 1.0
         while True:
