@@ -39,6 +39,7 @@ ABORT_CHANNEL = "sqla_jobs_abort"
 _MAX_ERROR_LENGTH = 20_000
 _MAX_PENDING_OUTCOMES = 20_000
 _MAX_FLUSH = 5_000
+_MAX_CLAIMS_IN_FLIGHT = 2
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -196,13 +197,18 @@ class Worker:
         self._running: dict[int, asyncio.Future[None]] = {}
         # Read from task threads through JobContext.should_abort(); set membership is atomic.
         self._abort_requested: set[int] = set()
-        self._wake = asyncio.Event()
-        self._slot_free = asyncio.Event()
+        # Set whenever the fetcher may have something to do: a slot freed, a claim returned,
+        # news from the queue, a stop request.
+        self._changed = asyncio.Event()
+        self._exhausted = False  # the last claim found fewer jobs than asked
+        self._claims: set[asyncio.Task[Any]] = set()
+        self._reserved = 0  # slots promised to claims in flight
         self._stopping = False
         self._stop_requested = asyncio.Event()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._completer = _Completer(self.manager, self.options.delete_jobs, self._after_flush)
-        self._released_since_claim = False
+        # A job waiting behind a lock becomes runnable once its predecessor's outcome is
+        # written, and a retry once it is back in the queue.
+        self._completer = _Completer(self.manager, self.options.delete_jobs, self._news)
         self._interrupted: list[int] = []
         self.jobs_run = 0
 
@@ -217,8 +223,7 @@ class Worker:
         logger.info("Stop requested: claiming no more jobs", extra={"worker": self.name})
         self._stopping = True
         self._stop_requested.set()
-        self._wake.set()
-        self._slot_free.set()
+        self._changed.set()
 
     async def run(self) -> None:
         self.app.import_tasks()
@@ -265,59 +270,76 @@ class Worker:
     # -- fetching ------------------------------------------------------------------------------
 
     async def _fetch_loop(self) -> None:
+        """Keep the slots full: claim as many jobs as slots are free, with up to two claims in
+        flight, so that PostgreSQL prepares the next batch while Python runs this one."""
         options = self.options
+        min_batch = max(1, min(options.fetch_batch, options.concurrency) // 2)
         while not self._stopping:
-            free = options.concurrency - len(self._running)
-            if free <= 0 or self._completer.backlog > _MAX_PENDING_OUTCOMES:
-                self._slot_free.clear()
-                await self._slot_free.wait()
-                # Jobs finishing together free their slots in the same loop turn: let them,
-                # so one claim fills them all instead of one claim per slot.
-                await asyncio.sleep(0)
+            self._changed.clear()
+            free = options.concurrency - len(self._running) - self._reserved
+            limit = min(free, options.fetch_batch)
+            if (
+                not self._exhausted
+                and limit > 0
+                and len(self._claims) < _MAX_CLAIMS_IN_FLIGHT
+                and (limit >= min_batch or not self._claims)
+                and self._completer.backlog < _MAX_PENDING_OUTCOMES
+            ):
+                self._start_claim(limit)
                 continue
-            self._wake.clear()
-            self._released_since_claim = False
+            idle = self._exhausted and not self._claims
+            if idle and not options.wait and not self._running:
+                # Draining: done once every outcome is written and none of them made a job
+                # runnable again (the next job of a lock, a retry).
+                await self._completer.wait_idle()
+                if self._exhausted:
+                    return
+                continue
+            timeout = options.polling_interval if idle else None
             try:
-                jobs = await self.manager.claim_async(
-                    worker_id=self.worker_id,
-                    queues=self._queues,
-                    limit=min(free, options.fetch_batch),
-                )
-            except ConnectorError as exc:
-                logger.error("Could not claim jobs, retrying in %.0f s: %s", 1.0, exc)
-                await self._sleep_unless_stopped(1.0)
-                continue
-            for job in jobs:
-                self._start(job)
-            if jobs:
-                continue
-            if options.wait:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), options.polling_interval)
-            elif await self._drained():
-                return
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except TimeoutError:
+                self._exhausted = False  # poll: scheduled jobs, missed notifications
+        # Claims still in flight hold jobs this worker will not run: give them back.
+        if self._claims:
+            await asyncio.wait(self._claims)
 
-    async def _drained(self) -> bool:
-        """With wait=False, after a claim found nothing: true once no job runs, every outcome
-        is written, and no outcome written since the claim could have made a job runnable
-        (the next job of a lock, a retry)."""
-        if self._running:
-            self._slot_free.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._slot_free.wait(), self.options.polling_interval)
-            return False
-        await self._completer.wait_idle()
-        return not self._released_since_claim
+    def _start_claim(self, limit: int) -> None:
+        self._reserved += limit
+        self._claims.add(asyncio.create_task(self._claim(limit)))
+
+    async def _claim(self, limit: int) -> None:
+        try:
+            jobs = await self.manager.claim_async(
+                worker_id=self.worker_id, queues=self._queues, limit=limit
+            )
+        except ConnectorError as exc:
+            logger.error("Could not claim jobs, retrying in 1 s: %s", exc)
+            await self._sleep_unless_stopped(1.0)
+            jobs = []
+        finally:
+            self._reserved -= limit
+            this_claim = asyncio.current_task()
+            if this_claim is not None:
+                self._claims.discard(this_claim)
+            self._changed.set()
+        if len(jobs) < limit:
+            self._exhausted = True
+        if self._stopping:
+            if jobs:
+                self._interrupted.extend(job.id for job in jobs)
+            return
+        for job in jobs:
+            self._start(job)
+
+    def _news(self) -> None:
+        """Something may have made jobs runnable: claim again."""
+        self._exhausted = False
+        self._changed.set()
 
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop_requested.wait(), seconds)
-
-    def _after_flush(self) -> None:
-        # A job waiting behind a lock becomes runnable once its predecessor is recorded, and
-        # a retry once it is back in the queue: claim again.
-        self._released_since_claim = True
-        self._wake.set()
 
     # -- running -------------------------------------------------------------------------------
 
@@ -350,7 +372,7 @@ class Worker:
         finally:
             del self._running[job.id]
             self._abort_requested.discard(job.id)
-            self._slot_free.set()
+            self._changed.set()
         self.jobs_run += 1
         releases = job.lock is not None or outcome.status is JobStatus.TODO
         self._completer.add(outcome, releases=releases)
@@ -420,7 +442,7 @@ class Worker:
         def on_notification(channel: str, payload: str) -> None:
             if channel == NOTIFY_CHANNEL:
                 if self._queues is None or payload in self._queues:
-                    self._wake.set()
+                    self._news()
             elif channel == ABORT_CHANNEL:
                 job_id = int(payload)
                 if job_id in self._running:
@@ -441,7 +463,7 @@ class Worker:
                     self.options.polling_interval,
                     delay,
                 )
-                self._wake.set()
+                self._news()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
