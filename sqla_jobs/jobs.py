@@ -71,20 +71,35 @@ class JobSpec:
 
 
 def dump_args(task_name: str, args: Mapping[str, Any]) -> str:
+    """The job's arguments as JSON text that PostgreSQL's jsonb accepts, or an error that names
+    the argument at fault."""
     try:
-        return json.dumps(args, separators=(",", ":"))
+        text = json.dumps(args, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError):
         pass
+    else:
+        # Valid JSON, but jsonb cannot store a NUL character.
+        if "\\u0000" not in text:
+            return text
     for key, value in args.items():
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError) as exc:
+        problem = _json_problem(value)
+        if problem is not None:
             raise InvalidJobArguments(
-                f"Argument {key!r} of task {task_name!r} cannot be stored as JSON "
-                f"({type(value).__name__}: {exc}). Pass JSON-serialisable values (str, int, "
-                "float, bool, None, lists and dicts of them), e.g. an id instead of an object."
-            ) from None
+                f"Argument {key!r} of task {task_name!r} cannot be stored as JSON ({problem}). "
+                "Pass JSON values (str, int, finite float, bool, None, lists and dicts of "
+                "them), e.g. an id instead of an object."
+            )
     raise InvalidJobArguments(
         f"The arguments of task {task_name!r} cannot be stored as JSON. "
         "Use string keys and JSON-serialisable values."
     )
+
+
+def _json_problem(value: Any) -> str | None:
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return f"{type(value).__name__}: {exc}"
+    if "\\u0000" in text:
+        return "it contains a NUL character (\\x00), which PostgreSQL cannot store"
+    return None

@@ -170,6 +170,13 @@ class JobManager:
             queries.requeue_worker_jobs, {"worker_id": worker_id, "ids": list(job_ids)}
         )
 
+    def list_workers(self) -> list[dict[str, Any]]:
+        """Registered workers, each with ``heartbeat_age``: seconds since its last heartbeat."""
+        rows = self.connector.fetch_all(queries.list_workers)
+        for row in rows:
+            row["heartbeat_age"] = float(row["heartbeat_age"])
+        return rows
+
     # -- inspection ----------------------------------------------------------------------------
 
     def get_job(self, job_id: int) -> Job:

@@ -287,6 +287,21 @@ requeue_worker_jobs = render(
     .values(status=JobStatus.TODO, worker_id=null(), started_at=null()),
 )
 
+list_workers = render(
+    "list_workers",
+    select(
+        workers.c.id,
+        workers.c.name,
+        workers.c.hostname,
+        workers.c.pid,
+        workers.c.queues,
+        workers.c.concurrency,
+        workers.c.started_at,
+        workers.c.last_heartbeat,
+        func.extract("epoch", func.now() - workers.c.last_heartbeat).label("heartbeat_age"),
+    ).order_by(workers.c.id),
+)
+
 # -- inspection --------------------------------------------------------------------------------
 
 get_job = render(

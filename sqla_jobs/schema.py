@@ -3,9 +3,8 @@
 Alembic migrations (``sqla_jobs/migrations``) create and evolve exactly these tables; a test
 compares the migrated database with this module and must find no difference.
 
-The triggers that keep the history and send NOTIFY are not expressible as Core objects; their
-DDL lives in the migrations, and the function bodies are kept here under names so the migration
-and the documentation read the same text.
+The triggers that keep the history (``sqla_jobs_job_events``) and send NOTIFY are not Core
+objects: their DDL is frozen in the migrations.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from sqlalchemy import (
     Column,
     DateTime,
     Enum,
-    ForeignKey,
     Identity,
     Index,
     Integer,
@@ -104,12 +102,9 @@ jobs = Table(
     Column("started_at", DateTime(timezone=True), nullable=True),
     Column("finished_at", DateTime(timezone=True), nullable=True),
     Column("last_error", Text, nullable=True),
-    Column(
-        "worker_id",
-        BigInteger,
-        ForeignKey(workers.c.id, ondelete="SET NULL"),
-        nullable=True,
-    ),
+    # No foreign key on purpose: a row-level check per claimed job would cost more than the
+    # rest of the claim. A worker_id whose worker row is gone means "that worker died".
+    Column("worker_id", BigInteger, nullable=True),
     comment="One row per job; the worker claims rows in status 'todo'.",
 )
 
@@ -133,7 +128,8 @@ Index(
     "uq_sqla_jobs_jobs_lock_running",
     jobs.c.lock,
     unique=True,
-    postgresql_where=jobs.c.status.in_([JobStatus.DOING, JobStatus.ABORTING]),
+    postgresql_where=jobs.c.status.in_([JobStatus.DOING, JobStatus.ABORTING])
+    & jobs.c.lock.isnot(None),
 )
 # Lets the claim query find the oldest waiting job of a lock quickly.
 Index(
@@ -149,8 +145,12 @@ Index(
     unique=True,
     postgresql_where=jobs.c.status == JobStatus.TODO,
 )
-Index("ix_sqla_jobs_jobs_worker_id", jobs.c.worker_id)
-Index("ix_sqla_jobs_jobs_queue_status", jobs.c.queue, jobs.c.status)
+# Running jobs by worker: finds the jobs of a worker that stopped or died.
+Index(
+    "ix_sqla_jobs_jobs_worker_id_running",
+    jobs.c.worker_id,
+    postgresql_where=jobs.c.status.in_([JobStatus.DOING, JobStatus.ABORTING]),
+)
 
 job_events = Table(
     "sqla_jobs_job_events",
@@ -174,6 +174,8 @@ periodic_defers = Table(
     Column("periodic_id", Text, nullable=False, server_default=text("''")),
     Column("defer_timestamp", BigInteger, nullable=False),
     Column("job_id", BigInteger, nullable=True),
-    UniqueConstraint("task_name", "periodic_id", "defer_timestamp"),
+    UniqueConstraint(
+        "task_name", "periodic_id", "defer_timestamp", name="uq_sqla_jobs_periodic_defers_tick"
+    ),
     comment="One row per periodic tick deferred: the unique key makes each tick run once.",
 )

@@ -10,10 +10,9 @@ when jobs arrive; polling is the fallback.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
+import contextvars
 import dataclasses
-import functools
 import logging
 import signal
 import socket
@@ -201,11 +200,11 @@ class Worker:
         # news from the queue, a stop request.
         self._changed = asyncio.Event()
         self._exhausted = False  # the last claim found fewer jobs than asked
+        self._news_count = 0
         self._claims: set[asyncio.Task[Any]] = set()
         self._reserved = 0  # slots promised to claims in flight
         self._stopping = False
         self._stop_requested = asyncio.Event()
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         # A job waiting behind a lock becomes runnable once its predecessor's outcome is
         # written, and a retry once it is back in the queue.
         self._completer = _Completer(self.manager, self.options.delete_jobs, self._news)
@@ -226,11 +225,17 @@ class Worker:
         self._changed.set()
 
     async def run(self) -> None:
-        self.app.import_tasks()
-        await self.manager.check_schema_async()
-        self.worker_id = await self.manager.register_worker_async(
-            name=self.name, queues=self._queues, concurrency=self.options.concurrency
-        )
+        """Run until stopped (SIGINT/SIGTERM or `stop`), or drained with ``wait=False``."""
+        # Signals are handled from the start: a SIGTERM during start-up is a clean stop too.
+        with self._signal_handlers():
+            self.app.import_tasks()
+            await self.manager.check_schema_async()
+            self.worker_id = await self.manager.register_worker_async(
+                name=self.name, queues=self._queues, concurrency=self.options.concurrency
+            )
+            await self._run()
+
+    async def _run(self) -> None:
         logger.info(
             "Worker %s started (id %d, queues %s, concurrency %d)",
             self.name,
@@ -244,9 +249,8 @@ class Worker:
         if self.options.listen_notify and self.options.wait:
             side_tasks.append(asyncio.create_task(self._listen(), name="sqla_jobs.listener"))
         try:
-            with self._signal_handlers():
-                await self._fetch_loop()
-                await self._wait_for_running_jobs()
+            await self._fetch_loop()
+            await self._wait_for_running_jobs()
         finally:
             if self._running:  # only when run() itself was cancelled or failed
                 self._cancel_running()
@@ -258,8 +262,6 @@ class Worker:
             await self._requeue_interrupted()
             with contextlib.suppress(JobsError):
                 await self.manager.unregister_worker_async(self.worker_id)
-            if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
             logger.info(
                 "Worker %s stopped after %d jobs",
                 self.name,
@@ -309,6 +311,7 @@ class Worker:
         self._claims.add(asyncio.create_task(self._claim(limit)))
 
     async def _claim(self, limit: int) -> None:
+        news_before = self._news_count
         try:
             jobs = await self.manager.claim_async(
                 worker_id=self.worker_id, queues=self._queues, limit=limit
@@ -323,7 +326,9 @@ class Worker:
             if this_claim is not None:
                 self._claims.discard(this_claim)
             self._changed.set()
-        if len(jobs) < limit:
+        # Fewer jobs than asked: the queue is empty for now, unless news came while this claim
+        # ran (its snapshot may predate the outcome that made a job runnable).
+        if len(jobs) < limit and self._news_count == news_before:
             self._exhausted = True
         if self._stopping:
             if jobs:
@@ -334,6 +339,7 @@ class Worker:
 
     def _news(self) -> None:
         """Something may have made jobs runnable: claim again."""
+        self._news_count += 1
         self._exhausted = False
         self._changed.set()
 
@@ -391,13 +397,8 @@ class Worker:
             )
         if task.is_async:
             await task.func(*args, **job.args)
-            return
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=self.options.concurrency, thread_name_prefix="sqla_jobs"
-            )
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, functools.partial(task.func, *args, **job.args))
+        else:
+            await _in_daemon_thread(f"sqla_jobs-job-{job.id}", task.func, *args, **job.args)
 
     def _unknown_task_message(self, job: Job) -> str:
         known = ", ".join(sorted(self.app.tasks)) or "none"
@@ -499,6 +500,36 @@ class Worker:
 
 class _UnknownTask(Exception):
     pass
+
+
+async def _in_daemon_thread(name: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a sync task in a thread of its own.
+
+    A daemon thread, unlike a thread pool's: a sync job that outlives the shutdown timeout
+    (its job is back in the queue by then) does not keep the process from exiting.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.cancelled():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result = context.run(func, *args, **kwargs)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await future
 
 
 def _log_extra(job: Job) -> dict[str, Any]:

@@ -182,8 +182,9 @@ def translate_error(
     text = str(exc).strip()
     detail = " ".join(text.split()) if text else type(exc).__name__
     if connecting or (sqlstate or "").startswith("08"):
+        stop = "" if detail.endswith((".", "?", "!")) else "."
         return ConnectionFailed(
-            f"Could not connect to PostgreSQL ({target}): {detail}. Check the connection "
+            f"Could not connect to PostgreSQL ({target}): {detail}{stop} Check the connection "
             "settings (DATABASE_URL, the connector's conninfo/dsn or keyword arguments, the "
             "PG* environment variables) and that the server is running.",
             sqlstate=sqlstate,

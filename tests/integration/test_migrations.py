@@ -1,0 +1,538 @@
+"""The shipped migrations against a real PostgreSQL: schema agreement, triggers, round trips,
+the command line at the repository root, and a host application's own Alembic environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from helpers import sqlalchemy_url
+
+from sqla_jobs import migrations
+from sqla_jobs.schema import NOTIFY_CHANNEL, VERSION_TABLE, metadata
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(sqlalchemy_url(db_url), poolclass=sa.NullPool)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def connection(db_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    with psycopg.connect(db_url, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture
+def listener(db_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    with psycopg.connect(db_url, autocommit=True) as connection:
+        for channel in (NOTIFY_CHANNEL, "sqla_jobs_abort", END_CHANNEL):
+            connection.execute(f"LISTEN {channel}")
+        yield connection
+
+
+END_CHANNEL = "test_end"
+
+
+def received(listener: psycopg.Connection[tuple[object, ...]]) -> list[tuple[str, str]]:
+    """Every notification committed so far (channel, payload), in order, without sleeping.
+
+    PostgreSQL delivers notifications in commit order, so once the listener hears its own
+    end marker, everything committed before has arrived.
+    """
+    listener.execute(f"NOTIFY {END_CHANNEL}")
+    notifications = []
+    for notification in listener.notifies(timeout=10):
+        if notification.channel == END_CHANNEL:
+            return notifications
+        notifications.append((notification.channel, notification.payload))
+    raise AssertionError(f"no end marker within 10 s; received {notifications}")
+
+
+def events(connection: psycopg.Connection[tuple[object, ...]]) -> list[tuple[object, ...]]:
+    return connection.execute(
+        "SELECT job_id, status::text, error FROM sqla_jobs_job_events ORDER BY id"
+    ).fetchall()
+
+
+def insert_jobs(
+    connection: psycopg.Connection[tuple[object, ...]], *rows: tuple[str, str]
+) -> list[int]:
+    """Insert (queue, status) rows in one statement, as a batch defer does; their ids."""
+    values = ", ".join(["(%s, 'task', %s::sqla_jobs_job_status)"] * len(rows))
+    params = [value for row in rows for value in row]
+    return [
+        row[0]
+        for row in connection.execute(
+            f"INSERT INTO sqla_jobs_jobs (queue, task_name, status) VALUES {values} RETURNING id",
+            params,
+        ).fetchall()
+    ]
+
+
+# --- the schema the migrations build is the schema in schema.py ---------------------------
+
+
+def test_autogenerate_finds_no_difference_between_migrations_and_schema(
+    engine: sa.Engine,
+) -> None:
+    with warnings.catch_warnings():
+        # An index that Alembic or SQLAlchemy cannot compare (an expression they do not
+        # understand) is skipped with a warning: make that a failure, not a silent pass.
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("error", sa.exc.SAWarning)
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+            assert compare_metadata(context, metadata) == []
+
+
+def catalog(url: str) -> dict[str, list[tuple[object, ...]]]:
+    """What PostgreSQL itself says about our tables, in its own canonical DDL.
+
+    Autogenerate compares neither index predicates nor enum labels; these catalog queries do.
+    """
+    queries = {
+        "columns": """
+            SELECT table_name, column_name, data_type, udt_name, is_nullable, column_default,
+                   is_identity, identity_generation
+            FROM information_schema.columns
+            WHERE table_name LIKE 'sqla_jobs%%' AND table_name <> %(version_table)s
+            ORDER BY table_name, column_name""",
+        "indexes": """
+            SELECT indexname, indexdef FROM pg_indexes
+            WHERE tablename LIKE 'sqla_jobs%%' AND tablename <> %(version_table)s
+            ORDER BY indexname""",
+        "constraints": """
+            SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)
+            FROM pg_constraint
+            WHERE conrelid::regclass::text LIKE 'sqla_jobs%%'
+              AND conrelid::regclass::text <> %(version_table)s
+            ORDER BY conname""",
+        "comments": """
+            SELECT c.relname, a.attname, col_description(c.oid, a.attnum),
+                   obj_description(c.oid, 'pg_class')
+            FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
+            WHERE c.relname LIKE 'sqla_jobs%%' AND c.relkind = 'r'
+              AND c.relname <> %(version_table)s
+            ORDER BY c.relname, a.attname""",
+        "enum_labels": """
+            SELECT t.typname, e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid
+            ORDER BY t.typname, e.enumsortorder""",
+    }
+    with psycopg.connect(url) as connection:
+        return {
+            name: connection.execute(query, {"version_table": VERSION_TABLE}).fetchall()
+            for name, query in queries.items()
+        }
+
+
+def test_migrated_catalog_equals_the_catalog_create_all_builds(
+    db_url: str, empty_db_url: str
+) -> None:
+    engine = sa.create_engine(sqlalchemy_url(empty_db_url), poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        metadata.create_all(conn)
+    engine.dispose()
+
+    migrated, created = catalog(db_url), catalog(empty_db_url)
+
+    assert migrated["indexes"], "the catalog query found no index: it is looking elsewhere"
+    for part in created:
+        assert migrated[part] == created[part], part
+
+
+def test_current_is_none_before_the_first_upgrade_and_head_after(empty_db_url: str) -> None:
+    assert migrations.current(empty_db_url) is None
+
+    migrations.upgrade(empty_db_url)
+
+    assert migrations.current(empty_db_url) == migrations.head() == "0001_initial"
+
+
+# --- triggers -----------------------------------------------------------------------------
+
+
+def test_insert_writes_one_event_per_job_and_notifies_each_queue_with_work_once(
+    connection: psycopg.Connection[tuple[object, ...]],
+    listener: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    ids = insert_jobs(connection, ("emails", "todo"), ("emails", "todo"), ("sms", "todo"))
+    [doing] = insert_jobs(connection, ("reports", "doing"))
+
+    assert events(connection) == [
+        (ids[0], "todo", None),
+        (ids[1], "todo", None),
+        (ids[2], "todo", None),
+        (doing, "doing", None),
+    ]
+    notified = received(listener)
+    assert sorted(notified) == [(NOTIFY_CHANNEL, "emails"), (NOTIFY_CHANNEL, "sms")]
+
+
+def test_status_change_writes_an_event_carrying_the_error_of_a_running_job_that_stopped(
+    connection: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    failed, retried, aborted, succeeded = insert_jobs(connection, *[("q", "doing")] * 4)
+    connection.execute("DELETE FROM sqla_jobs_job_events")
+
+    for job_id, status in [
+        (failed, "failed"),
+        (retried, "todo"),
+        (aborted, "aborted"),
+        (succeeded, "succeeded"),
+    ]:
+        connection.execute(
+            "UPDATE sqla_jobs_jobs SET status = %s, last_error = %s WHERE id = %s",
+            (status, f"boom {job_id}", job_id),
+        )
+    # Not a status change: no event.
+    connection.execute("UPDATE sqla_jobs_jobs SET attempts = attempts + 1")
+
+    assert events(connection) == [
+        (failed, "failed", f"boom {failed}"),
+        (retried, "todo", f"boom {retried}"),
+        (aborted, "aborted", f"boom {aborted}"),
+        (succeeded, "succeeded", None),
+    ]
+
+
+def test_error_is_not_copied_when_a_job_that_was_not_running_fails(
+    connection: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    [job_id] = insert_jobs(connection, ("q", "todo"))
+
+    connection.execute(
+        "UPDATE sqla_jobs_jobs SET status = 'failed', last_error = 'old' WHERE id = %s",
+        (job_id,),
+    )
+
+    assert events(connection)[-1] == (job_id, "failed", None)
+
+
+def test_jobs_back_to_todo_notify_their_queue_once_per_statement(
+    connection: psycopg.Connection[tuple[object, ...]],
+    listener: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    insert_jobs(connection, ("emails", "doing"), ("emails", "failed"), ("sms", "todo"))
+    received(listener)
+
+    # Two emails jobs come back (a retry, a manual requeue); the sms job was waiting already.
+    connection.execute("UPDATE sqla_jobs_jobs SET status = 'todo'")
+
+    assert received(listener) == [(NOTIFY_CHANNEL, "emails")]
+
+
+def test_abort_request_notifies_the_abort_channel_with_the_job_id(
+    connection: psycopg.Connection[tuple[object, ...]],
+    listener: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    [running, waiting] = insert_jobs(connection, ("q", "doing"), ("q", "todo"))
+    received(listener)
+
+    connection.execute("UPDATE sqla_jobs_jobs SET status = 'aborting' WHERE id = %s", (running,))
+    connection.execute("UPDATE sqla_jobs_jobs SET status = 'doing' WHERE id = %s", (waiting,))
+
+    assert received(listener) == [("sqla_jobs_abort", str(running))]
+
+
+def test_deleting_jobs_deletes_their_events(
+    connection: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    gone, kept = insert_jobs(connection, ("q", "todo"), ("q", "todo"))
+    connection.execute("UPDATE sqla_jobs_jobs SET status = 'doing'")
+
+    connection.execute("DELETE FROM sqla_jobs_jobs WHERE id = %s", (gone,))
+
+    assert [event[0] for event in events(connection)] == [kept, kept]
+
+
+def test_notifications_wait_for_the_commit(
+    db_url: str, listener: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    with psycopg.connect(db_url) as connection:
+        insert_jobs(connection, ("q", "todo"))
+        assert received(listener) == []
+        connection.rollback()
+    assert received(listener) == []
+
+
+# --- round trips --------------------------------------------------------------------------
+
+
+def database_objects(url: str) -> set[tuple[str, str]]:
+    """Every object outside the system schemas: relations, types, functions, triggers."""
+    query = """
+        SELECT 'relation', c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+        UNION ALL
+        SELECT 'type', t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+        UNION ALL
+        SELECT 'function', p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+        UNION ALL
+        SELECT 'trigger', tgname FROM pg_trigger WHERE NOT tgisinternal
+    """
+    with psycopg.connect(url) as connection:
+        return {(kind, name) for kind, name in connection.execute(query).fetchall()}
+
+
+def test_downgrade_to_base_leaves_only_the_empty_version_table(empty_db_url: str) -> None:
+    before = database_objects(empty_db_url)
+
+    migrations.upgrade(empty_db_url)
+    assert database_objects(empty_db_url) - before  # something was created
+    migrations.downgrade(empty_db_url)
+
+    # Alembic keeps its version table (empty) after a downgrade to base: that is all.
+    assert database_objects(empty_db_url) - before == {
+        ("relation", VERSION_TABLE),
+        ("relation", f"{VERSION_TABLE}_pkc"),
+        ("type", VERSION_TABLE),
+        ("type", f"_{VERSION_TABLE}"),
+    }
+    with psycopg.connect(empty_db_url) as connection:
+        assert connection.execute(f"SELECT count(*) FROM {VERSION_TABLE}").fetchone() == (0,)
+    assert migrations.current(empty_db_url) is None
+
+
+def test_upgrade_after_downgrade_to_base_rebuilds_everything(empty_db_url: str) -> None:
+    migrations.upgrade(empty_db_url)
+    built = database_objects(empty_db_url)
+
+    migrations.downgrade(empty_db_url)
+    migrations.upgrade(empty_db_url)
+
+    assert database_objects(empty_db_url) == built
+
+
+def test_upgrade_on_a_callers_connection_stays_in_the_callers_transaction(
+    empty_db_url: str,
+) -> None:
+    engine = sa.create_engine(sqlalchemy_url(empty_db_url, "psycopg"), poolclass=sa.NullPool)
+    with engine.connect() as conn:
+        conn.begin()
+        migrations.upgrade(conn)
+        assert migrations.current(conn) == migrations.head()
+        conn.rollback()
+    engine.dispose()
+
+    assert migrations.current(empty_db_url) is None
+    assert ("relation", "sqla_jobs_jobs") not in database_objects(empty_db_url)
+
+
+def test_upgrade_accepts_an_engine(empty_db_url: str) -> None:
+    engine = sa.create_engine(sqlalchemy_url(empty_db_url, "psycopg2"), poolclass=sa.NullPool)
+
+    migrations.upgrade(engine)
+
+    assert migrations.current(engine) == migrations.head()
+    engine.dispose()
+
+
+def test_offline_sql_creates_the_same_database_as_an_online_upgrade(
+    db_url: str, empty_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+
+    script = migrations.sql()
+
+    assert "CREATE TABLE sqla_jobs_jobs" in script
+    assert "CREATE TRIGGER sqla_jobs_after_insert" in script
+    with psycopg.connect(empty_db_url, autocommit=True) as connection:
+        connection.execute(script)  # a whole script, no parameters
+    assert migrations.current(empty_db_url) == migrations.head()
+    assert database_objects(empty_db_url) == database_objects(db_url)
+    assert catalog(empty_db_url) == catalog(db_url)
+
+
+def test_offline_downgrade_sql_drops_what_upgrade_created(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+
+    script = migrations.sql("head:base", downgrade=True)
+
+    with psycopg.connect(db_url, autocommit=True) as connection:
+        connection.execute(script)
+    assert migrations.current(db_url) is None
+    assert ("type", "sqla_jobs_job_status") not in database_objects(db_url)
+
+
+# --- the Alembic command line at the repository root --------------------------------------
+
+
+def run_alembic(*args: str, database_url: str | None) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(REPO_ROOT / "alembic.ini"), *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_repo_alembic_ini_upgrades_the_database_in_database_url(empty_db_url: str) -> None:
+    upgraded = run_alembic("upgrade", "head", database_url=empty_db_url)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert migrations.current(empty_db_url) == migrations.head()
+
+    # A table of the host application in the same database is none of our autogenerate's
+    # business: `alembic check` must not propose dropping it.
+    with psycopg.connect(empty_db_url, autocommit=True) as connection:
+        connection.execute("CREATE TABLE host_items (id integer PRIMARY KEY)")
+    checked = run_alembic("check", database_url=empty_db_url)
+    assert checked.returncode == 0, checked.stderr + checked.stdout
+    assert "No new upgrade operations detected" in checked.stdout
+
+
+def test_repo_alembic_ini_prints_sql_without_a_database() -> None:
+    result = run_alembic("upgrade", "head", "--sql", database_url=None)
+
+    assert result.returncode == 0, result.stderr
+    assert "CREATE TABLE sqla_jobs_jobs" in result.stdout
+
+
+def test_repo_alembic_ini_without_database_url_says_what_to_set() -> None:
+    result = run_alembic("upgrade", "head", database_url=None)
+
+    assert result.returncode != 0
+    assert "DATABASE_URL" in result.stderr
+
+
+# --- a host application's own Alembic environment -----------------------------------------
+
+HOST_ENV = """
+from alembic import context
+from sqlalchemy import Column, Integer, MetaData, Table, Text, engine_from_config, pool
+
+import sqla_jobs.migrations
+
+host_metadata = MetaData()
+Table("host_items", host_metadata, Column("id", Integer, primary_key=True), Column("name", Text))
+
+config = context.config
+connectable = engine_from_config(
+    config.get_section(config.config_ini_section, {}),
+    prefix="sqlalchemy.",
+    poolclass=pool.NullPool,
+)
+with connectable.connect() as connection:
+    sqla_jobs.migrations.upgrade(connection)
+    context.configure(
+        connection=connection,
+        target_metadata=host_metadata,
+        include_object=sqla_jobs.migrations.include_object,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
+HOST_REVISION = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "host_0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table(
+        "host_items",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("name", sa.Text()),
+    )
+
+
+def downgrade():
+    op.drop_table("host_items")
+"""
+
+
+@pytest.fixture
+def host_config(tmp_path: Path, empty_db_url: str) -> Config:
+    """A host application's Alembic environment whose env.py also upgrades the job tables."""
+    (tmp_path / "migrations" / "versions").mkdir(parents=True)
+    (tmp_path / "migrations" / "env.py").write_text(textwrap.dedent(HOST_ENV))
+    (tmp_path / "migrations" / "versions" / "host_0001.py").write_text(HOST_REVISION)
+    (tmp_path / "alembic.ini").write_text(
+        textwrap.dedent(
+            """\
+            [alembic]
+            script_location = %(here)s/migrations
+            path_separator = os
+            """
+        )
+    )
+    config = Config(tmp_path / "alembic.ini")
+    config.set_main_option("sqlalchemy.url", sqlalchemy_url(empty_db_url, "psycopg"))
+    return config
+
+
+def test_host_env_upgrades_its_tables_and_ours_each_in_its_own_version_table(
+    host_config: Config, empty_db_url: str
+) -> None:
+    command.upgrade(host_config, "head")
+
+    with psycopg.connect(empty_db_url) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            ("host_0001",)
+        ]
+        assert connection.execute("SELECT count(*) FROM host_items").fetchone() == (0,)
+        assert connection.execute("SELECT count(*) FROM sqla_jobs_jobs").fetchone() == (0,)
+    assert migrations.current(empty_db_url) == migrations.head()
+
+    # Running it again is a no-op for both histories.
+    command.upgrade(host_config, "head")
+    assert migrations.current(empty_db_url) == migrations.head()
+
+
+def test_host_autogenerate_with_include_object_ignores_the_job_tables(
+    host_config: Config,
+) -> None:
+    command.upgrade(host_config, "head")
+
+    command.check(host_config)  # raises if autogenerate would change anything
+
+
+def test_host_autogenerate_without_the_helpers_would_drop_the_job_tables(
+    db_url: str,
+) -> None:
+    host_metadata = sa.MetaData()
+    engine = sa.create_engine(sqlalchemy_url(db_url), poolclass=sa.NullPool)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn)
+        unfiltered = compare_metadata(context, host_metadata)
+        by_object = MigrationContext.configure(
+            conn, opts={"include_object": migrations.include_object}
+        )
+        by_name = MigrationContext.configure(conn, opts={"include_name": migrations.include_name})
+        assert compare_metadata(by_object, host_metadata) == []
+        assert compare_metadata(by_name, host_metadata) == []
+    engine.dispose()
+
+    dropped = {diff[1].name for diff in unfiltered if diff[0] == "remove_table"}
+    assert dropped == {*metadata.tables, VERSION_TABLE}
