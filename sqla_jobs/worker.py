@@ -22,6 +22,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from .connectors.base import cannot_run_worker
 from .errors import ConnectorError, JobsError
 from .jobs import Job
 from .manager import JobManager, Outcome
@@ -226,6 +227,8 @@ class Worker:
 
     async def run(self) -> None:
         """Run until stopped (SIGINT/SIGTERM or `stop`), or drained with ``wait=False``."""
+        if not self.app.connector.can_run_worker:
+            raise cannot_run_worker(self.app.connector)
         # Signals are handled from the start: a SIGTERM during start-up is a clean stop too.
         with self._signal_handlers():
             self.app.import_tasks()

@@ -88,6 +88,14 @@ class PsycopgConnector(BaseAsyncConnector):
 
     def _make_sync_connector(self) -> BaseConnector:
         kwargs = {k: v for k, v in self._kwargs.items() if k != "autocommit"}
+        factory = self._pool_factory
+        if isinstance(factory, type) and issubclass(factory, psycopg_pool.AsyncNullConnectionPool):
+            # No pooling asked for (PgBouncer): the sync twin keeps no connection open either.
+            return SyncPsycopgConnector(
+                conninfo=self._conninfo,
+                kwargs=kwargs,
+                pool_factory=psycopg_pool.NullConnectionPool,
+            )
         return SyncPsycopgConnector(conninfo=self._conninfo, kwargs=kwargs, min_size=1)
 
     async def open_async(self) -> None:

@@ -1,0 +1,144 @@
+"""Jobs as values: arguments are stored as JSON or refused naming the argument; rows read back
+into `Job`."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+from typing import Any
+
+import pytest
+
+import sqla_jobs
+from sqla_jobs import Job, JobStatus
+from sqla_jobs.jobs import JobSpec, dump_args
+
+
+class Invoice:
+    pass
+
+
+def test_arguments_are_dumped_as_compact_json_that_loads_back_equal() -> None:
+    args = {"text": "héllo ✓", "n": 2**62, "f": 0.5, "none": None, "list": [1, {"a": []}]}
+
+    dumped = dump_args("billing.charge", args)
+
+    assert json.loads(dumped) == args
+    assert ", " not in dumped and ": " not in dumped
+
+
+@pytest.mark.parametrize(
+    ("value", "type_name"),
+    [
+        (Invoice(), "Invoice"),
+        (datetime.datetime(2030, 1, 1), "datetime"),
+        ({1, 2}, "set"),
+        (b"raw", "bytes"),
+        ([1, Invoice()], "list"),
+        ({"nested": Invoice()}, "dict"),
+    ],
+)
+def test_argument_that_is_not_json_is_refused_naming_it_its_type_and_the_task(
+    value: Any, type_name: str
+) -> None:
+    with pytest.raises(sqla_jobs.InvalidJobArguments) as caught:
+        dump_args("billing.charge", {"amount": 10, "invoice": value})
+
+    message = str(caught.value)
+    assert "'invoice'" in message
+    assert "'amount'" not in message
+    assert "'billing.charge'" in message
+    assert type_name in message
+    assert "JSON" in message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(math.nan, id="nan"),
+        pytest.param(math.inf, id="infinity"),
+        pytest.param(-math.inf, id="minus_infinity"),
+    ],
+)
+def test_non_finite_float_is_refused_naming_the_argument(value: float) -> None:
+    with pytest.raises(sqla_jobs.InvalidJobArguments, match="'ratio'"):
+        dump_args("stats.update", {"ratio": value})
+
+
+def test_text_with_a_nul_character_is_refused_naming_the_argument() -> None:
+    with pytest.raises(sqla_jobs.InvalidJobArguments, match="'name'"):
+        dump_args("users.rename", {"name": "bad\x00name"})
+
+
+def test_arguments_with_keys_json_cannot_hold_are_refused_naming_the_task() -> None:
+    with pytest.raises(sqla_jobs.InvalidJobArguments, match=r"'grid\.fill'.*string keys"):
+        dump_args("grid.fill", {"cells": "ok", (1, 2): "x"})  # type: ignore[dict-item]
+
+
+def test_invalid_job_arguments_is_a_type_error_and_a_jobs_error() -> None:
+    assert issubclass(sqla_jobs.InvalidJobArguments, TypeError)
+    assert issubclass(sqla_jobs.InvalidJobArguments, sqla_jobs.JobsError)
+
+
+def test_job_spec_dumps_its_arguments_naming_its_task() -> None:
+    spec = JobSpec(task_name="mail.send", args={"to": Invoice()})
+
+    with pytest.raises(sqla_jobs.InvalidJobArguments, match=r"'to' of task 'mail\.send'"):
+        spec.args_json()
+    assert JobSpec(task_name="mail.send", args={"to": "x"}).args_json() == '{"to":"x"}'
+
+
+NOW = datetime.datetime(2030, 5, 6, 7, 8, 9, tzinfo=datetime.UTC)
+
+FULL_ROW: dict[str, Any] = {
+    "id": 12,
+    "queue": "mail",
+    "task_name": "mail.send",
+    "args": {"to": "ada@example.com"},
+    "priority": 5,
+    "lock": "user:1",
+    "queueing_lock": "welcome:1",
+    "status": "doing",
+    "scheduled_at": NOW,
+    "attempts": 2,
+    "created_at": NOW,
+    "started_at": NOW,
+    "finished_at": None,
+    "last_error": "Traceback ...",
+    "worker_id": 3,
+}
+
+
+def test_job_from_a_full_row_keeps_every_column_and_types_the_status() -> None:
+    job = Job.from_row(FULL_ROW)
+
+    assert dataclasses.asdict(job) == {**FULL_ROW, "status": JobStatus.DOING}
+    assert job.status is JobStatus.DOING
+
+
+def test_job_from_a_partial_row_takes_defaults_for_the_missing_columns() -> None:
+    job = Job.from_row({"id": 1, "queue": "default", "task_name": "t", "args": {}})
+
+    assert job == Job(id=1, queue="default", task_name="t", args={})
+    assert (job.status, job.priority, job.attempts, job.lock) == (JobStatus.TODO, 0, 0, None)
+
+
+def test_job_from_a_row_ignores_columns_it_does_not_know() -> None:
+    job = Job.from_row({**FULL_ROW, "xmin": "123", "periodic_id": "p"})
+
+    assert job == Job.from_row(FULL_ROW)
+
+
+def test_job_from_a_row_with_an_unknown_status_is_refused() -> None:
+    with pytest.raises(ValueError, match="exploded"):
+        Job.from_row({**FULL_ROW, "status": "exploded"})
+
+
+def test_job_is_an_immutable_value() -> None:
+    job = Job.from_row(FULL_ROW)
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.status = JobStatus.FAILED  # type: ignore[misc]
+    assert not hasattr(job, "__dict__")

@@ -1,0 +1,114 @@
+"""Every statement is rendered once to driver-ready SQL: only named ``%(name)s`` placeholders,
+the parameters the job manager sends, and a claim that skips locked rows in priority order."""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+import pytest
+
+from sqla_jobs import queries
+from sqla_jobs.jobs import JobSpec
+from sqla_jobs.manager import _many_jobs_params, _one_job_params
+
+PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+CLAIMS = [queries.claim_jobs, queries.claim_jobs_in_queues]
+
+
+def placeholders(query: queries.Query) -> set[str]:
+    return set(PLACEHOLDER.findall(query.sql))
+
+
+def one_line(sql: str) -> str:
+    return " ".join(sql.split())
+
+
+def test_the_module_lists_its_queries() -> None:
+    assert len(queries.ALL) >= 14
+    names = [query.name for query in queries.ALL]
+    assert len(names) == len(set(names)), "two queries share a name"
+    for query in queries.ALL:
+        assert getattr(queries, query.name) is query, f"{query.name} is not queries.{query.name}"
+
+
+@pytest.mark.parametrize("query", queries.ALL, ids=lambda query: query.name)
+def test_query_has_only_named_placeholders(query: queries.Query) -> None:
+    leftover = PLACEHOLDER.sub("", query.sql).replace("%%", "")
+    assert "%" not in leftover, "a positional %s or a lone % would break pyformat drivers"
+    assert not re.search(r"(?<![:\w]):[A-Za-z_]\w*", leftover), "a :name bind was left"
+    assert "?" not in leftover
+
+
+@pytest.mark.parametrize("query", queries.ALL, ids=lambda query: query.name)
+def test_query_has_no_post_compile_marker(query: queries.Query) -> None:
+    assert "POSTCOMPILE" not in query.sql.upper()
+    assert "__[" not in query.sql
+
+
+@pytest.mark.parametrize("query", queries.ALL, ids=lambda query: query.name)
+def test_query_text_is_its_string(query: queries.Query) -> None:
+    assert isinstance(query.sql, str) and query.sql.strip()
+    assert str(query) == query.sql
+
+
+@pytest.mark.parametrize("query", CLAIMS, ids=lambda query: query.name)
+def test_claim_skips_rows_other_workers_hold(query: queries.Query) -> None:
+    assert "FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED" in one_line(query.sql)
+
+
+@pytest.mark.parametrize("query", CLAIMS, ids=lambda query: query.name)
+def test_claim_takes_the_highest_priority_then_the_oldest_job(query: queries.Query) -> None:
+    sql = one_line(query.sql)
+    order = re.search(
+        r"ORDER BY sqla_jobs_jobs\.priority DESC, sqla_jobs_jobs\.id LIMIT %\(limit\)s FOR UPDATE",
+        sql,
+    )
+    assert order is not None, sql
+
+
+@pytest.mark.parametrize("query", CLAIMS, ids=lambda query: query.name)
+def test_claim_only_takes_due_todo_jobs_whose_lock_is_free(query: queries.Query) -> None:
+    sql = one_line(query.sql)
+    assert "sqla_jobs_jobs.status = 'todo'" in sql
+    assert "sqla_jobs_jobs.scheduled_at <= now()" in sql
+    assert "running.status IN ('doing', 'aborting')" in sql
+    assert "earlier.id < sqla_jobs_jobs.id" in sql
+
+
+def test_claim_parameters() -> None:
+    assert placeholders(queries.claim_jobs) == {"worker_id", "limit"}
+    assert placeholders(queries.claim_jobs_in_queues) == {"worker_id", "limit", "queues"}
+
+
+SPEC = JobSpec(
+    task_name="t",
+    args={"n": 1},
+    queue="q",
+    priority=1,
+    lock="l",
+    queueing_lock="ql",
+    scheduled_at=datetime.datetime.now(datetime.UTC),
+)
+
+
+def test_defer_query_takes_exactly_the_parameters_the_manager_sends() -> None:
+    assert placeholders(queries.defer_job) == set(_one_job_params(SPEC))
+
+
+def test_batch_defer_query_takes_exactly_the_parameters_the_manager_sends() -> None:
+    assert placeholders(queries.defer_jobs) == set(_many_jobs_params([SPEC, SPEC]))
+
+
+def test_batch_defer_text_does_not_depend_on_the_batch_size() -> None:
+    """Columns travel as arrays: one statement text for any number of jobs."""
+    sql = one_line(queries.defer_jobs.sql)
+    assert "unnest(" in sql
+    assert "WITH ORDINALITY" in sql
+    assert "ORDER BY batch_rows.ord" in sql, "ids come back in the order the jobs were given"
+
+
+def test_finish_queries_take_arrays_of_ids() -> None:
+    assert placeholders(queries.finish_succeeded) == {"ids"}
+    assert placeholders(queries.finish_jobs) == {"ids", "statuses", "errors", "retry_ats"}
+    assert placeholders(queries.delete_jobs_by_id) == {"ids"}
