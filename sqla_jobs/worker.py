@@ -260,7 +260,10 @@ class Worker:
                 await asyncio.wait(list(self._running.values()), timeout=1)
             for task in side_tasks:
                 task.cancel()
-            await asyncio.gather(*side_tasks, return_exceptions=True)
+            # Bounded: a driver that does not honour cancellation must not hang the shutdown.
+            _, stuck = await asyncio.wait(side_tasks, timeout=5)
+            for task in stuck:
+                logger.warning("%s did not stop within 5 s; leaving it", task.get_name())
             await self._completer.flush()
             await self._requeue_interrupted()
             with contextlib.suppress(JobsError):
@@ -361,23 +364,67 @@ class Worker:
         try:
             if task is None:
                 raise _UnknownTask(self._unknown_task_message(job))
-            await self._call(task, job)
-        except asyncio.CancelledError:
-            # Shutdown ran out of time: the job goes back to the queue (see _requeue_interrupted).
-            self._interrupted.append(job.id)
-            raise
+            if task.is_async:
+                await self._call(task, job)
+            else:
+                # Shielded: an abort request must not end the wait while the thread runs on;
+                # the task sees context.should_abort() and the job ends when it returns.
+                call = asyncio.ensure_future(self._call(task, job))
+                try:
+                    await asyncio.shield(call)
+                except asyncio.CancelledError as exc:
+                    if exc.args != (ABORT_CHANNEL,):
+                        call.cancel()
+                        raise
+                    try:
+                        await call
+                    except asyncio.CancelledError:
+                        # Shutdown cut the wait short: the job was asked to abort, not to rerun.
+                        raise asyncio.CancelledError(ABORT_CHANNEL) from None
+        except asyncio.CancelledError as exc:
+            if exc.args != (ABORT_CHANNEL,) or job.id not in self._abort_requested:
+                # Shutdown ran out of time: the job goes back to the queue (see
+                # _requeue_interrupted).
+                self._interrupted.append(job.id)
+                raise
+            # Cancelled at the request of abort_job (see _listen); the traceback says where.
+            logger.warning("Job %d (%s) aborted", job.id, job.task_name, extra=_log_extra(job))
+            error = "".join(traceback.format_exception(exc))[-_MAX_ERROR_LENGTH:]
+            outcome = Outcome(job.id, JobStatus.ABORTED, f"Aborted on request.\n{error}")
         except _UnknownTask as exc:
             logger.error("%s", exc, extra=_log_extra(job))
             outcome = Outcome(job.id, JobStatus.FAILED, str(exc))
         except (Exception, SystemExit) as exc:
             # SystemExit too: one task calling sys.exit() must not stop the worker.
-            logger.exception(
-                "Job %d (%s) failed: %r", job.id, job.task_name, exc, extra=_log_extra(job)
-            )
             error = "".join(traceback.format_exception(exc))[-_MAX_ERROR_LENGTH:]
-            outcome = Outcome(job.id, JobStatus.FAILED, error)
+            if job.id in self._abort_requested:
+                logger.warning(
+                    "Job %d (%s) aborted: %r", job.id, job.task_name, exc, extra=_log_extra(job)
+                )
+                outcome = Outcome(job.id, JobStatus.ABORTED, f"Aborted on request.\n{error}")
+            elif (delay := task.retry_delay(job.attempts, exc) if task else None) is not None:
+                logger.warning(
+                    "Job %d (%s) failed on attempt %d, retrying in %.1f s: %r",
+                    job.id,
+                    job.task_name,
+                    job.attempts,
+                    delay,
+                    exc,
+                    extra=_log_extra(job),
+                )
+                outcome = Outcome.retry(job.id, error, delay)
+            else:
+                logger.exception(
+                    "Job %d (%s) failed: %r", job.id, job.task_name, exc, extra=_log_extra(job)
+                )
+                outcome = Outcome(job.id, JobStatus.FAILED, error)
         else:
-            outcome = Outcome(job.id, JobStatus.SUCCEEDED)
+            if job.id in self._abort_requested:
+                # A sync task that returned after an abort request (or an async one that
+                # swallowed the cancellation): it stopped, as asked.
+                outcome = Outcome(job.id, JobStatus.ABORTED, "Aborted on request.")
+            else:
+                outcome = Outcome(job.id, JobStatus.SUCCEEDED)
         finally:
             del self._running[job.id]
             self._abort_requested.discard(job.id)
@@ -449,8 +496,13 @@ class Worker:
                     self._news()
             elif channel == ABORT_CHANNEL:
                 job_id = int(payload)
-                if job_id in self._running:
+                future = self._running.get(job_id)
+                if future is not None and job_id not in self._abort_requested:
                     self._abort_requested.add(job_id)
+                    # Async tasks: CancelledError at their next await; sync tasks (shielded in
+                    # _run_job) see should_abort(). call_soon: after the job's first step, so
+                    # that _run_job is inside its try and records the outcome.
+                    asyncio.get_running_loop().call_soon(future.cancel, ABORT_CHANNEL)
 
         delay = 1.0
         while True:
