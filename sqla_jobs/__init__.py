@@ -7,6 +7,8 @@ from .connectors import (
     BaseConnector,
     Psycopg2Connector,
     PsycopgConnector,
+    SQLAlchemyAsyncConnector,
+    SQLAlchemyConnector,
     SQLAlchemyPsycopg2Connector,
     SyncPsycopgConnector,
 )
@@ -23,6 +25,8 @@ from .errors import (
     TaskNotFound,
 )
 from .jobs import Job
+from .manager import JobEvent
+from .retry import RetryStrategy
 from .schema import JobStatus, metadata
 from .tasks import JobDeferrer, Task
 from .worker import JobContext, Worker, WorkerOptions
@@ -40,11 +44,15 @@ __all__ = [
     "Job",
     "JobContext",
     "JobDeferrer",
+    "JobEvent",
     "JobNotFound",
     "JobStatus",
     "JobsError",
     "Psycopg2Connector",
     "PsycopgConnector",
+    "RetryStrategy",
+    "SQLAlchemyAsyncConnector",
+    "SQLAlchemyConnector",
     "SQLAlchemyPsycopg2Connector",
     "SchemaNotFound",
     "SyncConnectorCannotRunWorker",

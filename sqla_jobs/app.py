@@ -11,6 +11,7 @@ from typing import Any, overload
 from .connectors.base import BaseConnector, cannot_run_worker
 from .jobs import DEFAULT_QUEUE
 from .manager import JobManager
+from .retry import RetryStrategy
 from .tasks import JobDeferrer, JobOptions, Task
 
 
@@ -51,6 +52,7 @@ class App:
         lock: str | None = None,
         queueing_lock: str | None = None,
         pass_context: bool = False,
+        retry: int | RetryStrategy | None = None,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
@@ -64,8 +66,13 @@ class App:
         lock: str | None = None,
         queueing_lock: str | None = None,
         pass_context: bool = False,
+        retry: int | RetryStrategy | None = None,
     ) -> Task | Callable[[Callable[..., Any]], Task]:
-        """Register a sync or async function as a task: ``@app.task`` or ``@app.task(...)``."""
+        """Register a sync or async function as a task: ``@app.task`` or ``@app.task(...)``.
+
+        ``retry``: a job that raises runs again, up to ``retry`` more times at once, or as a
+        `RetryStrategy` says (waits, which errors); by default it fails at once.
+        """
 
         def register(function: Callable[..., Any]) -> Task:
             task_name = name or f"{function.__module__}.{function.__qualname__}"
@@ -78,6 +85,7 @@ class App:
                 lock=lock,
                 queueing_lock=queueing_lock,
                 pass_context=pass_context,
+                retry=retry,
             )
             self._add_task(task)
             return task

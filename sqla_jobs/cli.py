@@ -29,6 +29,7 @@ from sqlalchemy import select
 
 from . import migrations
 from .app import App
+from .cli_jobs import add_jobs_commands
 from .connectors.base import BaseConnector, translate_error
 from .connectors.psycopg import PsycopgConnector
 from .errors import JobsError
@@ -733,6 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Check the database connection and the schema revision; list the workers.",
         cmd_healthchecks,
     )
+    add_jobs_commands(commands, _subparser, build_app)
     return parser
 
 

@@ -3,19 +3,20 @@ any connector; connectors only carry statements to the database."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import os
 import re
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from . import queries
 from .connectors.base import BaseConnector
 from .errors import AlreadyEnqueued, ConnectorError, JobNotFound
 from .jobs import Job, JobSpec
-from .schema import JobStatus
+from .schema import FINISHED_STATUSES, JobStatus
 
 logger = logging.getLogger("sqla_jobs.manager")
 
@@ -64,8 +65,117 @@ def _already_enqueued(exc: ConnectorError, specs: Sequence[JobSpec]) -> Exceptio
     )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One status change of a job, from ``sqla_jobs_job_events``; ``error`` is the job's error
+    when a run ended in failed, aborted or a retry."""
+
+    status: JobStatus
+    at: datetime.datetime
+    error: str | None = None
+
+
+#: What `JobManager.prune_jobs` deletes by default: every finished status.
+PRUNABLE_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED)
+_RETRYABLE_STATUSES = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED})
+
+Statuses = JobStatus | str | Collection[JobStatus | str]
+
+
+def _statuses(statuses: Statuses, what: str) -> list[str]:
+    """Status values from one status or many, with an error naming the valid ones."""
+    items = [statuses] if isinstance(statuses, str) else list(statuses)
+    try:
+        return [JobStatus(item).value for item in items]
+    except ValueError:
+        known = ", ".join(status.value for status in JobStatus)
+        raise ValueError(f"{what}: {statuses!r} is not a job status; use {known}") from None
+
+
+def _list_params(
+    queue: str | None,
+    task_name: str | None,
+    status: Statuses | None,
+    lock: str | None,
+    limit: int,
+    offset: int,
+) -> dict[str, Any]:
+    if limit < 0 or offset < 0:
+        raise ValueError(f"limit and offset must be 0 or more, not {limit} and {offset}")
+    return {
+        "queue": queue,
+        "task_name": task_name,
+        "lock": lock,
+        "statuses": None if status is None else _statuses(status, "status"),
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+def _retry_params(job_id: int, schedule_at: datetime.datetime | None) -> dict[str, Any]:
+    if schedule_at is not None and schedule_at.tzinfo is None:
+        raise ValueError(
+            f"schedule_at={schedule_at!r} has no time zone; pass an aware datetime "
+            "(e.g. datetime.now(timezone.utc) + timedelta(minutes=5))."
+        )
+    return {"job_id": job_id, "scheduled_at": schedule_at}
+
+
+def _prune_params(
+    older_than: datetime.timedelta, statuses: Statuses, batch_size: int
+) -> dict[str, Any]:
+    if not isinstance(older_than, datetime.timedelta) or older_than < datetime.timedelta(0):
+        raise ValueError(
+            f"older_than must be a timedelta of 0 or more, e.g. timedelta(days=7); "
+            f"not {older_than!r}"
+        )
+    values = _statuses(statuses, "statuses")
+    unfinished = [value for value in values if JobStatus(value) not in FINISHED_STATUSES]
+    if unfinished or not values:
+        raise ValueError(
+            f"prune_jobs deletes finished jobs only; {unfinished or 'no status'} given. Pass "
+            "statuses among succeeded, failed, cancelled, aborted (cancel or abort a job "
+            "first, or delete it with delete_job)."
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    return {"older_than": older_than, "statuses": values, "batch_size": batch_size}
+
+
+def _history(job_id: int, rows: list[dict[str, Any]]) -> list[JobEvent]:
+    # Every job has at least the event of its insert: no event, no job.
+    if not rows:
+        raise _not_found(job_id)
+    return [JobEvent(JobStatus(row["status"]), row["at"], row["error"]) for row in rows]
+
+
+def _not_found(job_id: int) -> JobNotFound:
+    return JobNotFound(
+        f"No job with id {job_id}: it never existed or was deleted (delete_jobs, prune_jobs). "
+        "List jobs with `sqla-jobs jobs list`."
+    )
+
+
+def _requeue_refused(job_id: int, exc: ConnectorError) -> Exception:
+    """The error for a retried job whose queueing lock is taken by a waiting job."""
+    if exc.constraint_name != QUEUEING_LOCK_INDEX:
+        return exc
+    match = _KEY_DETAIL.search(str(exc))
+    key = match.group("key") if match else None
+    return AlreadyEnqueued(
+        f"Job {job_id} cannot go back to the queue: another job with queueing_lock {key!r} "
+        "is already waiting, and only one may wait at a time. Retry it once that job has "
+        "started, or cancel that job.",
+        queueing_lock=key,
+    )
+
+
 class JobManager:
-    """Defers, claims, finishes and looks up jobs through one connector."""
+    """Defers, claims, finishes and looks up jobs through one connector.
+
+    The management methods (list, history, cancel, abort, retry, delete, prune) come in a sync
+    form and an ``_async`` twin; both raise `JobNotFound` for an id that names no job.
+    """
 
     def __init__(self, connector: BaseConnector) -> None:
         self.connector = connector
@@ -180,15 +290,16 @@ class JobManager:
     # -- inspection ----------------------------------------------------------------------------
 
     def get_job(self, job_id: int) -> Job:
+        """The job with its status, attempts and last error; its changes: `get_job_history`."""
         row = self.connector.fetch_one(queries.get_job, {"job_id": job_id})
         if row is None:
-            raise JobNotFound(f"No job with id {job_id}.")
+            raise _not_found(job_id)
         return Job.from_row(row)
 
     async def get_job_async(self, job_id: int) -> Job:
         row = await self.connector.fetch_one_async(queries.get_job, {"job_id": job_id})
         if row is None:
-            raise JobNotFound(f"No job with id {job_id}.")
+            raise _not_found(job_id)
         return Job.from_row(row)
 
     def count_jobs(self) -> dict[tuple[str, JobStatus], int]:
@@ -203,6 +314,159 @@ class JobManager:
     async def check_schema_async(self) -> None:
         """Raise SchemaNotFound (with the fix) when the tables are missing."""
         await self.connector.fetch_one_async(queries.check_schema)
+
+    # -- management ----------------------------------------------------------------------------
+
+    def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        task_name: str | None = None,
+        status: Statuses | None = None,
+        lock: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Jobs newest first, filtered by whichever of queue, task name, status (one or a
+        collection) and lock are given; ``limit``/``offset`` page through them."""
+        params = _list_params(queue, task_name, status, lock, limit, offset)
+        return [Job.from_row(row) for row in self.connector.fetch_all(queries.list_jobs, params)]
+
+    async def list_jobs_async(
+        self,
+        *,
+        queue: str | None = None,
+        task_name: str | None = None,
+        status: Statuses | None = None,
+        lock: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        params = _list_params(queue, task_name, status, lock, limit, offset)
+        rows = await self.connector.fetch_all_async(queries.list_jobs, params)
+        return [Job.from_row(row) for row in rows]
+
+    def get_job_history(self, job_id: int) -> list[JobEvent]:
+        """Every status change of the job, oldest first, with the error of each failed,
+        aborted or retried run."""
+        rows = self.connector.fetch_all(queries.job_history, {"job_id": job_id})
+        return _history(job_id, rows)
+
+    async def get_job_history_async(self, job_id: int) -> list[JobEvent]:
+        rows = await self.connector.fetch_all_async(queries.job_history, {"job_id": job_id})
+        return _history(job_id, rows)
+
+    def cancel_job(self, job_id: int) -> bool:
+        """Cancel a job that is still waiting (todo → cancelled): no worker will run it.
+
+        Returns False, changing nothing, when the job is no longer waiting: a running job is
+        not cancelled (`abort_job` stops it), a finished one stays as it is.
+        """
+        if self.connector.fetch_one(queries.cancel_job, {"job_id": job_id}) is not None:
+            return True
+        self.get_job(job_id)  # JobNotFound, or it exists in another status
+        return False
+
+    async def cancel_job_async(self, job_id: int) -> bool:
+        if await self.connector.fetch_one_async(queries.cancel_job, {"job_id": job_id}):
+            return True
+        await self.get_job_async(job_id)
+        return False
+
+    def abort_job(self, job_id: int) -> JobStatus:
+        """Stop a job, whether it waits or runs; returns the job's status after the call.
+
+        A waiting job is cancelled at once (``cancelled``). A running job becomes ``aborting``:
+        its worker hears of it through NOTIFY; an async task is cancelled (`CancelledError` at
+        its next await), a sync task sees ``context.should_abort()`` turn true, and the job is
+        recorded ``aborted`` when the task stops. A job already aborting or finished is left
+        as it is and its status returned.
+        """
+        row = self.connector.fetch_one(queries.abort_job, {"job_id": job_id})
+        return JobStatus(row["status"]) if row else self.get_job(job_id).status
+
+    async def abort_job_async(self, job_id: int) -> JobStatus:
+        row = await self.connector.fetch_one_async(queries.abort_job, {"job_id": job_id})
+        return JobStatus(row["status"]) if row else (await self.get_job_async(job_id)).status
+
+    def retry_job(self, job_id: int, *, schedule_at: datetime.datetime | None = None) -> bool:
+        """Put a failed, cancelled or aborted job back in the queue (at once, or at
+        ``schedule_at``), with a fresh count of attempts for its task's retry strategy; its
+        history and last error stay.
+
+        Returns False, changing nothing, for a job in another status (waiting, running,
+        succeeded). Raises `AlreadyEnqueued` when a waiting job holds its queueing lock.
+        """
+        params = _retry_params(job_id, schedule_at)
+        try:
+            row = self.connector.fetch_one(queries.retry_job, params)
+        except ConnectorError as exc:
+            raise _requeue_refused(job_id, exc) from None
+        if row is not None:
+            return True
+        self.get_job(job_id)
+        return False
+
+    async def retry_job_async(
+        self, job_id: int, *, schedule_at: datetime.datetime | None = None
+    ) -> bool:
+        params = _retry_params(job_id, schedule_at)
+        try:
+            row = await self.connector.fetch_one_async(queries.retry_job, params)
+        except ConnectorError as exc:
+            raise _requeue_refused(job_id, exc) from None
+        if row is not None:
+            return True
+        await self.get_job_async(job_id)
+        return False
+
+    def delete_job(self, job_id: int) -> bool:
+        """Delete a job that is not running, with its history. Returns False, changing
+        nothing, for a running job (abort it first)."""
+        if self.connector.fetch_one(queries.delete_job, {"job_id": job_id}) is not None:
+            return True
+        self.get_job(job_id)
+        return False
+
+    async def delete_job_async(self, job_id: int) -> bool:
+        if await self.connector.fetch_one_async(queries.delete_job, {"job_id": job_id}):
+            return True
+        await self.get_job_async(job_id)
+        return False
+
+    def prune_jobs(
+        self,
+        older_than: datetime.timedelta,
+        *,
+        statuses: Statuses = PRUNABLE_STATUSES,
+        batch_size: int = 10_000,
+    ) -> int:
+        """Delete jobs that finished (in one of ``statuses``) more than ``older_than`` ago,
+        with their history, ``batch_size`` per transaction; returns how many were deleted."""
+        params = _prune_params(older_than, statuses, batch_size)
+        deleted = 0
+        while True:
+            row = self.connector.fetch_one(queries.prune_jobs, params)
+            batch = int(row["count"]) if row else 0
+            deleted += batch
+            if batch < batch_size:
+                return deleted
+
+    async def prune_jobs_async(
+        self,
+        older_than: datetime.timedelta,
+        *,
+        statuses: Statuses = PRUNABLE_STATUSES,
+        batch_size: int = 10_000,
+    ) -> int:
+        params = _prune_params(older_than, statuses, batch_size)
+        deleted = 0
+        while True:
+            row = await self.connector.fetch_one_async(queries.prune_jobs, params)
+            batch = int(row["count"]) if row else 0
+            deleted += batch
+            if batch < batch_size:
+                return deleted
 
 
 class Outcome:
@@ -221,3 +485,14 @@ class Outcome:
         self.status = status
         self.error = error
         self.retry_at = retry_at
+
+    @classmethod
+    def retry(cls, job_id: int, error: str, delay: float) -> Outcome:
+        """The job goes back to the queue, to run again in ``delay`` seconds (at once for 0:
+        no timestamp, so that no clock difference with the database can hold it back)."""
+        retry_at = (
+            datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=delay)
+            if delay > 0
+            else None
+        )
+        return cls(job_id, JobStatus.TODO, error, retry_at)

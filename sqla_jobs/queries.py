@@ -1,8 +1,8 @@
 """Every statement sqla_jobs sends, built from the Core tables and rendered once at import.
 
 Each `Query` is plain SQL text with ``%(name)s`` placeholders, which psycopg 3, psycopg2,
-aiopg and a SQLAlchemy psycopg2 engine all accept as they are: one definition serves every
-connector, and no statement is compiled again on the hot path.
+aiopg and SQLAlchemy psycopg 3 or psycopg2 engines (sync or async) all accept as they are:
+one definition serves every connector, and no statement is compiled again on the hot path.
 """
 
 from __future__ import annotations
@@ -14,14 +14,17 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Integer,
+    Interval,
     Text,
     and_,
     bindparam,
+    case,
     cast,
     delete,
     exists,
     func,
     insert,
+    literal,
     literal_column,
     null,
     or_,
@@ -32,9 +35,9 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql.base import PGCompiler
 from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 from sqlalchemy.sql import ClauseElement
-from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
-from .schema import JobStatus, job_status, jobs, workers
+from .schema import JobStatus, job_events, job_status, jobs, workers
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -238,7 +241,8 @@ finish_jobs = render(
     .values(
         status=_outcomes.c.status,
         last_error=func.coalesce(_outcomes.c.error, jobs.c.last_error),
-        scheduled_at=_outcomes.c.retry_at,
+        # A retry's new time; any other outcome keeps the time the job was scheduled for.
+        scheduled_at=func.coalesce(_outcomes.c.retry_at, jobs.c.scheduled_at),
         finished_at=literal_column(
             f"CASE WHEN outcomes.status = '{JobStatus.TODO.value}' THEN NULL ELSE now() END"
         ),
@@ -275,7 +279,9 @@ unregister_worker = render(
     delete(workers).where(workers.c.id == bindparam("worker_id", type_=BigInteger)),
 )
 
-# Jobs a worker still held when it stopped go back to the queue, to be run again.
+# Jobs a worker still held when it stopped go back to the queue, to be run again; a job that
+# was asked to abort ends aborted instead.
+_was_aborting = jobs.c.status == JobStatus.ABORTING
 requeue_worker_jobs = render(
     "requeue_worker_jobs",
     update(jobs)
@@ -284,7 +290,15 @@ requeue_worker_jobs = render(
         jobs.c.status.in_([JobStatus.DOING, JobStatus.ABORTING]),
         jobs.c.id == func.any(_array("ids", BigInteger)),
     )
-    .values(status=JobStatus.TODO, worker_id=null(), started_at=null()),
+    .values(
+        status=case(
+            (_was_aborting, cast(literal(JobStatus.ABORTED.value), job_status)),
+            else_=cast(literal(JobStatus.TODO.value), job_status),
+        ),
+        finished_at=case((_was_aborting, func.now()), else_=null()),
+        worker_id=case((_was_aborting, jobs.c.worker_id), else_=null()),
+        started_at=case((_was_aborting, jobs.c.started_at), else_=null()),
+    ),
 )
 
 list_workers = render(
@@ -315,6 +329,109 @@ count_jobs_by_status = render(
     ),
 )
 check_schema = render("check_schema", select(func.count()).select_from(jobs).where(jobs.c.id == -1))
+
+# -- lifecycle: list, history, cancel, abort, retry, delete, prune -----------------------------
+
+_RUNNING = (JobStatus.DOING, JobStatus.ABORTING)
+_RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED)
+
+
+def _status(value: JobStatus) -> ColumnElement[Any]:
+    return cast(literal(value.value), job_status)
+
+
+def _unless_null(name: str, condition: ColumnElement[bool]) -> ColumnElement[bool]:
+    """``condition``, or true when parameter ``name`` is NULL (the filter is not used)."""
+    return or_(cast(bindparam(name), Text).is_(None), condition)
+
+
+_job_id = bindparam("job_id", type_=BigInteger)
+
+# Newest first; each filter applies only when its parameter is not NULL.
+list_jobs = render(
+    "list_jobs",
+    select(*_JOB_COLUMNS)
+    .where(
+        _unless_null("queue", jobs.c.queue == bindparam("queue")),
+        _unless_null("task_name", jobs.c.task_name == bindparam("task_name")),
+        _unless_null("lock", jobs.c.lock == bindparam("lock")),
+        or_(
+            cast(bindparam("statuses"), ARRAY(Text)).is_(None),
+            jobs.c.status == func.any(cast(_array("statuses", Text), ARRAY(job_status))),
+        ),
+    )
+    .order_by(jobs.c.id.desc())
+    .limit(bindparam("limit", type_=Integer))
+    .offset(bindparam("offset", type_=Integer)),
+)
+
+job_history = render(
+    "job_history",
+    select(job_events.c.status, job_events.c.at, job_events.c.error)
+    .where(job_events.c.job_id == _job_id)
+    .order_by(job_events.c.id),
+)
+
+# Only a job still waiting can be cancelled; the row lock taken by a claim in progress makes
+# this wait for the claim, and then find the job doing.
+cancel_job = render(
+    "cancel_job",
+    update(jobs)
+    .where(jobs.c.id == _job_id, jobs.c.status == JobStatus.TODO)
+    .values(status=JobStatus.CANCELLED, finished_at=func.now())
+    .returning(jobs.c.id),
+)
+
+# A waiting job is cancelled; a running one is marked aborting, whose trigger tells its worker.
+abort_job = render(
+    "abort_job",
+    update(jobs)
+    .where(jobs.c.id == _job_id, jobs.c.status.in_([JobStatus.TODO, JobStatus.DOING]))
+    .values(
+        status=case(
+            (jobs.c.status == JobStatus.TODO, _status(JobStatus.CANCELLED)),
+            else_=_status(JobStatus.ABORTING),
+        ),
+        finished_at=case((jobs.c.status == JobStatus.TODO, func.now()), else_=null()),
+    )
+    .returning(jobs.c.status),
+)
+
+# Back to the queue with a fresh count of attempts; the history and last error stay.
+retry_job = render(
+    "retry_job",
+    update(jobs)
+    .where(jobs.c.id == _job_id, jobs.c.status.in_(_RETRYABLE))
+    .values(
+        status=JobStatus.TODO,
+        attempts=0,
+        scheduled_at=cast(bindparam("scheduled_at"), DateTime(timezone=True)),
+        started_at=null(),
+        finished_at=null(),
+        worker_id=null(),
+    )
+    .returning(jobs.c.id),
+)
+
+delete_job = render(
+    "delete_job",
+    delete(jobs).where(jobs.c.id == _job_id, jobs.c.status.not_in(_RUNNING)).returning(jobs.c.id),
+)
+
+# One batch of finished jobs older than the cutoff; the caller repeats until a batch comes back
+# short. SKIP LOCKED: a job being retried or deleted meanwhile is left alone, never waited for.
+_prunable = (
+    select(jobs.c.id)
+    .where(
+        jobs.c.status == func.any(cast(_array("statuses", Text), ARRAY(job_status))),
+        func.coalesce(jobs.c.finished_at, jobs.c.created_at)
+        < func.now() - cast(bindparam("older_than"), Interval),
+    )
+    .limit(bindparam("batch_size", type_=Integer))
+    .with_for_update(skip_locked=True)
+)
+_pruned = delete(jobs).where(jobs.c.id.in_(_prunable)).returning(jobs.c.id).cte("pruned")
+prune_jobs = render("prune_jobs", select(func.count().label("count")).select_from(_pruned))
 
 ALL: tuple[Query, ...] = tuple(
     value for value in list(globals().values()) if isinstance(value, Query)

@@ -5,15 +5,19 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import inspect
+import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .connectors.bind import Bind, BindConnector
 from .jobs import DEFAULT_QUEUE, JobSpec
 from .manager import JobManager
+from .retry import RetryStrategy, retry_strategy
 
 if TYPE_CHECKING:
     from .app import App
+
+logger = logging.getLogger("sqla_jobs.tasks")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -104,11 +108,14 @@ class Task:
         lock: str | None = None,
         queueing_lock: str | None = None,
         pass_context: bool = False,
+        retry: int | RetryStrategy | None = None,
     ) -> None:
         self.func = func
         self.app = app
         self.name = name
         self.pass_context = pass_context
+        #: When a job that raised runs again (None: never); see `RetryStrategy`.
+        self.retry = retry_strategy(retry)
         self.is_async = inspect.iscoroutinefunction(func)
         self.options = JobOptions(
             queue=queue, priority=priority, lock=lock, queueing_lock=queueing_lock
@@ -133,7 +140,19 @@ class Task:
             lock=o.lock,
             queueing_lock=o.queueing_lock,
             pass_context=self.pass_context,
+            retry=self.retry,
         )
+
+    def retry_delay(self, attempts: int, exception: BaseException) -> float | None:
+        """Seconds before a job that raised ``exception`` on its ``attempts``-th run runs
+        again, or None: it fails. A strategy that raises fails the job rather than losing it."""
+        if self.retry is None:
+            return None
+        try:
+            return self.retry.delay(attempts, exception)
+        except Exception:
+            logger.exception("Retry strategy of task %r raised; the job fails", self.name)
+            return None
 
     def configure(
         self,

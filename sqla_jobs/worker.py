@@ -197,6 +197,7 @@ class Worker:
         self._running: dict[int, asyncio.Future[None]] = {}
         # Read from task threads through JobContext.should_abort(); set membership is atomic.
         self._abort_requested: set[int] = set()
+        self._sync_jobs: set[int] = set()  # running jobs of sync tasks
         # Set whenever the fetcher may have something to do: a slot freed, a claim returned,
         # news from the queue, a stop request.
         self._changed = asyncio.Event()
@@ -364,23 +365,7 @@ class Worker:
         try:
             if task is None:
                 raise _UnknownTask(self._unknown_task_message(job))
-            if task.is_async:
-                await self._call(task, job)
-            else:
-                # Shielded: an abort request must not end the wait while the thread runs on;
-                # the task sees context.should_abort() and the job ends when it returns.
-                call = asyncio.ensure_future(self._call(task, job))
-                try:
-                    await asyncio.shield(call)
-                except asyncio.CancelledError as exc:
-                    if exc.args != (ABORT_CHANNEL,):
-                        call.cancel()
-                        raise
-                    try:
-                        await call
-                    except asyncio.CancelledError:
-                        # Shutdown cut the wait short: the job was asked to abort, not to rerun.
-                        raise asyncio.CancelledError(ABORT_CHANNEL) from None
+            await self._call(task, job)
         except asyncio.CancelledError as exc:
             if exc.args != (ABORT_CHANNEL,) or job.id not in self._abort_requested:
                 # Shutdown ran out of time: the job goes back to the queue (see
@@ -447,8 +432,12 @@ class Worker:
             )
         if task.is_async:
             await task.func(*args, **job.args)
-        else:
+            return
+        self._sync_jobs.add(job.id)
+        try:
             await _in_daemon_thread(f"sqla_jobs-job-{job.id}", task.func, *args, **job.args)
+        finally:
+            self._sync_jobs.discard(job.id)
 
     def _unknown_task_message(self, job: Job) -> str:
         known = ", ".join(sorted(self.app.tasks)) or "none"
@@ -499,10 +488,12 @@ class Worker:
                 future = self._running.get(job_id)
                 if future is not None and job_id not in self._abort_requested:
                     self._abort_requested.add(job_id)
-                    # Async tasks: CancelledError at their next await; sync tasks (shielded in
-                    # _run_job) see should_abort(). call_soon: after the job's first step, so
-                    # that _run_job is inside its try and records the outcome.
-                    asyncio.get_running_loop().call_soon(future.cancel, ABORT_CHANNEL)
+                    # Sync tasks see should_abort() and the job ends when they return: their
+                    # thread cannot be interrupted. Async tasks get CancelledError at their
+                    # next await; call_soon: after the job's first step, so that _run_job is
+                    # inside its try and records the outcome.
+                    if job_id not in self._sync_jobs:
+                        asyncio.get_running_loop().call_soon(future.cancel, ABORT_CHANNEL)
 
         delay = 1.0
         while True:

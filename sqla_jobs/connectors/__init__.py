@@ -4,7 +4,8 @@ from .aiopg import AiopgConnector
 from .base import BaseAsyncConnector, BaseConnector
 from .psycopg import PsycopgConnector, SyncPsycopgConnector
 from .psycopg2 import Psycopg2Connector
-from .sqlalchemy import SQLAlchemyPsycopg2Connector
+from .sqlalchemy import SQLAlchemyConnector, SQLAlchemyPsycopg2Connector
+from .sqlalchemy_async import SQLAlchemyAsyncConnector
 
 __all__ = [
     "AiopgConnector",
@@ -12,6 +13,8 @@ __all__ = [
     "BaseConnector",
     "Psycopg2Connector",
     "PsycopgConnector",
+    "SQLAlchemyAsyncConnector",
+    "SQLAlchemyConnector",
     "SQLAlchemyPsycopg2Connector",
     "SyncPsycopgConnector",
 ]

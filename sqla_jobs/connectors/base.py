@@ -79,11 +79,7 @@ class BaseConnector(abc.ABC):
         return await asyncio.to_thread(self.fetch_all, query, params)
 
     async def listen(self, channels: Iterable[str], on_notification: NotificationHandler) -> None:
-        raise SyncConnectorCannotRunWorker(
-            f"{type(self).__name__} can defer jobs but cannot run a worker. Give the worker's "
-            "app an async connector: sqla_jobs.PsycopgConnector or sqla_jobs.AiopgConnector "
-            "(an app can keep this connector for deferring through app.with_connector())."
-        )
+        raise cannot_run_worker(self)
 
     def describe(self) -> str:
         """Where this connector points, for messages (no password)."""
@@ -154,8 +150,9 @@ class BaseAsyncConnector(BaseConnector):
 def cannot_run_worker(connector: BaseConnector) -> SyncConnectorCannotRunWorker:
     return SyncConnectorCannotRunWorker(
         f"{type(connector).__name__} can defer jobs but cannot run a worker. Give the worker's "
-        "app an async connector: sqla_jobs.PsycopgConnector or sqla_jobs.AiopgConnector (an app "
-        "can keep this connector for deferring through app.with_connector())."
+        "app an async connector: sqla_jobs.PsycopgConnector, sqla_jobs.AiopgConnector or "
+        "sqla_jobs.SQLAlchemyAsyncConnector (an app can keep this connector for deferring "
+        "through app.with_connector())."
     )
 
 

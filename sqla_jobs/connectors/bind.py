@@ -17,37 +17,16 @@ from sqlalchemy.orm import Session, scoped_session
 
 from ..errors import JobsError
 from ..queries import Query
-from .base import BaseConnector, Params, Row, translate_error
+from .base import BaseConnector, Params, Row
+from .sqlalchemy import check_dialect, translate_dbapi_error
 
 SyncBind = Session | scoped_session[Any] | Connection
 AsyncBind = AsyncSession | async_scoped_session[Any] | AsyncConnection
 Bind = SyncBind | AsyncBind
 
-# Drivers whose paramstyle is the %(name)s our rendered statements use.
-_SUPPORTED_DRIVERS = ("psycopg2", "psycopg")
-
 
 def _check_driver(connection: Connection | AsyncConnection) -> None:
-    driver = connection.dialect.driver
-    if connection.dialect.name != "postgresql" or driver not in _SUPPORTED_DRIVERS:
-        raise JobsError(
-            f"Cannot defer through a {connection.dialect.name}+{driver} connection: sqla_jobs "
-            "defers on PostgreSQL through the psycopg (postgresql+psycopg://) or psycopg2 "
-            "(postgresql+psycopg2://) drivers."
-        )
-
-
-def _translate(exc: sqlalchemy.exc.DBAPIError, target: str, query: Query) -> JobsError:
-    orig: Any = exc.orig
-    sqlstate = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
-    diag = getattr(orig, "diag", None)
-    return translate_error(
-        orig if orig is not None else exc,
-        target=target,
-        sqlstate=sqlstate,
-        constraint_name=getattr(diag, "constraint_name", None),
-        query=query,
-    )
+    check_dialect(connection.dialect, what="The session or connection given as bind=")
 
 
 class BindConnector(BaseConnector):
@@ -111,7 +90,7 @@ class BindConnector(BaseConnector):
             else:
                 result = connection.exec_driver_sql(query.sql, dict(params or {}))
         except sqlalchemy.exc.DBAPIError as exc:
-            raise _translate(exc, self.describe(), query) from None
+            raise translate_dbapi_error(exc, target=self.describe(), query=query) from None
         return [dict(row) for row in result.mappings()] if result.returns_rows else []
 
     def execute(self, query: Query, params: Params | None = None) -> None:
@@ -131,7 +110,7 @@ class BindConnector(BaseConnector):
             else:
                 result = await connection.exec_driver_sql(query.sql, dict(params or {}))
         except sqlalchemy.exc.DBAPIError as exc:
-            raise _translate(exc, self.describe(), query) from None
+            raise translate_dbapi_error(exc, target=self.describe(), query=query) from None
         return [dict(row) for row in result.mappings()] if result.returns_rows else []
 
     async def execute_async(self, query: Query, params: Params | None = None) -> None:

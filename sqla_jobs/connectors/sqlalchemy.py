@@ -1,66 +1,155 @@
-"""`SQLAlchemyPsycopg2Connector`: defers through the application's own SQLAlchemy `Engine`."""
+"""Sync connectors over the application's own SQLAlchemy `Engine`: `SQLAlchemyConnector` and
+`SQLAlchemyPsycopg2Connector`. They defer jobs through the engine's pool, never a pool of
+their own.
+
+The helpers here (driver check, error translation) serve every SQLAlchemy-based connector:
+this one, `SQLAlchemyAsyncConnector` and the ``bind=`` connector.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import sqlalchemy
-from sqlalchemy.engine import Engine
+from psycopg.conninfo import conninfo_to_dict
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..errors import ConnectorError
+from ..errors import ConnectionFailed, ConnectorError, JobsError
 from ..queries import Query
 from .base import BaseConnector, Params, Row, translate_error
 
+#: SQLAlchemy drivers whose paramstyle is the ``%(name)s`` our rendered statements use.
+SUPPORTED_DRIVERS = ("psycopg", "psycopg2")
 
-class SQLAlchemyPsycopg2Connector(BaseConnector):
-    """Sync connector that borrows connections from the app's SQLAlchemy ``Engine`` and its
-    pool (never a pool of its own): defers jobs.
 
-    Pass ``engine=`` (the app's engine, ``postgresql+psycopg2://...``), or ``dsn=`` (a
-    libpq URL) plus any ``sqlalchemy.create_engine`` keyword arguments to build one.
+def check_dialect(dialect: Dialect, *, what: str, want_async: bool | None = None) -> None:
+    """Refuse, with the fix, an engine or connection that sqla_jobs cannot speak through.
+
+    ``what`` names the thing in the message; ``want_async`` also checks that the driver is the
+    async (True) or sync (False) form.
     """
+    name, driver = dialect.name, dialect.driver
+    if name != "postgresql" or driver not in SUPPORTED_DRIVERS:
+        hint = (
+            " For async code, create_async_engine('postgresql+psycopg://...') gives an async "
+            "engine on psycopg 3."
+            if driver == "asyncpg"
+            else ""
+        )
+        raise JobsError(
+            f"{what} uses the {name}+{driver} driver, which sqla_jobs does not support: it "
+            "speaks to PostgreSQL through psycopg 3 (postgresql+psycopg://, sync or async) or "
+            f"psycopg2 (postgresql+psycopg2://, sync). Build the engine on one of those URLs.{hint}"
+        )
+    if want_async is False and dialect.is_async:
+        raise JobsError(
+            f"{what} uses the async form of {driver}, which a sync engine cannot drive: build "
+            f"it with create_engine('postgresql+{driver}://...'), or pass the AsyncEngine from "
+            "create_async_engine() to sqla_jobs.SQLAlchemyAsyncConnector."
+        )
+    if want_async is True and not dialect.is_async:
+        raise JobsError(
+            f"{what} uses the sync form of {driver}: build it with "
+            "create_async_engine('postgresql+psycopg://...')."
+        )
+
+
+def translate_dbapi_error(
+    exc: sqlalchemy.exc.DBAPIError, *, target: str, query: Query | None
+) -> ConnectorError:
+    """A sqla_jobs error for an error SQLAlchemy raised around a psycopg/psycopg2 one."""
+    orig: Any = exc.orig
+    sqlstate = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    diag = getattr(orig, "diag", None)
+    return translate_error(
+        orig if orig is not None else exc,
+        target=target,
+        sqlstate=sqlstate,
+        constraint_name=getattr(diag, "constraint_name", None),
+        query=query,
+        # A statement error carries a SQLSTATE; a refused or lost connection has none.
+        connecting=isinstance(exc, sqlalchemy.exc.OperationalError) and not sqlstate,
+    )
+
+
+def pool_timeout_error(exc: sqlalchemy.exc.TimeoutError, *, target: str) -> ConnectionFailed:
+    """The engine's pool had no connection to give within its ``pool_timeout``."""
+    detail = " ".join(str(exc).split("(Background on this error")[0].split())
+    return ConnectionFailed(
+        f"No connection free in the SQLAlchemy engine's pool ({target}): {detail} The jobs "
+        "share the pool with the rest of the application: raise the engine's pool_size / "
+        "max_overflow, or lower the worker's --concurrency."
+    )
+
+
+class SQLAlchemyConnector(BaseConnector):
+    """Sync connector that borrows connections from the app's SQLAlchemy ``Engine`` and its
+    pool (never a pool of its own): defers jobs, cannot run a worker.
+
+    Pass ``engine=`` (the app's engine on ``postgresql+psycopg://`` or
+    ``postgresql+psycopg2://``), or ``dsn=`` (a libpq URL or ``key=value`` string; ``""`` for
+    libpq's ``PG*`` variables) plus any ``sqlalchemy.create_engine`` keyword arguments to
+    build one: with ``dsn=`` this class uses psycopg 3. Each statement runs in autocommit
+    mode on a connection checked out for it.
+    """
+
+    #: Driver used for a ``dsn=`` without one (``postgresql://``).
+    default_driver = "psycopg"
 
     def __init__(
         self, engine: Engine | None = None, *, dsn: str | None = None, **engine_kwargs: Any
     ) -> None:
+        cls = type(self).__name__
         if (engine is None) == (dsn is None):
-            raise TypeError("SQLAlchemyPsycopg2Connector takes either engine= or dsn=, not both")
+            raise TypeError(f"{cls} takes either engine= or dsn=, not both and not neither")
+        if engine is not None and engine_kwargs:
+            raise TypeError(
+                f"{cls}(engine=...) takes no create_engine arguments "
+                f"({', '.join(sorted(engine_kwargs))}): configure the engine itself"
+            )
+        if isinstance(engine, AsyncEngine):
+            raise TypeError(
+                f"{cls} takes a sync Engine, not an AsyncEngine: for an engine made by "
+                "create_async_engine(), use sqla_jobs.SQLAlchemyAsyncConnector(engine)"
+            )
+        if engine is not None and not isinstance(engine, Engine):
+            raise TypeError(
+                f"{cls}(engine=...) takes a sqlalchemy Engine, not {type(engine).__name__}"
+            )
         self._owns_engine = engine is None
         if engine is None:
             assert dsn is not None
-            engine = sqlalchemy.create_engine(_driver_url(dsn), **engine_kwargs)
-        self.engine = engine
+            url, kwargs = engine_arguments(dsn, self.default_driver, engine_kwargs)
+            engine = sqlalchemy.create_engine(url, **kwargs)
+        check_dialect(engine.dialect, what=f"The engine given to {cls}", want_async=False)
+        self.engine: Engine = engine
+        # One pool, two option sets: statements run in autocommit (no BEGIN/COMMIT round
+        # trips) on connections checked out from the app's own pool.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._target = engine.url.render_as_string(hide_password=True)
 
     def describe(self) -> str:
         return self._target
 
     def close(self) -> None:
+        """Dispose of the engine if this connector built it (``dsn=``); an engine passed in
+        belongs to the application and stays open."""
         if self._owns_engine:
             self.engine.dispose()
 
-    def _translate(self, exc: sqlalchemy.exc.DBAPIError, query: Query) -> ConnectorError:
-        orig: Any = exc.orig
-        sqlstate = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
-        diag = getattr(orig, "diag", None)
-        return translate_error(
-            orig if orig is not None else exc,
-            target=self._target,
-            sqlstate=sqlstate,
-            constraint_name=getattr(diag, "constraint_name", None),
-            query=query,
-            connecting=isinstance(exc, sqlalchemy.exc.OperationalError) and not sqlstate,
-        )
-
     def fetch_all(self, query: Query, params: Params | None = None) -> list[Row]:
         try:
-            with self.engine.begin() as conn:
+            with self._autocommit.connect() as conn:
                 result = conn.exec_driver_sql(query.sql, dict(params or {}))
                 if not result.returns_rows:
                     return []
                 return [dict(row) for row in result.mappings()]
         except sqlalchemy.exc.DBAPIError as exc:
-            raise self._translate(exc, query) from None
+            raise translate_dbapi_error(exc, target=self._target, query=query) from None
+        except sqlalchemy.exc.TimeoutError as exc:
+            raise pool_timeout_error(exc, target=self._target) from None
 
     def execute(self, query: Query, params: Params | None = None) -> None:
         self.fetch_all(query, params)
@@ -73,8 +162,36 @@ class SQLAlchemyPsycopg2Connector(BaseConnector):
         return self.engine
 
 
-def _driver_url(dsn: str) -> str:
+class SQLAlchemyPsycopg2Connector(SQLAlchemyConnector):
+    """`SQLAlchemyConnector` under the name the connector spec gives it; ``dsn=`` builds a
+    psycopg2 engine. An ``engine=`` may use either psycopg2 or psycopg 3."""
+
+    default_driver = "psycopg2"
+
+
+def with_driver(url: str, driver: str) -> str:
+    """A libpq URL (``postgresql://`` or ``postgres://``) as SQLAlchemy's
+    ``postgresql+<driver>://``; a URL that names its driver already is kept as it is."""
     for prefix in ("postgresql://", "postgres://"):
-        if dsn.startswith(prefix):
-            return "postgresql+psycopg2://" + dsn[len(prefix) :]
-    return dsn
+        if url.startswith(prefix):
+            return f"postgresql+{driver}://" + url[len(prefix) :]
+    return url
+
+
+def engine_arguments(
+    dsn: str, driver: str, engine_kwargs: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The URL and keyword arguments of ``create_engine`` for a libpq connection string: a
+    URL, a ``key=value`` string, or ``""`` (libpq's ``PG*`` variables and defaults)."""
+    if "://" in dsn:
+        return with_driver(dsn, driver), engine_kwargs
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise ValueError(
+            f"dsn= is neither a URL nor a valid key=value connection string: {exc}. Pass e.g. "
+            "'postgresql://user@host/dbname' or 'host=... dbname=...'."
+        ) from None
+    # Both drivers take libpq's keywords as connect() arguments; explicit ones win.
+    connect_args = {**params, **engine_kwargs.get("connect_args", {})}
+    return f"postgresql+{driver}://", {**engine_kwargs, "connect_args": connect_args}

@@ -25,8 +25,8 @@ from psycopg.rows import dict_row
 import sqla_jobs
 from sqla_jobs import BaseConnector
 
-ASYNC_CONNECTORS = ("psycopg", "aiopg")
-SYNC_CONNECTORS = ("sync_psycopg", "psycopg2", "sqlalchemy")
+ASYNC_CONNECTORS = ("psycopg", "aiopg", "sqlalchemy_async")
+SYNC_CONNECTORS = ("sync_psycopg", "psycopg2", "sqlalchemy", "sqlalchemy_psycopg")
 CONNECTORS = ASYNC_CONNECTORS + SYNC_CONNECTORS
 
 CLASS_NAMES = {
@@ -35,6 +35,8 @@ CLASS_NAMES = {
     "sync_psycopg": "SyncPsycopgConnector",
     "psycopg2": "Psycopg2Connector",
     "sqlalchemy": "SQLAlchemyPsycopg2Connector",
+    "sqlalchemy_async": "SQLAlchemyAsyncConnector",
+    "sqlalchemy_psycopg": "SQLAlchemyConnector",
 }
 
 
@@ -69,6 +71,10 @@ class Connectors:
             return sqla_jobs.Psycopg2Connector(dsn, **options)
         if kind == "sqlalchemy":
             return sqla_jobs.SQLAlchemyPsycopg2Connector(dsn=dsn, **options)
+        if kind == "sqlalchemy_async":
+            return sqla_jobs.SQLAlchemyAsyncConnector(dsn=dsn, **options)
+        if kind == "sqlalchemy_psycopg":
+            return sqla_jobs.SQLAlchemyConnector(dsn=dsn, **options)
         raise AssertionError(kind)
 
     @staticmethod
@@ -85,6 +91,10 @@ class Connectors:
         if kind == "sqlalchemy":
             # create_engine's own keyword argument for the driver's connection parameters.
             return sqla_jobs.SQLAlchemyPsycopg2Connector(dsn="postgresql://", connect_args=params)
+        if kind == "sqlalchemy_async":
+            return sqla_jobs.SQLAlchemyAsyncConnector(dsn="postgresql://", connect_args=params)
+        if kind == "sqlalchemy_psycopg":
+            return sqla_jobs.SQLAlchemyConnector(dsn="postgresql://", connect_args=params)
         raise AssertionError(kind)
 
     @staticmethod
@@ -101,6 +111,10 @@ class Connectors:
             return sqla_jobs.Psycopg2Connector()
         if kind == "sqlalchemy":
             return sqla_jobs.SQLAlchemyPsycopg2Connector(dsn="postgresql://")
+        if kind == "sqlalchemy_async":
+            return sqla_jobs.SQLAlchemyAsyncConnector(dsn="postgresql://")
+        if kind == "sqlalchemy_psycopg":
+            return sqla_jobs.SQLAlchemyConnector(dsn="postgresql://")
         raise AssertionError(kind)
 
 

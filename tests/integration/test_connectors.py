@@ -88,14 +88,6 @@ async def test_connector_built_from_a_dsn_defers_to_that_database(
     connectors: type[Connectors],
     request: pytest.FixtureRequest,
 ) -> None:
-    if dsn_form == "key_value" and connector_kind == "sqlalchemy":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="BUG: SQLAlchemyPsycopg2Connector(dsn=) rejects a key=value conninfo "
-                "with SQLAlchemy's ArgumentError instead of connecting (or a sqla_jobs error)",
-            )
-        )
     dsn = db_url if dsn_form == "url" else make_conninfo(**connectors.libpq_params(db_url))
 
     ids = await defer_both_ways(sqla_jobs.App(connector=connectors.from_dsn(connector_kind, dsn)))
@@ -163,8 +155,15 @@ def connector_with_pool_sizes_2_to_3(kind: str, dsn: str, pools: list[Any]) -> B
             maxconn=3,
             pool_factory=recording(psycopg2.pool.ThreadedConnectionPool, pools),
         )
-    assert kind == "sqlalchemy"
-    connector = sqla_jobs.SQLAlchemyPsycopg2Connector(dsn=dsn, pool_size=2, max_overflow=1)
+    if kind == "sqlalchemy_async":
+        async_connector = sqla_jobs.SQLAlchemyAsyncConnector(dsn=dsn, pool_size=2, max_overflow=1)
+        pools.append(async_connector.engine.pool)
+        return async_connector
+    cls = {
+        "sqlalchemy": sqla_jobs.SQLAlchemyPsycopg2Connector,
+        "sqlalchemy_psycopg": sqla_jobs.SQLAlchemyConnector,
+    }[kind]
+    connector = cls(dsn=dsn, pool_size=2, max_overflow=1)
     pools.append(connector.sqlalchemy_engine().pool)
     return connector
 
@@ -191,7 +190,7 @@ async def test_pool_parameters_reach_the_pool(
         await app.configure_task(TASK).defer_async()
 
         assert [pool_sizes(pool) for pool in pools] == [(2, 3)]
-        if connector_kind != "sqlalchemy":  # a QueuePool connects on demand only
+        if not connector_kind.startswith("sqlalchemy"):  # a QueuePool connects on demand
             # min: the pool keeps 2 connections though one defer needed one; max: a psycopg
             # pool may grow while a request waits for its first connection, never past 3.
             assert database.wait_until(lambda: database.backends() >= 2), (

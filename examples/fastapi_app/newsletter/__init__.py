@@ -1,0 +1,1 @@
+"""A small FastAPI newsletter: subscribers, and jobs that welcome them."""

@@ -1,0 +1,35 @@
+"""The shop's own tables, managed by Flask-SQLAlchemy."""
+
+from __future__ import annotations
+
+import datetime
+
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import DateTime, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+
+
+class Order(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "shop_orders"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item: Mapped[str] = mapped_column(String(100))
+    #: Set by the send_confirmation job.
+    confirmed_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Counted by the send_reminder job.
+    reminders: Mapped[int] = mapped_column(default=0)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "item": self.item,
+            "confirmed_at": self.confirmed_at.isoformat() if self.confirmed_at else None,
+            "reminders": self.reminders,
+        }

@@ -1,0 +1,202 @@
+"""`SQLAlchemyAsyncConnector`: defers and runs the worker through the application's own
+SQLAlchemy `AsyncEngine` (``postgresql+psycopg://``) and its pool."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from typing import Any
+
+import psycopg
+import sqlalchemy
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ..errors import ConnectorError
+from ..queries import Query
+from .base import (
+    BaseAsyncConnector,
+    BaseConnector,
+    NotificationHandler,
+    Params,
+    Row,
+    not_open,
+    translate_error,
+)
+from .sqlalchemy import (
+    SQLAlchemyConnector,
+    check_dialect,
+    engine_arguments,
+    pool_timeout_error,
+    translate_dbapi_error,
+)
+
+#: Pool of the sync engine built for deferring from sync code: one kept connection, a few
+#: more under load (closed when returned).
+_SYNC_TWIN_POOL = {"pool_size": 1, "max_overflow": 4}
+
+
+class SQLAlchemyAsyncConnector(BaseAsyncConnector):
+    """Async connector over the app's SQLAlchemy ``AsyncEngine`` on psycopg 3
+    (``create_async_engine("postgresql+psycopg://...")``): defers jobs and runs the worker,
+    with every statement on a connection from the engine's own pool.
+
+    The worker's LISTEN holds one of the pool's connections for as long as the worker runs
+    (and closes it at the end, rather than hand a listening connection back to the pool).
+
+    Pass ``engine=``, or ``dsn=`` (a libpq URL or ``key=value`` string) plus any
+    ``create_async_engine`` keyword arguments to build one.
+
+    Deferring from sync code goes through ``sync_engine=`` when given (e.g. the app's sync
+    engine on the same database), else through a small sync psycopg engine built on first use
+    from the async engine's URL (and ``connect_args``, for an engine built from ``dsn=``; an
+    engine passed in keeps its ``connect_args`` to itself: give ``sync_engine=`` if the
+    connection needs them).
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine | None = None,
+        *,
+        dsn: str | None = None,
+        sync_engine: Engine | None = None,
+        **engine_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        cls = type(self).__name__
+        if (engine is None) == (dsn is None):
+            raise TypeError(f"{cls} takes either engine= or dsn=, not both and not neither")
+        if engine is not None and engine_kwargs:
+            raise TypeError(
+                f"{cls}(engine=...) takes no create_async_engine arguments "
+                f"({', '.join(sorted(engine_kwargs))}): configure the engine itself"
+            )
+        if isinstance(engine, Engine):
+            raise TypeError(
+                f"{cls} takes an AsyncEngine (create_async_engine()), not a sync Engine: for "
+                "a sync engine use sqla_jobs.SQLAlchemyConnector(engine)"
+            )
+        if engine is not None and not isinstance(engine, AsyncEngine):
+            raise TypeError(f"{cls}(engine=...) takes an AsyncEngine, not {type(engine).__name__}")
+        self._owns_engine = engine is None
+        self._connect_args: dict[str, Any] = {}
+        if engine is None:
+            assert dsn is not None
+            url, kwargs = engine_arguments(dsn, "psycopg", engine_kwargs)
+            engine = create_async_engine(url, **kwargs)
+            self._connect_args = kwargs.get("connect_args", {})
+        check_dialect(engine.dialect, what=f"The engine given to {cls}", want_async=True)
+        if sync_engine is not None:
+            check_dialect(sync_engine.dialect, what=f"{cls}'s sync_engine", want_async=False)
+        self.engine: AsyncEngine = engine
+        self._sync_engine = sync_engine
+        # The same pool, with each statement in autocommit: no BEGIN/COMMIT round trips.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._target = engine.url.render_as_string(hide_password=True)
+        self._open = False
+
+    def describe(self) -> str:
+        return self._target
+
+    def _make_sync_connector(self) -> BaseConnector:
+        if self._sync_engine is not None:
+            return SQLAlchemyConnector(self._sync_engine)
+        url = self.engine.url.set(drivername="postgresql+psycopg")
+        twin = SQLAlchemyConnector(
+            sqlalchemy.create_engine(url, connect_args=self._connect_args, **_SYNC_TWIN_POOL)
+        )
+        twin._owns_engine = True  # built here: disposed with this connector
+        return twin
+
+    async def open_async(self) -> None:
+        """Check that the database answers, so that a wrong URL or a down server fails here
+        rather than at the first defer. Like every async connector, this one must be opened
+        before it defers or runs a worker (the engine's pool itself needs no opening)."""
+        if self._open:
+            return
+        try:
+            async with self.engine.connect():
+                pass
+        except sqlalchemy.exc.DBAPIError as exc:
+            raise translate_dbapi_error(exc, target=self._target, query=None) from None
+        except sqlalchemy.exc.TimeoutError as exc:
+            raise pool_timeout_error(exc, target=self._target) from None
+        self._open = True
+
+    async def close_async(self) -> None:
+        """Close the sync twin; dispose of the engine only if this connector built it."""
+        self._open = False
+        if self._owns_engine:
+            await self.engine.dispose()
+        self.close()
+
+    async def fetch_all_async(self, query: Query, params: Params | None = None) -> list[Row]:
+        if not self._open:
+            raise not_open(self)
+        try:
+            async with self._autocommit.connect() as conn:
+                result = await conn.exec_driver_sql(query.sql, dict(params or {}))
+                if not result.returns_rows:
+                    return []
+                return [dict(row) for row in result.mappings()]
+        except sqlalchemy.exc.DBAPIError as exc:
+            raise translate_dbapi_error(exc, target=self._target, query=query) from None
+        except sqlalchemy.exc.TimeoutError as exc:
+            raise pool_timeout_error(exc, target=self._target) from None
+
+    async def execute_async(self, query: Query, params: Params | None = None) -> None:
+        await self.fetch_all_async(query, params)
+
+    async def fetch_one_async(self, query: Query, params: Params | None = None) -> Row | None:
+        rows = await self.fetch_all_async(query, params)
+        return rows[0] if rows else None
+
+    async def listen(self, channels: Iterable[str], on_notification: NotificationHandler) -> None:
+        if not self._open:
+            raise not_open(self)
+        try:
+            conn = await self._autocommit.connect()
+        except sqlalchemy.exc.DBAPIError as exc:
+            raise translate_dbapi_error(exc, target=self._target, query=None) from None
+        except sqlalchemy.exc.TimeoutError as exc:
+            raise pool_timeout_error(exc, target=self._target) from None
+        try:
+            await self._listen_on(conn, channels, on_notification)
+        finally:
+            # A connection that listened must not go back to the pool: it would keep
+            # collecting notifications for whoever borrows it next.
+            await conn.invalidate()
+            await conn.close()
+
+    async def _listen_on(
+        self,
+        conn: AsyncConnection,
+        channels: Iterable[str],
+        on_notification: NotificationHandler,
+    ) -> None:
+        try:
+            for channel in channels:
+                await conn.exec_driver_sql(f'LISTEN "{channel}"')
+            raw = await conn.get_raw_connection()
+            driver_connection = raw.driver_connection
+            assert isinstance(driver_connection, psycopg.AsyncConnection)
+            async with contextlib.aclosing(driver_connection.notifies()) as notifications:
+                async for notification in notifications:
+                    result = on_notification(notification.channel, notification.payload)
+                    if result is not None:
+                        await result
+        except sqlalchemy.exc.DBAPIError as exc:
+            raise translate_dbapi_error(exc, target=self._target, query=None) from None
+        except psycopg.Error as exc:
+            raise _translate_psycopg(exc, self._target) from None
+
+
+def _translate_psycopg(exc: psycopg.Error, target: str) -> ConnectorError:
+    # psycopg's own errors reach us only from notifies(), outside SQLAlchemy's wrapping.
+    return translate_error(
+        exc,
+        target=target,
+        sqlstate=exc.sqlstate,
+        constraint_name=exc.diag.constraint_name,
+        connecting=isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None,
+    )
