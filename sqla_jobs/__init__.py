@@ -1,17 +1,12 @@
 """sqla_jobs: a PostgreSQL job queue for applications that already live on SQLAlchemy."""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .app import App
-from .connectors import (
-    AiopgConnector,
-    BaseAsyncConnector,
-    BaseConnector,
-    Psycopg2Connector,
-    PsycopgConnector,
-    SQLAlchemyAsyncConnector,
-    SQLAlchemyConnector,
-    SQLAlchemyPsycopg2Connector,
-    SyncPsycopgConnector,
-)
+from .connectors import BaseAsyncConnector, BaseConnector
 from .errors import (
     AlreadyEnqueued,
     ConnectionFailed,
@@ -30,6 +25,13 @@ from .retry import RetryStrategy
 from .schema import JobStatus, metadata
 from .tasks import JobDeferrer, Task
 from .worker import JobContext, Worker, WorkerOptions
+
+if TYPE_CHECKING:
+    from .connectors.aiopg import AiopgConnector
+    from .connectors.psycopg import PsycopgConnector, SyncPsycopgConnector
+    from .connectors.psycopg2 import Psycopg2Connector
+    from .connectors.sqlalchemy import SQLAlchemyConnector, SQLAlchemyPsycopg2Connector
+    from .connectors.sqlalchemy_async import SQLAlchemyAsyncConnector
 
 __all__ = [
     "AiopgConnector",
@@ -63,3 +65,13 @@ __all__ = [
     "WorkerOptions",
     "metadata",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Connectors load with their driver on first use (see sqla_jobs.connectors).
+    connectors = importlib.import_module(".connectors", __name__)
+    if name in connectors.CONNECTOR_MODULES:
+        value = getattr(connectors, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
