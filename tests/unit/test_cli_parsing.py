@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from sqla_jobs import cli
+from sqla_jobs import cli, logs
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -203,7 +203,7 @@ def record(**extra: object) -> logging.LogRecord:
 
 
 def test_json_log_lines_carry_the_extra_fields() -> None:
-    line = cli.JsonFormatter().format(record(job_id=7, task="send", queue="mail"))
+    line = logs.JsonFormatter().format(record(job_id=7, task="send", queue="mail"))
     entry = json.loads(line)
     assert entry["logger"] == "sqla_jobs.worker"
     assert entry["level"] == "ERROR"
@@ -217,10 +217,10 @@ def test_json_log_lines_include_the_exception() -> None:
     except ValueError:
         with_exception = record()
         with_exception.exc_info = sys.exc_info()
-    entry = json.loads(cli.JsonFormatter().format(with_exception))
+    entry = json.loads(logs.JsonFormatter().format(with_exception))
     assert "ValueError: bad" in entry["exception"]
 
 
 def test_text_log_lines_show_the_extra_fields() -> None:
-    line = cli.TextFormatter().format(record(job_id=7, task="send"))
+    line = logs.TextFormatter().format(record(job_id=7, task="send"))
     assert line.endswith("ERROR sqla_jobs.worker: Job 7 failed [job_id=7 task=send]")
