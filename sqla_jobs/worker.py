@@ -113,6 +113,7 @@ class _Completer:
         self._succeeded: list[int] = []
         self._others: list[Outcome] = []
         self._pending = asyncio.Event()
+        self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
         self.wake_fetcher_after_flush = False
@@ -132,11 +133,18 @@ class _Completer:
         self._pending.set()
 
     async def run(self) -> None:
-        while True:
+        """Write outcomes as they come, until `close`; the write in progress then finishes (a
+        statement cancelled half-way can leave a driver's connection unusable)."""
+        while not self._closing:
             await self._pending.wait()
             # One loop turn lets the outcomes of jobs finishing together join this batch.
             await asyncio.sleep(0)
-            await self.flush()
+            if not self._closing:
+                await self.flush()
+
+    def close(self) -> None:
+        self._closing = True
+        self._pending.set()
 
     async def flush(self) -> None:
         """Write everything pending; on a database error keep it and retry later."""
@@ -207,6 +215,7 @@ class Worker:
         self._reserved = 0  # slots promised to claims in flight
         self._stopping = False
         self._stop_requested = asyncio.Event()
+        self._shutting_down = asyncio.Event()
         # A job waiting behind a lock becomes runnable once its predecessor's outcome is
         # written, and a retry once it is back in the queue.
         self._completer = _Completer(self.manager, self.options.delete_jobs, self._news)
@@ -248,10 +257,14 @@ class Worker:
             self.options.concurrency,
             extra={"worker": self.name, "worker_id": self.worker_id},
         )
+        # The completer and the heartbeat stop between statements when asked; only the
+        # listener (its own connection, idle) is cancelled.
         side_tasks = [asyncio.create_task(self._completer.run(), name="sqla_jobs.completer")]
         side_tasks.append(asyncio.create_task(self._heartbeat(), name="sqla_jobs.heartbeat"))
+        listener = None
         if self.options.listen_notify and self.options.wait:
-            side_tasks.append(asyncio.create_task(self._listen(), name="sqla_jobs.listener"))
+            listener = asyncio.create_task(self._listen(), name="sqla_jobs.listener")
+            side_tasks.append(listener)
         try:
             await self._fetch_loop()
             await self._wait_for_running_jobs()
@@ -259,12 +272,15 @@ class Worker:
             if self._running:  # only when run() itself was cancelled or failed
                 self._cancel_running()
                 await asyncio.wait(list(self._running.values()), timeout=1)
-            for task in side_tasks:
-                task.cancel()
-            # Bounded: a driver that does not honour cancellation must not hang the shutdown.
-            _, stuck = await asyncio.wait(side_tasks, timeout=5)
+            self._shutting_down.set()
+            self._completer.close()
+            if listener is not None:
+                listener.cancel()
+            # Bounded: a statement or a driver that hangs must not hang the shutdown.
+            _, stuck = await asyncio.wait(side_tasks, timeout=10)
             for task in stuck:
-                logger.warning("%s did not stop within 5 s; leaving it", task.get_name())
+                logger.warning("%s did not stop within 10 s; cancelling it", task.get_name())
+                task.cancel()
             await self._completer.flush()
             await self._requeue_interrupted()
             with contextlib.suppress(JobsError):
@@ -311,7 +327,7 @@ class Worker:
                 self._exhausted = False  # poll: scheduled jobs, missed notifications
         # Claims still in flight hold jobs this worker will not run: give them back.
         if self._claims:
-            await asyncio.wait(self._claims)
+            await asyncio.wait(self._claims, timeout=10)
 
     def _start_claim(self, limit: int) -> None:
         self._reserved += limit
@@ -516,7 +532,10 @@ class Worker:
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(self.options.heartbeat_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._shutting_down.wait(), self.options.heartbeat_interval)
+            if self._shutting_down.is_set():
+                return
             try:
                 await self.manager.heartbeat_async(self.worker_id)
             except ConnectorError as exc:
