@@ -175,7 +175,14 @@ def _claim(queue_filter: bool) -> Query:
             ),
         ),
     )
+    # The claim's commit need not wait for the WAL flush: a claim lost in a crash leaves its
+    # jobs 'todo', as if never claimed, and the finish (a normal commit) flushes the claim
+    # first. Evaluated once per statement, for this transaction only.
+    claim_commits_asynchronously = (
+        select(func.set_config("synchronous_commit", "off", True)).scalar_subquery() == "off"
+    )
     conditions = [
+        claim_commits_asynchronously,
         jobs.c.status == JobStatus.TODO,
         or_(jobs.c.scheduled_at.is_(None), jobs.c.scheduled_at <= func.now()),
         lock_is_free,

@@ -10,6 +10,8 @@ from typing import Any
 import psycopg
 import psycopg_pool
 from psycopg.conninfo import make_conninfo
+from psycopg.pq import ExecStatus
+from psycopg.rows import dict_row
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
@@ -27,6 +29,8 @@ from .base import (
     rows_from_cursor,
     translate_error,
 )
+
+_TUPLES_OK = ExecStatus.TUPLES_OK
 
 AsyncPoolFactory = Callable[..., psycopg_pool.AsyncConnectionPool[Any]]
 SyncPoolFactory = Callable[..., psycopg_pool.ConnectionPool[Any]]
@@ -124,10 +128,13 @@ class PsycopgConnector(BaseAsyncConnector):
             raise not_open(self)
         try:
             async with self._pool.connection() as conn:
-                cursor = await conn.execute(query.sql, params)
-                if cursor.description is None:
+                # dict_row builds each row straight from the result (no Column objects).
+                cursor = conn.cursor(row_factory=dict_row)
+                await cursor.execute(query.sql, params)
+                if cursor.pgresult is None or cursor.pgresult.status != _TUPLES_OK:
                     return []
-                return rows_from_cursor(cursor.description, await cursor.fetchall())
+                rows: list[Row] = await cursor.fetchall()
+                return rows
         except psycopg.Error as exc:
             raise _translate(exc, self._target, query) from None
 
