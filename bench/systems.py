@@ -1,0 +1,675 @@
+"""The systems under test, each behind the same small interface.
+
+The parent process (run.py) uses the *database side* of each system: create its schema, load
+waiting jobs server-side, and read back from its own tables how many jobs finished and when.
+The child process (child.py) uses the *client side*: run a worker, defer in batches, defer
+one job per transaction. Every system runs no-op async jobs.
+
+Timing of worker runs comes from the database: the first claim and the last recorded finish,
+both ``now()`` of the statements that wrote them, so process start-up is not counted and a
+job counts only once its outcome is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import psycopg
+
+#: Task / entrypoint names. ``noop`` does nothing; ``probe`` calls the child's hook with the
+#: job's arguments (latency samples, stop after K jobs).
+NOOP = "noop"
+PROBE = "probe"
+
+Hook = Callable[[float | None], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    done: int
+    first_claim: float | None
+    last_finish: float | None
+
+    @property
+    def seconds(self) -> float | None:
+        if self.first_claim is None or self.last_finish is None:
+            return None
+        return self.last_finish - self.first_claim
+
+
+class System:
+    """One job queue. Subclasses fill in the SQL and the client calls."""
+
+    name = ""
+    #: Worker settings used by "default" (what a user gets) and "best" (tuned here).
+    default_settings: dict[str, Any] = {}
+    best_settings: dict[str, Any] = {}
+    #: Worker settings at concurrency 10, for the memory comparison.
+    conc10_settings: dict[str, Any] = {}
+
+    # -- database side (parent, sync psycopg) ---------------------------------------------
+
+    def create_schema(self, url: str) -> None:
+        raise NotImplementedError
+
+    def load_sql(self, task: str) -> str:
+        """INSERT of ``%(n)s`` waiting jobs for ``task``, generated server-side."""
+        raise NotImplementedError
+
+    def reset_sql(self) -> str:
+        raise NotImplementedError
+
+    def stats_sql(self) -> str:
+        """count, first claim, last finish (epoch seconds) of jobs finished after %(since)s."""
+        raise NotImplementedError
+
+    def waiting_sql(self) -> str:
+        raise NotImplementedError
+
+    def stats(self, conn: psycopg.Connection[Any], since: float = 0.0) -> Stats:
+        row = conn.execute(self.stats_sql(), {"since": since}).fetchone()
+        assert row is not None
+        return Stats(int(row[0]), row[1], row[2])
+
+    # -- client side (child) --------------------------------------------------------------
+
+    async def run_worker(
+        self,
+        url: str,
+        settings: dict[str, Any],
+        *,
+        drain: bool,
+        hook: Hook | None,
+        on_ready: Callable[[Callable[[], None]], None],
+    ) -> None:
+        """Run one worker until drained (``drain``) or until the stop callback handed to
+        ``on_ready`` is called."""
+        raise NotImplementedError
+
+    async def batch_defer(self, url: str, n: int, calls: int) -> list[float]:
+        """Seconds taken by each of ``calls`` batch defers of ``n`` jobs."""
+        raise NotImplementedError
+
+    def sync_deferrer(self, url: str) -> contextlib.AbstractContextManager[Callable[[], Any]]:
+        """A context giving ``defer()``: one job per transaction through the system's
+        SQLAlchemy-engine connector (or its own sync driver if it has none)."""
+        raise NotImplementedError
+
+    def async_deferrer(
+        self, url: str
+    ) -> contextlib.AbstractAsyncContextManager[Callable[[], Awaitable[Any]]]:
+        """An async context giving ``await defer()``: one job per transaction."""
+        raise NotImplementedError
+
+    def single_defer_sync(self, url: str, n: int, warmup: int, rounds: int) -> list[float]:
+        """Seconds taken by each of ``rounds`` runs of ``n`` single defers."""
+        with self.sync_deferrer(url) as defer:
+            for _ in range(warmup):
+                defer()
+            durations = []
+            for _ in range(rounds):
+                started = time.perf_counter()
+                for _ in range(n):
+                    defer()
+                durations.append(time.perf_counter() - started)
+            return durations
+
+    async def single_defer_async(self, url: str, n: int, warmup: int, rounds: int) -> list[float]:
+        async with self.async_deferrer(url) as defer:
+            for _ in range(warmup):
+                await defer()
+            durations = []
+            for _ in range(rounds):
+                started = time.perf_counter()
+                for _ in range(n):
+                    await defer()
+                durations.append(time.perf_counter() - started)
+            return durations
+
+    async def latency_client(self, url: str) -> tuple[Callable[[float], Any], Callable[[], Any]]:
+        """An async ``defer(t)`` for one probe job carrying ``t``, and an async ``close()``."""
+        raise NotImplementedError
+
+
+def _quiet() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    for name in ("procrastinate", "pgqueuer", "sqla_jobs"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+# ---------------------------------------------------------------------------------------------
+# sqla_jobs
+# ---------------------------------------------------------------------------------------------
+
+_SQLA_STATS = """
+SELECT count(*),
+       extract(epoch FROM min(started_at))::float8,
+       extract(epoch FROM max(finished_at))::float8
+FROM sqla_jobs_jobs
+WHERE status = 'succeeded' AND finished_at > to_timestamp(%(since)s)
+"""
+
+
+class SqlaJobs(System):
+    name = "sqla_jobs"
+    default_settings: dict[str, Any] = {}
+    best_settings: dict[str, Any] = {"concurrency": 300, "fetch_batch": 300}
+    conc10_settings: dict[str, Any] = {"concurrency": 10}
+
+    def create_schema(self, url: str) -> None:
+        from sqla_jobs import migrations
+
+        migrations.upgrade(url)
+
+    def load_sql(self, task: str) -> str:
+        return (
+            "INSERT INTO sqla_jobs_jobs (queue, task_name, args) "
+            f"SELECT 'default', '{task}', '{{}}'::jsonb FROM generate_series(1, %(n)s)"
+        )
+
+    def reset_sql(self) -> str:
+        return "TRUNCATE sqla_jobs_jobs, sqla_jobs_job_events, sqla_jobs_workers RESTART IDENTITY"
+
+    def stats_sql(self) -> str:
+        return _SQLA_STATS
+
+    def waiting_sql(self) -> str:
+        return "SELECT count(*) FROM sqla_jobs_jobs WHERE status IN ('todo', 'doing')"
+
+    def _app(self, connector: Any, hook: Hook | None = None) -> Any:
+        from sqla_jobs import App
+
+        app = App(connector=connector)
+
+        @app.task(name=NOOP)
+        async def noop(**kwargs: Any) -> None:
+            return None
+
+        @app.task(name=PROBE)
+        async def probe(t: float | None = None) -> None:
+            assert hook is not None
+            hook(t)
+
+        return app
+
+    async def run_worker(self, url, settings, *, drain, hook, on_ready):  # type: ignore[no-untyped-def]
+        from sqla_jobs import PsycopgConnector, Worker, WorkerOptions
+
+        _quiet()
+        app = self._app(PsycopgConnector(conninfo=url), hook)
+        async with app.open_async():
+            worker = Worker(
+                app, WorkerOptions(wait=not drain, install_signal_handlers=False, **settings)
+            )
+            on_ready(worker.stop)
+            await worker.run()
+
+    async def batch_defer(self, url: str, n: int, calls: int) -> list[float]:
+        from sqla_jobs import PsycopgConnector
+
+        app = self._app(PsycopgConnector(conninfo=url))
+        task = app.tasks[NOOP]
+        durations = []
+        async with app.open_async():
+            await task.batch_defer_async(*([{}] * 100))  # warm-up
+            for _ in range(calls):
+                args = [{}] * n
+                started = time.perf_counter()
+                await task.batch_defer_async(*args)
+                durations.append(time.perf_counter() - started)
+        return durations
+
+    @contextlib.contextmanager
+    def sync_deferrer(self, url: str) -> Iterator[Callable[[], Any]]:
+        from sqla_jobs import SQLAlchemyPsycopg2Connector
+
+        app = self._app(SQLAlchemyPsycopg2Connector(dsn=url))
+        with app.open():
+            yield app.tasks[NOOP].defer
+
+    @contextlib.asynccontextmanager
+    async def async_deferrer(self, url: str) -> AsyncIterator[Callable[[], Awaitable[Any]]]:
+        from sqla_jobs import PsycopgConnector
+
+        app = self._app(PsycopgConnector(conninfo=url))
+        async with app.open_async():
+            yield app.tasks[NOOP].defer_async
+
+    async def latency_client(self, url: str) -> tuple[Callable[[float], Any], Callable[[], Any]]:
+        from sqla_jobs import PsycopgConnector
+
+        app = self._app(PsycopgConnector(conninfo=url))
+        await app.open_async()
+        task = app.tasks[PROBE]
+
+        async def defer(t: float) -> None:
+            await task.defer_async(t=t)
+
+        return defer, app.close_async
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw SQL floor: our schema and our statements, sent by a bare psycopg loop
+# ---------------------------------------------------------------------------------------------
+
+
+def _raw_defer_params() -> dict[str, Any]:
+    return {
+        "queue": "default",
+        "task_name": NOOP,
+        "priority": 0,
+        "lock": None,
+        "queueing_lock": None,
+        "args": "{}",
+        "scheduled_at": None,
+    }
+
+
+class RawFloor(SqlaJobs):
+    """The same claim and finish statements as sqla_jobs, from a bare psycopg loop: no
+    asyncio tasks, no pool, no Job objects. What PostgreSQL itself allows."""
+
+    name = "raw_sql"
+    default_settings: dict[str, Any] = {"batch": 100}
+    best_settings: dict[str, Any] = {"batch": 300}
+    conc10_settings: dict[str, Any] = {"batch": 10}
+
+    async def run_worker(self, url, settings, *, drain, hook, on_ready):  # type: ignore[no-untyped-def]
+        from sqla_jobs import queries
+
+        stopped = False
+
+        def stop() -> None:
+            nonlocal stopped
+            stopped = True
+
+        on_ready(stop)
+        batch = int(settings.get("batch", 100))
+        with psycopg.connect(url, autocommit=True) as conn:
+            worker_id = conn.execute(
+                queries.register_worker.sql,
+                {"name": "raw", "hostname": "bench", "pid": 0, "queues": None, "concurrency": 1},
+            ).fetchone()[0]  # type: ignore[index]
+            claim = queries.claim_jobs.sql
+            finish = queries.finish_succeeded.sql
+            while not stopped:
+                rows = conn.execute(claim, {"worker_id": worker_id, "limit": batch}).fetchall()
+                if not rows:
+                    if drain:
+                        break
+                    await asyncio.sleep(0.001)
+                    continue
+                if hook is not None:
+                    for row in rows:
+                        hook(row[3].get("t"))
+                conn.execute(finish, {"ids": [row[0] for row in rows]})
+
+    async def batch_defer(self, url: str, n: int, calls: int) -> list[float]:
+        from sqla_jobs import queries
+
+        params = {
+            "queues": ["default"] * n,
+            "task_names": [NOOP] * n,
+            "priorities": [0] * n,
+            "locks": [None] * n,
+            "queueing_locks": [None] * n,
+            "args": ["{}"] * n,
+            "scheduled_ats": [None] * n,
+        }
+        durations = []
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            for _ in range(calls):
+                started = time.perf_counter()
+                cursor = await conn.execute(queries.defer_jobs.sql, params)
+                await cursor.fetchall()
+                durations.append(time.perf_counter() - started)
+        return durations
+
+    async def copy_defer(self, url: str, n: int, calls: int) -> list[float]:
+        durations = []
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            for _ in range(calls):
+                started = time.perf_counter()
+                async with conn.cursor() as cursor:
+                    copy_sql = "COPY sqla_jobs_jobs (queue, task_name, args) FROM STDIN"
+                    async with cursor.copy(copy_sql) as copy:
+                        for _ in range(n):
+                            await copy.write_row(("default", NOOP, "{}"))
+                durations.append(time.perf_counter() - started)
+        return durations
+
+    @contextlib.contextmanager
+    def sync_deferrer(self, url: str) -> Iterator[Callable[[], Any]]:
+        # The driver under SQLAlchemyPsycopg2Connector: psycopg2, one INSERT + COMMIT each.
+        import psycopg2
+
+        from sqla_jobs import queries
+
+        sql, params = queries.defer_job.sql, _raw_defer_params()
+        conn = psycopg2.connect(url)
+        cursor = conn.cursor()
+
+        def defer() -> None:
+            cursor.execute(sql, params)
+            cursor.fetchone()
+            conn.commit()
+
+        try:
+            yield defer
+        finally:
+            conn.close()
+
+    @contextlib.asynccontextmanager
+    async def async_deferrer(self, url: str) -> AsyncIterator[Callable[[], Awaitable[Any]]]:
+        # The driver under PsycopgConnector: psycopg 3 async, one autocommit INSERT each.
+        from sqla_jobs import queries
+
+        sql, params = queries.defer_job.sql, _raw_defer_params()
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+
+            async def defer() -> None:
+                await (await conn.execute(sql, params)).fetchone()
+
+            yield defer
+
+    async def run_latency_worker(
+        self, url: str, hook: Hook, on_ready: Callable[[Callable[[], None]], None]
+    ) -> None:
+        """LISTEN, and on each notification claim and finish: the floor of defer-to-start."""
+        from sqla_jobs import queries
+        from sqla_jobs.schema import NOTIFY_CHANNEL
+
+        stopped = False
+
+        def stop() -> None:
+            nonlocal stopped
+            stopped = True
+
+        on_ready(stop)
+        async with (
+            await psycopg.AsyncConnection.connect(url, autocommit=True) as listen,
+            await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
+        ):
+            row = await (
+                await conn.execute(
+                    queries.register_worker.sql,
+                    {"name": "raw", "hostname": "b", "pid": 0, "queues": None, "concurrency": 1},
+                )
+            ).fetchone()
+            assert row is not None
+            worker_id = row[0]
+            await listen.execute(f'LISTEN "{NOTIFY_CHANNEL}"')
+            while not stopped:
+                async for _ in listen.notifies(timeout=0.5, stop_after=1):
+                    pass
+                cursor = await conn.execute(
+                    queries.claim_jobs.sql, {"worker_id": worker_id, "limit": 100}
+                )
+                rows = await cursor.fetchall()
+                for job in rows:
+                    hook(job[3].get("t"))
+                if rows:
+                    await conn.execute(queries.finish_succeeded.sql, {"ids": [r[0] for r in rows]})
+
+    async def latency_client(self, url: str) -> tuple[Callable[[float], Any], Callable[[], Any]]:
+        from sqla_jobs import queries
+
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        base = {
+            "queue": "default",
+            "task_name": PROBE,
+            "priority": 0,
+            "lock": None,
+            "queueing_lock": None,
+            "scheduled_at": None,
+        }
+
+        async def defer(t: float) -> None:
+            await conn.execute(queries.defer_job.sql, {**base, "args": f'{{"t":{t!r}}}'})
+
+        return defer, conn.close
+
+
+# ---------------------------------------------------------------------------------------------
+# Procrastinate (PsycopgConnector; SQLAlchemyPsycopg2Connector for sync defers)
+# ---------------------------------------------------------------------------------------------
+
+_PROC_STATS = """
+SELECT count(*) FILTER (WHERE type = 'succeeded'),
+       extract(epoch FROM min(at) FILTER (WHERE type = 'started'))::float8,
+       extract(epoch FROM max(at) FILTER (WHERE type = 'succeeded'))::float8
+FROM procrastinate_events
+WHERE type IN ('started', 'succeeded') AND at > to_timestamp(%(since)s)
+"""
+
+
+class Procrastinate(System):
+    name = "procrastinate"
+    default_settings: dict[str, Any] = {}
+    best_settings: dict[str, Any] = {"concurrency": 10}
+    conc10_settings: dict[str, Any] = {"concurrency": 10}
+
+    def _app(self, connector: Any, hook: Hook | None = None) -> Any:
+        import procrastinate
+
+        app = procrastinate.App(connector=connector)
+
+        @app.task(name=NOOP)
+        async def noop(**kwargs: Any) -> None:
+            return None
+
+        @app.task(name=PROBE)
+        async def probe(t: float | None = None) -> None:
+            assert hook is not None
+            hook(t)
+
+        return app
+
+    def create_schema(self, url: str) -> None:
+        import procrastinate
+
+        async def apply() -> None:
+            app = self._app(procrastinate.PsycopgConnector(conninfo=url))
+            async with app.open_async():
+                await app.schema_manager.apply_schema_async()
+
+        asyncio.run(apply())
+
+    def load_sql(self, task: str) -> str:
+        return (
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
+            f"SELECT 'default', '{task}', '{{}}'::jsonb FROM generate_series(1, %(n)s)"
+        )
+
+    def reset_sql(self) -> str:
+        return (
+            "TRUNCATE procrastinate_jobs, procrastinate_events, procrastinate_workers, "
+            "procrastinate_periodic_defers RESTART IDENTITY CASCADE"
+        )
+
+    def stats_sql(self) -> str:
+        return _PROC_STATS
+
+    def waiting_sql(self) -> str:
+        return "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
+
+    async def run_worker(self, url, settings, *, drain, hook, on_ready):  # type: ignore[no-untyped-def]
+        import procrastinate
+        from procrastinate.worker import Worker
+
+        _quiet()
+        app = self._app(procrastinate.PsycopgConnector(conninfo=url), hook)
+        async with app.open_async():
+            worker = Worker(app, wait=not drain, install_signal_handlers=False, **settings)
+            on_ready(worker.stop)
+            await worker.run()
+
+    async def batch_defer(self, url: str, n: int, calls: int) -> list[float]:
+        import procrastinate
+
+        app = self._app(procrastinate.PsycopgConnector(conninfo=url))
+        durations = []
+        async with app.open_async():
+            task = app.tasks[NOOP]
+            await task.batch_defer_async(*([{}] * 100))
+            for _ in range(calls):
+                args = [{}] * n
+                started = time.perf_counter()
+                await task.batch_defer_async(*args)
+                durations.append(time.perf_counter() - started)
+        return durations
+
+    @contextlib.contextmanager
+    def sync_deferrer(self, url: str) -> Iterator[Callable[[], Any]]:
+        from procrastinate.contrib.sqlalchemy import SQLAlchemyPsycopg2Connector
+
+        # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3: name psycopg2 explicitly.
+        dsn = url.replace("postgresql://", "postgresql+psycopg2://", 1)
+        app = self._app(SQLAlchemyPsycopg2Connector(dsn=dsn))
+        with app.open():
+            yield app.tasks[NOOP].defer
+
+    @contextlib.asynccontextmanager
+    async def async_deferrer(self, url: str) -> AsyncIterator[Callable[[], Awaitable[Any]]]:
+        import procrastinate
+
+        app = self._app(procrastinate.PsycopgConnector(conninfo=url))
+        async with app.open_async():
+            yield app.tasks[NOOP].defer_async
+
+    async def latency_client(self, url: str) -> tuple[Callable[[float], Any], Callable[[], Any]]:
+        import procrastinate
+
+        app = self._app(procrastinate.PsycopgConnector(conninfo=url))
+        await app.open_async()
+        task = app.tasks[PROBE]
+
+        async def defer(t: float) -> None:
+            await task.defer_async(t=t)
+
+        return defer, app.close_async
+
+
+# ---------------------------------------------------------------------------------------------
+# PgQueuer (its psycopg driver; never asyncpg)
+# ---------------------------------------------------------------------------------------------
+
+_PGQ_STATS = """
+SELECT count(*) FILTER (WHERE status = 'successful'),
+       extract(epoch FROM min(created) FILTER (WHERE status = 'picked'))::float8,
+       extract(epoch FROM max(created) FILTER (WHERE status = 'successful'))::float8
+FROM pgqueuer_log
+WHERE status IN ('picked', 'successful') AND created > to_timestamp(%(since)s)
+"""
+
+
+class PgQueuer(System):
+    name = "pgqueuer"
+    default_settings: dict[str, Any] = {}
+    best_settings: dict[str, Any] = {"batch_size": 100}
+    conc10_settings: dict[str, Any] = {"batch_size": 10}
+
+    def create_schema(self, url: str) -> None:
+        from pgqueuer import PsycopgDriver, Queries
+
+        async def install() -> None:
+            conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+            try:
+                await Queries(PsycopgDriver(conn)).install()
+            finally:
+                await conn.close()
+
+        asyncio.run(install())
+
+    def load_sql(self, task: str) -> str:
+        return (
+            "INSERT INTO pgqueuer (priority, entrypoint, payload, status) "
+            f"SELECT 0, '{task}', NULL, 'queued' FROM generate_series(1, %(n)s)"
+        )
+
+    def reset_sql(self) -> str:
+        return "TRUNCATE pgqueuer, pgqueuer_log, pgqueuer_statistics RESTART IDENTITY"
+
+    def stats_sql(self) -> str:
+        return _PGQ_STATS
+
+    def waiting_sql(self) -> str:
+        return "SELECT count(*) FROM pgqueuer WHERE status IN ('queued', 'picked')"
+
+    async def run_worker(self, url, settings, *, drain, hook, on_ready):  # type: ignore[no-untyped-def]
+        from pgqueuer import PsycopgDriver, Queries, QueueManager
+        from pgqueuer.domain.types import QueueExecutionMode
+
+        _quiet()
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        try:
+            qm = QueueManager(Queries(PsycopgDriver(conn)))
+
+            @qm.entrypoint(NOOP)
+            async def noop(job: Any) -> None:
+                return None
+
+            @qm.entrypoint(PROBE)
+            async def probe(job: Any) -> None:
+                assert hook is not None
+                hook(float(job.payload) if job.payload else None)
+
+            on_ready(qm.shutdown.set)
+            mode = QueueExecutionMode.drain if drain else QueueExecutionMode.continuous
+            await qm.run(mode=mode, **settings)
+        finally:
+            await conn.close()
+
+    async def batch_defer(self, url: str, n: int, calls: int) -> list[float]:
+        from pgqueuer import PsycopgDriver, Queries
+
+        durations = []
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            queries = Queries(PsycopgDriver(conn))
+            await queries.enqueue([NOOP] * 100, [None] * 100, [0] * 100)
+            for _ in range(calls):
+                started = time.perf_counter()
+                await queries.enqueue([NOOP] * n, [None] * n, [0] * n)
+                durations.append(time.perf_counter() - started)
+        return durations
+
+    @contextlib.contextmanager
+    def sync_deferrer(self, url: str) -> Iterator[Callable[[], Any]]:
+        # PgQueuer has no SQLAlchemy connector: its own sync psycopg driver.
+        from pgqueuer.adapters.drivers.psycopg import SyncPsycopgDriver
+        from pgqueuer.queries import SyncQueries
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            queries = SyncQueries(SyncPsycopgDriver(conn))
+            yield lambda: queries.enqueue(NOOP, None)
+
+    @contextlib.asynccontextmanager
+    async def async_deferrer(self, url: str) -> AsyncIterator[Callable[[], Awaitable[Any]]]:
+        from pgqueuer import PsycopgDriver, Queries
+
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            queries = Queries(PsycopgDriver(conn))
+            yield lambda: queries.enqueue(NOOP, None)
+
+    async def latency_client(self, url: str) -> tuple[Callable[[float], Any], Callable[[], Any]]:
+        from pgqueuer import PsycopgDriver, Queries
+
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        queries = Queries(PsycopgDriver(conn))
+
+        async def defer(t: float) -> None:
+            await queries.enqueue(PROBE, repr(t).encode())
+
+        return defer, conn.close
+
+
+SYSTEMS: dict[str, System] = {
+    s.name: s for s in (SqlaJobs(), Procrastinate(), PgQueuer(), RawFloor())
+}
+PEERS = ("procrastinate", "pgqueuer")
