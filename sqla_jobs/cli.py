@@ -101,6 +101,16 @@ def parse_queues(values: Sequence[str] | None) -> list[str] | None:
     return queues
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -283,6 +293,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "delete_jobs": args.delete_jobs,
         "shutdown_timeout": args.shutdown_timeout,
         "fetch_batch": args.fetch_batch,
+        "prefetch": args.prefetch,
     }
     # Options left out take WorkerOptions' defaults (None is a value only for the timeout).
     options = {
@@ -741,6 +752,14 @@ def _add_worker_options(worker: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help=f"most jobs claimed by one statement (default: {d.fetch_batch})",
+    )
+    worker.add_argument(
+        "--prefetch",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
+        help="jobs claimed ahead of free slots; 0 claims only for free slots "
+        "(default: as many as --concurrency)",
     )
 
 

@@ -68,6 +68,10 @@ class WorkerOptions:
     heartbeat_interval: float = 10.0
     #: Most jobs claimed by one statement.
     fetch_batch: int = 100
+    #: Jobs claimed ahead of free slots, so that each claim brings a useful batch and the next
+    #: jobs are ready when running ones end. None: as many as ``concurrency``; 0: claim only
+    #: for free slots (no job waits claimed by a busy worker).
+    prefetch: int | None = None
     #: Install SIGINT/SIGTERM handlers (only from the main thread).
     install_signal_handlers: bool = True
 
@@ -78,6 +82,8 @@ class WorkerOptions:
             raise ValueError(
                 f"delete_jobs must be 'never', 'successful' or 'always', not {self.delete_jobs!r}"
             )
+        if self.prefetch is not None and self.prefetch < 0:
+            raise ValueError(f"prefetch must be 0 or more, not {self.prefetch}")
         if isinstance(self.queues, str):
             raise TypeError(f"queues must be a list of queue names, not the string {self.queues!r}")
 
@@ -203,6 +209,7 @@ class Worker:
         # No queue named means every queue.
         self._queues = list(self.options.queues) if self.options.queues else None
         self._running: dict[int, asyncio.Future[None]] = {}
+        self._ready: dict[int, Job] = {}  # claimed ahead, in claim order, not started yet
         # Read from task threads through JobContext.should_abort(); set membership is atomic.
         self._abort_requested: set[int] = set()
         self._sync_jobs: set[int] = set()  # running jobs of sync tasks
@@ -233,6 +240,9 @@ class Worker:
         logger.info("Stop requested: claiming no more jobs", extra={"worker": self.name})
         self._stopping = True
         self._stop_requested.set()
+        # Jobs claimed ahead never started: they go back to the queue.
+        self._interrupted.extend(self._ready)
+        self._ready.clear()
         self._changed.set()
 
     async def run(self) -> None:
@@ -282,6 +292,8 @@ class Worker:
                 logger.warning("%s did not stop within 10 s; cancelling it", task.get_name())
                 task.cancel()
             await self._completer.flush()
+            self._interrupted.extend(self._ready)  # when run() itself was cancelled or failed
+            self._ready.clear()
             await self._requeue_interrupted()
             with contextlib.suppress(JobsError):
                 await self.manager.unregister_worker_async(self.worker_id)
@@ -298,10 +310,12 @@ class Worker:
         """Keep the slots full: claim as many jobs as slots are free, with up to two claims in
         flight, so that PostgreSQL prepares the next batch while Python runs this one."""
         options = self.options
-        min_batch = max(1, min(options.fetch_batch, options.concurrency) // 2)
+        prefetch = options.concurrency if options.prefetch is None else options.prefetch
+        capacity = options.concurrency + prefetch
+        min_batch = max(1, min(options.fetch_batch, capacity) // 2)
         while not self._stopping:
             self._changed.clear()
-            free = options.concurrency - len(self._running) - self._reserved
+            free = capacity - len(self._running) - len(self._ready) - self._reserved
             limit = min(free, options.fetch_batch)
             if (
                 not self._exhausted
@@ -313,7 +327,7 @@ class Worker:
                 self._start_claim(limit)
                 continue
             idle = self._exhausted and not self._claims
-            if idle and not options.wait and not self._running:
+            if idle and not options.wait and not self._running and not self._ready:
                 # Draining: done once every outcome is written and none of them made a job
                 # runnable again (the next job of a lock, a retry).
                 await self._completer.wait_idle()
@@ -358,6 +372,22 @@ class Worker:
                 self._interrupted.extend(job.id for job in jobs)
             return
         for job in jobs:
+            self._ready[job.id] = job
+        self._fill_slots()
+
+    def _fill_slots(self) -> None:
+        """Start ready jobs while slots are free."""
+        while self._ready and len(self._running) < self.options.concurrency:
+            job_id = next(iter(self._ready))
+            job = self._ready.pop(job_id)
+            if job_id in self._abort_requested:
+                # Asked to abort before it started: it never runs.
+                self._abort_requested.discard(job_id)
+                self._completer.add(
+                    Outcome(job_id, JobStatus.ABORTED, "Aborted on request before it started."),
+                    releases=job.lock is not None,
+                )
+                continue
             self._start(job)
 
     def _news(self) -> None:
@@ -429,6 +459,8 @@ class Worker:
         finally:
             del self._running[job.id]
             self._abort_requested.discard(job.id)
+            if not self._stopping:
+                self._fill_slots()
             self._changed.set()
         self.jobs_run += 1
         releases = job.lock is not None or outcome.status is JobStatus.TODO
@@ -501,6 +533,9 @@ class Worker:
                     self._news()
             elif channel == ABORT_CHANNEL:
                 job_id = int(payload)
+                if job_id in self._ready:
+                    self._abort_requested.add(job_id)  # _fill_slots records it aborted
+                    return
                 future = self._running.get(job_id)
                 if future is not None and job_id not in self._abort_requested:
                     self._abort_requested.add(job_id)

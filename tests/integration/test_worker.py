@@ -595,3 +595,96 @@ async def test_worker_on_a_database_without_the_schema_names_the_upgrade_command
     ).open_async() as app:
         with pytest.raises(sqla_jobs.SchemaNotFound, match="sqla-jobs schema upgrade"):
             await drain(app)
+
+
+# -- claiming ahead ------------------------------------------------------------------------------
+
+
+async def test_jobs_claimed_ahead_of_free_slots_go_back_to_the_queue_when_the_worker_stops(
+    async_app: sqla_jobs.App, database: Database
+) -> None:
+    started = asyncio.Event()
+
+    @async_app.task(name="tests.slow")
+    async def slow(n: int) -> None:
+        started.set()
+        await asyncio.sleep(0.3)
+
+    ids = [await slow.defer_async(n=n) for n in range(3)]
+    worker = sqla_jobs.Worker(
+        async_app,
+        sqla_jobs.WorkerOptions(
+            concurrency=1, prefetch=2, polling_interval=0.05, install_signal_handlers=False
+        ),
+    )
+    running = asyncio.create_task(worker.run())
+    await asyncio.wait_for(started.wait(), timeout=5)
+    # One runs; the two others are claimed ahead (doing) but wait for the slot.
+    assert sorted(statuses(database).values()) == ["doing", "doing", "doing"]
+
+    worker.stop()
+    await asyncio.wait_for(running, timeout=10)
+
+    assert statuses(database) == {ids[0]: "succeeded", ids[1]: "todo", ids[2]: "todo"}
+    assert {job["worker_id"] for job in database.jobs() if job["status"] == "todo"} == {None}
+
+
+async def test_worker_without_prefetch_claims_only_for_free_slots(
+    async_app: sqla_jobs.App, database: Database
+) -> None:
+    started = asyncio.Event()
+
+    @async_app.task(name="tests.slow")
+    async def slow(n: int) -> None:
+        started.set()
+        await asyncio.sleep(0.3)
+
+    for n in range(3):
+        await slow.defer_async(n=n)
+    worker = sqla_jobs.Worker(
+        async_app,
+        sqla_jobs.WorkerOptions(
+            concurrency=1, prefetch=0, polling_interval=0.05, install_signal_handlers=False
+        ),
+    )
+    running = asyncio.create_task(worker.run())
+    await asyncio.wait_for(started.wait(), timeout=5)
+    assert sorted(statuses(database).values()) == ["doing", "todo", "todo"]
+    worker.stop()
+    await asyncio.wait_for(running, timeout=10)
+
+
+async def test_job_claimed_ahead_and_aborted_before_it_starts_never_runs(
+    async_app: sqla_jobs.App, database: Database
+) -> None:
+    ran: list[int] = []
+    first_started = asyncio.Event()
+
+    @async_app.task(name="tests.slow")
+    async def slow(n: int) -> None:
+        ran.append(n)
+        first_started.set()
+        await asyncio.sleep(0.5)
+
+    await slow.defer_async(n=0)
+    waiting = await slow.defer_async(n=1)
+    worker = sqla_jobs.Worker(
+        async_app,
+        sqla_jobs.WorkerOptions(
+            concurrency=1, prefetch=1, polling_interval=0.05, install_signal_handlers=False
+        ),
+    )
+    running = asyncio.create_task(worker.run())
+    try:
+        assert await database.wait_until_async(database.listening), "the worker never listened"
+        await asyncio.wait_for(first_started.wait(), timeout=5)
+        assert statuses(database)[waiting] == "doing"  # claimed ahead
+        await async_app.job_manager.abort_job_async(waiting)
+        finished = await database.wait_until_async(
+            lambda: statuses(database)[waiting] == "aborted", within=5
+        )
+        assert finished, statuses(database)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, timeout=10)
+    assert ran == [0]

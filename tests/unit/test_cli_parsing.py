@@ -224,3 +224,10 @@ def test_json_log_lines_include_the_exception() -> None:
 def test_text_log_lines_show_the_extra_fields() -> None:
     line = logs.TextFormatter().format(record(job_id=7, task="send"))
     assert line.endswith("ERROR sqla_jobs.worker: Job 7 failed [job_id=7 task=send]")
+
+
+def test_worker_prefetch_option_reaches_the_worker_options() -> None:
+    parser = cli.build_parser()
+    assert parser.parse_args(["worker", "--prefetch", "0"]).prefetch == 0
+    assert parser.parse_args(["worker", "--prefetch", "50"]).prefetch == 50
+    assert parser.parse_args(["worker"]).prefetch is None
