@@ -97,13 +97,6 @@ class AiopgConnector(BaseAsyncConnector):
         except psycopg2.Error as exc:
             raise translate_psycopg2(exc, self._target, query) from None
 
-    async def execute_async(self, query: Query, params: Params | None = None) -> None:
-        await self.fetch_all_async(query, params)
-
-    async def fetch_one_async(self, query: Query, params: Params | None = None) -> Row | None:
-        rows = await self.fetch_all_async(query, params)
-        return rows[0] if rows else None
-
     async def listen(self, channels: Iterable[str], on_notification: NotificationHandler) -> None:
         try:
             conn = await aiopg.connect(self._dsn, enable_hstore=False, **self._connect_kwargs)

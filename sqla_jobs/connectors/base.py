@@ -49,13 +49,15 @@ class BaseConnector(abc.ABC):
         """Close the pool."""
 
     @abc.abstractmethod
-    def execute(self, query: Query, params: Params | None = None) -> None: ...
+    def fetch_all(self, query: Query, params: Params | None = None) -> list[Row]:
+        """Run one statement in its own transaction; its rows as dicts ([] if none)."""
 
-    @abc.abstractmethod
-    def fetch_one(self, query: Query, params: Params | None = None) -> Row | None: ...
+    def execute(self, query: Query, params: Params | None = None) -> None:
+        self.fetch_all(query, params)
 
-    @abc.abstractmethod
-    def fetch_all(self, query: Query, params: Params | None = None) -> list[Row]: ...
+    def fetch_one(self, query: Query, params: Params | None = None) -> Row | None:
+        rows = self.fetch_all(query, params)
+        return rows[0] if rows else None
 
     @abc.abstractmethod
     def sqlalchemy_engine(self) -> Engine:
@@ -69,14 +71,15 @@ class BaseConnector(abc.ABC):
     async def close_async(self) -> None:
         await asyncio.to_thread(self.close)
 
-    async def execute_async(self, query: Query, params: Params | None = None) -> None:
-        await asyncio.to_thread(self.execute, query, params)
-
-    async def fetch_one_async(self, query: Query, params: Params | None = None) -> Row | None:
-        return await asyncio.to_thread(self.fetch_one, query, params)
-
     async def fetch_all_async(self, query: Query, params: Params | None = None) -> list[Row]:
         return await asyncio.to_thread(self.fetch_all, query, params)
+
+    async def execute_async(self, query: Query, params: Params | None = None) -> None:
+        await self.fetch_all_async(query, params)
+
+    async def fetch_one_async(self, query: Query, params: Params | None = None) -> Row | None:
+        rows = await self.fetch_all_async(query, params)
+        return rows[0] if rows else None
 
     async def listen(self, channels: Iterable[str], on_notification: NotificationHandler) -> None:
         raise cannot_run_worker(self)
@@ -113,12 +116,6 @@ class BaseAsyncConnector(BaseConnector):
         if self._sync is not None:
             self._sync.close()
 
-    def execute(self, query: Query, params: Params | None = None) -> None:
-        self.sync_connector.execute(query, params)
-
-    def fetch_one(self, query: Query, params: Params | None = None) -> Row | None:
-        return self.sync_connector.fetch_one(query, params)
-
     def fetch_all(self, query: Query, params: Params | None = None) -> list[Row]:
         return self.sync_connector.fetch_all(query, params)
 
@@ -131,12 +128,6 @@ class BaseAsyncConnector(BaseConnector):
 
     @abc.abstractmethod
     async def close_async(self) -> None: ...
-
-    @abc.abstractmethod
-    async def execute_async(self, query: Query, params: Params | None = None) -> None: ...
-
-    @abc.abstractmethod
-    async def fetch_one_async(self, query: Query, params: Params | None = None) -> Row | None: ...
 
     @abc.abstractmethod
     async def fetch_all_async(self, query: Query, params: Params | None = None) -> list[Row]: ...

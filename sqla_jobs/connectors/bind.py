@@ -93,13 +93,6 @@ class BindConnector(BaseConnector):
             raise translate_dbapi_error(exc, target=self.describe(), query=query) from None
         return [dict(row) for row in result.mappings()] if result.returns_rows else []
 
-    def execute(self, query: Query, params: Params | None = None) -> None:
-        self.fetch_all(query, params)
-
-    def fetch_one(self, query: Query, params: Params | None = None) -> Row | None:
-        rows = self.fetch_all(query, params)
-        return rows[0] if rows else None
-
     async def fetch_all_async(self, query: Query, params: Params | None = None) -> list[Row]:
         connection = await self._async_connection()
         _check_driver(connection)
@@ -112,13 +105,6 @@ class BindConnector(BaseConnector):
         except sqlalchemy.exc.DBAPIError as exc:
             raise translate_dbapi_error(exc, target=self.describe(), query=query) from None
         return [dict(row) for row in result.mappings()] if result.returns_rows else []
-
-    async def execute_async(self, query: Query, params: Params | None = None) -> None:
-        await self.fetch_all_async(query, params)
-
-    async def fetch_one_async(self, query: Query, params: Params | None = None) -> Row | None:
-        rows = await self.fetch_all_async(query, params)
-        return rows[0] if rows else None
 
     def sqlalchemy_engine(self) -> Engine:
         bind = self.bind

@@ -138,13 +138,6 @@ class PsycopgConnector(BaseAsyncConnector):
         except psycopg.Error as exc:
             raise _translate(exc, self._target, query) from None
 
-    async def execute_async(self, query: Query, params: Params | None = None) -> None:
-        await self.fetch_all_async(query, params)
-
-    async def fetch_one_async(self, query: Query, params: Params | None = None) -> Row | None:
-        rows = await self.fetch_all_async(query, params)
-        return rows[0] if rows else None
-
     async def listen(self, channels: Iterable[str], on_notification: NotificationHandler) -> None:
         try:
             conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs)
@@ -218,13 +211,6 @@ class SyncPsycopgConnector(BaseConnector):
             if cursor.description is None:
                 return []
             return rows_from_cursor(cursor.description, cursor.fetchall())
-
-    def execute(self, query: Query, params: Params | None = None) -> None:
-        self.fetch_all(query, params)
-
-    def fetch_one(self, query: Query, params: Params | None = None) -> Row | None:
-        rows = self.fetch_all(query, params)
-        return rows[0] if rows else None
 
     def sqlalchemy_engine(self) -> Engine:
         kwargs = {k: v for k, v in self._kwargs.items() if k != "autocommit"}

@@ -120,13 +120,6 @@ class Psycopg2Connector(BaseConnector):
                 return []
             return rows_from_cursor(cursor.description, cursor.fetchall())
 
-    def execute(self, query: Query, params: Params | None = None) -> None:
-        self.fetch_all(query, params)
-
-    def fetch_one(self, query: Query, params: Params | None = None) -> Row | None:
-        rows = self.fetch_all(query, params)
-        return rows[0] if rows else None
-
     def sqlalchemy_engine(self) -> Engine:
         dsn, kwargs = self._dsn or None, self._kwargs
 

@@ -151,13 +151,6 @@ class SQLAlchemyConnector(BaseConnector):
         except sqlalchemy.exc.TimeoutError as exc:
             raise pool_timeout_error(exc, target=self._target) from None
 
-    def execute(self, query: Query, params: Params | None = None) -> None:
-        self.fetch_all(query, params)
-
-    def fetch_one(self, query: Query, params: Params | None = None) -> Row | None:
-        rows = self.fetch_all(query, params)
-        return rows[0] if rows else None
-
     def sqlalchemy_engine(self) -> Engine:
         return self.engine
 

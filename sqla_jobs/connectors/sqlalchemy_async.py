@@ -144,13 +144,6 @@ class SQLAlchemyAsyncConnector(BaseAsyncConnector):
         except sqlalchemy.exc.TimeoutError as exc:
             raise pool_timeout_error(exc, target=self._target) from None
 
-    async def execute_async(self, query: Query, params: Params | None = None) -> None:
-        await self.fetch_all_async(query, params)
-
-    async def fetch_one_async(self, query: Query, params: Params | None = None) -> Row | None:
-        rows = await self.fetch_all_async(query, params)
-        return rows[0] if rows else None
-
     async def listen(self, channels: Iterable[str], on_notification: NotificationHandler) -> None:
         if not self._open:
             raise not_open(self)
