@@ -6,6 +6,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .app import App
+from .blueprints import Blueprint
 from .connectors import BaseAsyncConnector, BaseConnector
 from .errors import (
     AlreadyEnqueued,
@@ -28,6 +29,7 @@ from .worker import JobContext, Worker, WorkerOptions
 
 if TYPE_CHECKING:
     from .connectors.aiopg import AiopgConnector
+    from .connectors.memory import InMemoryConnector
     from .connectors.psycopg import PsycopgConnector, SyncPsycopgConnector
     from .connectors.psycopg2 import Psycopg2Connector
     from .connectors.sqlalchemy import SQLAlchemyConnector, SQLAlchemyPsycopg2Connector
@@ -39,9 +41,11 @@ __all__ = [
     "App",
     "BaseAsyncConnector",
     "BaseConnector",
+    "Blueprint",
     "ConnectionFailed",
     "ConnectorError",
     "ConnectorNotOpen",
+    "InMemoryConnector",
     "InvalidJobArguments",
     "Job",
     "JobContext",

@@ -4,102 +4,81 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Generator, Iterable
 from types import TracebackType
-from typing import Any, overload
+from typing import Any
 
+from .blueprints import Blueprint, TaskRegistry
 from .connectors.base import BaseConnector, cannot_run_worker
-from .jobs import DEFAULT_QUEUE
 from .manager import JobManager
-from .retry import RetryStrategy
 from .tasks import JobDeferrer, JobOptions, Task
 
 
-class App:
+class App(TaskRegistry):
     """A job queue application: a connector plus the tasks it knows.
 
     ``import_paths`` are modules the worker imports at start so that their ``@app.task``
-    declarations register.
+    declarations register. Tasks are declared with ``@app.task`` (and scheduled with
+    ``@app.periodic``), or on a `Blueprint` added with `add_tasks_from`.
     """
 
     def __init__(self, *, connector: BaseConnector, import_paths: Iterable[str] = ()) -> None:
+        super().__init__()
         self.connector = connector
         self.import_paths = tuple(import_paths)
-        self.tasks: dict[str, Task] = {}
         self.job_manager = JobManager(connector)
 
     def __repr__(self) -> str:
         return f"<App connector={type(self.connector).__name__} tasks={len(self.tasks)}>"
 
     # -- tasks ---------------------------------------------------------------------------------
+    # ``@app.task`` and ``@app.periodic`` come from TaskRegistry (shared with Blueprint).
 
-    @overload
-    def task(
-        self,
-        func: Callable[..., Any],
-        /,
-    ) -> Task: ...
+    def _app_of_tasks(self) -> App:
+        return self
 
-    @overload
-    def task(
-        self,
-        func: None = None,
-        /,
-        *,
-        name: str | None = None,
-        queue: str = DEFAULT_QUEUE,
-        priority: int = 0,
-        lock: str | None = None,
-        queueing_lock: str | None = None,
-        pass_context: bool = False,
-        retry: int | RetryStrategy | None = None,
-    ) -> Callable[[Callable[..., Any]], Task]: ...
+    def add_tasks_from(self, blueprint: Blueprint, *, namespace: str) -> None:
+        """Register the tasks (and periodic schedules) of ``blueprint`` as
+        ``<namespace>:<task name>``.
 
-    def task(
-        self,
-        func: Callable[..., Any] | None = None,
-        /,
-        *,
-        name: str | None = None,
-        queue: str = DEFAULT_QUEUE,
-        priority: int = 0,
-        lock: str | None = None,
-        queueing_lock: str | None = None,
-        pass_context: bool = False,
-        retry: int | RetryStrategy | None = None,
-    ) -> Task | Callable[[Callable[..., Any]], Task]:
-        """Register a sync or async function as a task: ``@app.task`` or ``@app.task(...)``.
-
-        ``retry``: a job that raises runs again, up to ``retry`` more times at once, or as a
-        `RetryStrategy` says (waits, which errors); by default it fails at once.
+        The blueprint's task objects are bound to this app: ``task.defer(...)`` works from
+        now on. A blueprint added to a second app (or under a second namespace) gives it
+        copies, bound to it, and keeps its objects bound to the first. Nothing is registered
+        if a name is already taken by another function.
         """
-
-        def register(function: Callable[..., Any]) -> Task:
-            task_name = name or f"{function.__module__}.{function.__qualname__}"
-            task = Task(
-                function,
-                app=self,
-                name=task_name,
-                queue=queue,
-                priority=priority,
-                lock=lock,
-                queueing_lock=queueing_lock,
-                pass_context=pass_context,
-                retry=retry,
-            )
-            self._add_task(task)
-            return task
-
-        return register(func) if func is not None else register
-
-    def _add_task(self, task: Task) -> None:
-        existing = self.tasks.get(task.name)
-        if existing is not None and existing.func is not task.func:
+        if not isinstance(namespace, str) or not namespace:
             raise ValueError(
-                f"Two functions are registered under the task name {task.name!r}: "
-                f"{existing.func!r} and {task.func!r}. Give one of them @app.task(name=...)."
+                f"namespace must be a non-empty string, not {namespace!r}: its tasks are "
+                "registered as '<namespace>:<task name>'."
             )
-        self.tasks[task.name] = task
+        if not isinstance(blueprint, Blueprint):
+            raise TypeError(f"add_tasks_from takes a sqla_jobs.Blueprint, not {blueprint!r}")
+        if any(app is self and ns == namespace for app, ns in blueprint.added_to):
+            return
+        # Check every name first: a clash leaves the app and the blueprint unchanged.
+        for name, task in blueprint.tasks.items():
+            self._check_name_free(f"{namespace}:{name}", task.func)
+        for name, periodic_id in blueprint.periodic_tasks:
+            self._check_schedule_free((f"{namespace}:{name}", periodic_id))
+        for name in blueprint.tasks:
+            self._adopt_task(blueprint, name, namespace)
+        for key in blueprint.periodic_tasks:
+            self._adopt_periodic(blueprint, key, namespace)
+        blueprint.added_to.append((self, namespace))
+
+    def _adopt_task(self, blueprint: Blueprint, name: str, namespace: str) -> None:
+        task = blueprint.tasks[name]
+        full_name = f"{namespace}:{name}"
+        if task.is_bound:
+            task = task.bound_to(self, name=full_name)
+        else:
+            task._bind(self, full_name)
+        self._add_task(full_name, task)
+
+    def _adopt_periodic(self, blueprint: Blueprint, key: tuple[str, str], namespace: str) -> None:
+        periodic = blueprint.periodic_tasks[key]
+        task = self.tasks[f"{namespace}:{key[0]}"]
+        self._add_periodic(periodic if periodic.task is task else periodic.with_task(task))
 
     def configure_task(self, name: str, **options: Any) -> JobDeferrer:
         """Defer by task name, whether or not this process registered it (e.g. from a
@@ -122,8 +101,10 @@ class App:
     def with_connector(self, connector: BaseConnector) -> App:
         """A new app with the same tasks, bound to ``connector``; this app is unchanged."""
         other = App(connector=connector, import_paths=self.import_paths)
-        for task in self.tasks.values():
-            other.tasks[task.name] = task.bound_to(other)
+        for name, task in self.tasks.items():
+            other.tasks[name] = task.bound_to(other)
+        for key, periodic in self.periodic_tasks.items():
+            other.periodic_tasks[key] = periodic.with_task(other.tasks[key[0]])
         return other
 
     def open(self) -> App:

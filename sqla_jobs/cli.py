@@ -24,10 +24,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy
-from alembic.util import CommandError
 from sqlalchemy import select
 
-from . import migrations
 from .app import App
 from .cli_jobs import add_jobs_commands
 from .connectors.base import BaseConnector, translate_error
@@ -269,7 +267,13 @@ def _database_errors(connector: BaseConnector) -> Iterator[None]:
             sqlstate=sqlstate,
             connecting=isinstance(exc, sqlalchemy.exc.OperationalError) and not sqlstate,
         ) from exc
-    except CommandError as exc:
+    except Exception as exc:
+        from alembic.util import CommandError
+
+        from . import migrations
+
+        if not isinstance(exc, CommandError):
+            raise
         raise CliError(
             f"{exc}. Known revisions: base, head, or an id such as {migrations.head()}."
         ) from exc
@@ -289,8 +293,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "polling_interval": args.polling_interval,
         "delete_jobs": args.delete_jobs,
         "shutdown_timeout": args.shutdown_timeout,
+        "heartbeat_interval": args.heartbeat_interval,
+        "stalled_timeout": args.stalled_timeout,
         "fetch_batch": args.fetch_batch,
         "prefetch": args.prefetch,
+        "periodic": args.periodic,
     }
     # Options left out take WorkerOptions' defaults (None is a value only for the timeout).
     options = {
@@ -298,6 +305,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         for key, value in options.items()
         if value is not _UNSET and (value is not None or key == "shutdown_timeout")
     }
+    try:
+        WorkerOptions(**options)  # options that clash (a stalled timeout under the heartbeat)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     _import_tasks(app)
     try:
         asyncio.run(_run_worker(app, options))
@@ -362,6 +373,8 @@ def _migrate(
 ) -> tuple[str | None, str | None]:
     """Run ``migrations.upgrade`` or ``downgrade`` to ``args.revision``; the revisions before
     and after."""
+    from . import migrations  # Alembic loads only for the commands that use it
+
     app = build_app(args)
     engine = app.connector.sqlalchemy_engine()
     try:
@@ -374,6 +387,8 @@ def _migrate(
 
 
 def cmd_schema_upgrade(args: argparse.Namespace) -> int:
+    from . import migrations  # Alembic loads only for the commands that use it
+
     before, after = _migrate(args, migrations.upgrade)
     if before == after:
         note = " (head)" if after == migrations.head() else ""
@@ -384,6 +399,8 @@ def cmd_schema_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_schema_downgrade(args: argparse.Namespace) -> int:
+    from . import migrations  # Alembic loads only for the commands that use it
+
     if args.revision is None:
         args.parser.error(
             "schema downgrade needs the revision to go back to: `sqla-jobs schema downgrade "
@@ -402,6 +419,8 @@ def cmd_schema_downgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_schema_current(args: argparse.Namespace) -> int:
+    from . import migrations  # Alembic loads only for the commands that use it
+
     app = build_app(args)
     try:
         with _database_errors(app.connector):
@@ -422,6 +441,10 @@ def cmd_schema_current(args: argparse.Namespace) -> int:
 
 
 def cmd_schema_sql(args: argparse.Namespace) -> int:
+    from alembic.util import CommandError
+
+    from . import migrations  # Alembic loads only for the commands that use it
+
     default = "head:base" if args.downgrade else "base:head"
     try:
         text = migrations.sql(args.range or default, downgrade=args.downgrade)
@@ -463,6 +486,8 @@ def cmd_healthchecks(args: argparse.Namespace) -> int:
 def run_healthchecks(connector: BaseConnector) -> list[Check]:
     """Database reachable, schema at this version's head, workers alive (listed, not judged:
     a deployment may start its workers after its health checks)."""
+    from . import migrations  # Alembic loads only for the commands that use it
+
     engine = connector.sqlalchemy_engine()
     checks: list[Check] = []
     try:
@@ -744,6 +769,22 @@ def _add_worker_options(worker: argparse.ArgumentParser) -> None:
         f"the queue; 'none' waits for ever (default: {d.shutdown_timeout})",
     )
     worker.add_argument(
+        "--heartbeat-interval",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help=f"seconds between heartbeats in the workers table (default: {d.heartbeat_interval})",
+    )
+    worker.add_argument(
+        "--stalled-timeout",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="seconds without a heartbeat after which a worker counts as dead and live workers "
+        "recover its running jobs; more than --heartbeat-interval "
+        f"(default: {d.stalled_timeout})",
+    )
+    worker.add_argument(
         "--fetch-batch",
         type=_positive_int,
         default=None,
@@ -757,6 +798,13 @@ def _add_worker_options(worker: argparse.ArgumentParser) -> None:
         metavar="N",
         help="jobs claimed ahead of free slots; 0 claims only for free slots "
         "(default: as many as --concurrency)",
+    )
+    worker.add_argument(
+        "--periodic",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="defer the app's periodic tasks at their ticks (default); --no-periodic leaves "
+        "that to other workers",
     )
 
 

@@ -70,11 +70,15 @@ class JobSpec:
         return dump_args(self.task_name, self.args)
 
 
+# One encoder for every job: json.dumps with options builds a new one per call.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 def dump_args(task_name: str, args: Mapping[str, Any]) -> str:
     """The job's arguments as JSON text that PostgreSQL's jsonb accepts, or an error that names
     the argument at fault."""
     try:
-        text = json.dumps(args, separators=(",", ":"), allow_nan=False)
+        text = _ENCODE(args)
     except (TypeError, ValueError):
         pass
     else:

@@ -9,19 +9,24 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from . import queries
 from .connectors.base import BaseConnector
 from .errors import AlreadyEnqueued, ConnectorError, JobNotFound
 from .jobs import Job, JobSpec
-from .schema import FINISHED_STATUSES, JobStatus
+from .retry import RetryStrategy
+from .schema import FINISHED_STATUSES, JobStatus, jobs
 
 logger = logging.getLogger("sqla_jobs.manager")
 
 QUEUEING_LOCK_INDEX = "uq_sqla_jobs_jobs_queueing_lock_todo"
 _KEY_DETAIL = re.compile(r"Key \(queueing_lock\)=\((?P<key>.*?)\) already exists")
+
+
+def _claim_order(row: dict[str, Any]) -> tuple[int, int]:
+    return -row["priority"], row["id"]
 
 
 def _one_job_params(spec: JobSpec) -> dict[str, Any]:
@@ -46,6 +51,20 @@ def _many_jobs_params(specs: Sequence[JobSpec]) -> dict[str, Any]:
         "args": [s.args_json() for s in specs],
         "scheduled_ats": [s.scheduled_at for s in specs],
     }
+
+
+def _copy_rows(ids: Sequence[int], specs: Sequence[JobSpec]) -> Iterator[tuple[Any, ...]]:
+    for job_id, s in zip(ids, specs, strict=True):
+        yield (
+            job_id,
+            s.queue,
+            s.task_name,
+            s.priority,
+            s.lock,
+            s.queueing_lock,
+            s.args_json(),
+            s.scheduled_at,
+        )
 
 
 def _already_enqueued(exc: ConnectorError, specs: Sequence[JobSpec]) -> Exception:
@@ -177,6 +196,10 @@ class JobManager:
     form and an ``_async`` twin; both raise `JobNotFound` for an id that names no job.
     """
 
+    #: Batches of at least this many jobs are written with COPY when the connector can (psycopg
+    #: 3): two round trips instead of one, but several times faster per row.
+    copy_threshold = 1000
+
     def __init__(self, connector: BaseConnector) -> None:
         self.connector = connector
 
@@ -201,11 +224,16 @@ class JobManager:
         return int(row["id"])
 
     def defer_many(self, specs: Sequence[JobSpec]) -> list[int]:
+        """Defer a batch in one transaction: all its jobs or none; their ids in order."""
         if not specs:
             return []
-        params = _many_jobs_params(specs)
         try:
-            rows = self.connector.fetch_all(queries.defer_jobs, params)
+            if len(specs) >= self.copy_threshold and self.connector.supports_copy:
+                rows = self.connector.fetch_all(queries.reserve_job_ids, {"count": len(specs)})
+                ids = sorted(int(row["id"]) for row in rows)
+                self.connector.copy_rows(jobs.name, queries.COPY_COLUMNS, _copy_rows(ids, specs))
+                return ids
+            rows = self.connector.fetch_all(queries.defer_jobs, _many_jobs_params(specs))
         except ConnectorError as exc:
             raise _already_enqueued(exc, specs) from None
         return [int(row["id"]) for row in rows]
@@ -213,9 +241,16 @@ class JobManager:
     async def defer_many_async(self, specs: Sequence[JobSpec]) -> list[int]:
         if not specs:
             return []
-        params = _many_jobs_params(specs)
+        connector = self.connector
         try:
-            rows = await self.connector.fetch_all_async(queries.defer_jobs, params)
+            if len(specs) >= self.copy_threshold and connector.supports_copy_async:
+                count = {"count": len(specs)}
+                rows = await connector.fetch_all_async(queries.reserve_job_ids, count)
+                ids = sorted(int(row["id"]) for row in rows)
+                copied = _copy_rows(ids, specs)
+                await connector.copy_rows_async(jobs.name, queries.COPY_COLUMNS, copied)
+                return ids
+            rows = await connector.fetch_all_async(queries.defer_jobs, _many_jobs_params(specs))
         except ConnectorError as exc:
             raise _already_enqueued(exc, specs) from None
         return [int(row["id"]) for row in rows]
@@ -232,17 +267,49 @@ class JobManager:
         if queues is not None:
             query, params["queues"] = queries.claim_jobs_in_queues, list(queues)
         rows = await self.connector.fetch_all_async(query, params)
+        # The claim returns its rows in the order it updated them (by id); start them in the
+        # order they were chosen in.
+        rows.sort(key=_claim_order)
         return [Job.from_full_row(row) for row in rows]
 
-    async def finish_succeeded_async(self, job_ids: Sequence[int], *, delete: bool) -> None:
+    async def finish_succeeded_async(
+        self, worker_id: int, job_ids: Sequence[int], *, delete: bool
+    ) -> None:
+        """Record that the worker's jobs ``job_ids`` succeeded (or delete them)."""
         query = queries.delete_jobs_by_id if delete else queries.finish_succeeded
-        await self.connector.execute_async(query, {"ids": list(job_ids)})
+        await self.connector.execute_async(query, {"worker_id": worker_id, "ids": list(job_ids)})
 
-    async def finish_async(self, outcomes: Sequence[Outcome]) -> None:
-        """Record any mix of outcomes (failed, aborted, retry, succeeded) in one statement."""
+    async def finish_async(self, worker_id: int, outcomes: Sequence[Outcome]) -> None:
+        """Record any mix of the worker's outcomes (failed, aborted, retry, succeeded), in one
+        statement when it can.
+
+        A retry puts the job back to wait; if another job with its queueing lock already
+        waits, that retry cannot be: the job fails instead, saying why, and the rest of the
+        batch is written all the same.
+        """
+        try:
+            await self._finish(worker_id, outcomes)
+        except ConnectorError as exc:
+            if exc.constraint_name != QUEUEING_LOCK_INDEX:
+                raise
+            for outcome in outcomes:  # one by one: only the refused retry changes
+                try:
+                    await self._finish(worker_id, [outcome])
+                except ConnectorError as refused:
+                    if refused.constraint_name != QUEUEING_LOCK_INDEX:
+                        raise
+                    error = (
+                        f"{outcome.error or ''}\n\nNot retried: another job with this job's "
+                        "queueing lock is already waiting, and only one may wait at a time."
+                    ).lstrip()
+                    failed = Outcome(outcome.job_id, JobStatus.FAILED, error)
+                    await self._finish(worker_id, [failed])
+
+    async def _finish(self, worker_id: int, outcomes: Sequence[Outcome]) -> None:
         await self.connector.execute_async(
             queries.finish_jobs,
             {
+                "worker_id": worker_id,
                 "ids": [o.job_id for o in outcomes],
                 "statuses": [o.status.value for o in outcomes],
                 "errors": [o.error for o in outcomes],
@@ -250,8 +317,10 @@ class JobManager:
             },
         )
 
-    async def delete_jobs_async(self, job_ids: Iterable[int]) -> None:
-        await self.connector.execute_async(queries.delete_jobs_by_id, {"ids": list(job_ids)})
+    async def delete_jobs_async(self, worker_id: int, job_ids: Iterable[int]) -> None:
+        """Delete jobs this worker ran (its outcomes, once written)."""
+        params = {"worker_id": worker_id, "ids": list(job_ids)}
+        await self.connector.execute_async(queries.delete_jobs_by_id, params)
 
     async def register_worker_async(
         self, *, name: str, queues: Sequence[str] | None, concurrency: int
@@ -269,8 +338,11 @@ class JobManager:
         assert row is not None
         return int(row["id"])
 
-    async def heartbeat_async(self, worker_id: int) -> None:
-        await self.connector.execute_async(queries.heartbeat, {"worker_id": worker_id})
+    async def heartbeat_async(self, worker_id: int) -> bool:
+        """Record that the worker is alive. False when its row is gone: another worker found it
+        stalled and removed it (see `reregister_worker_async`)."""
+        row = await self.connector.fetch_one_async(queries.heartbeat, {"worker_id": worker_id})
+        return row is not None
 
     async def unregister_worker_async(self, worker_id: int) -> None:
         await self.connector.execute_async(queries.unregister_worker, {"worker_id": worker_id})
@@ -283,6 +355,110 @@ class JobManager:
     def list_workers(self) -> list[dict[str, Any]]:
         """Registered workers, each with ``heartbeat_age``: seconds since its last heartbeat."""
         rows = self.connector.fetch_all(queries.list_workers)
+        for row in rows:
+            row["heartbeat_age"] = float(row["heartbeat_age"])
+        return rows
+
+    async def reregister_worker_async(
+        self, worker_id: int, *, name: str, queues: Sequence[str] | None, concurrency: int
+    ) -> bool:
+        """Put back the row of a worker that another worker removed as stalled, under the same
+        id (its running jobs carry it). False when the row was there after all."""
+        row = await self.connector.fetch_one_async(
+            queries.reregister_worker,
+            {
+                "worker_id": worker_id,
+                "name": name,
+                "hostname": socket.gethostname(),
+                "pid": os.getpid(),
+                "queues": list(queues) if queues is not None else None,
+                "concurrency": concurrency,
+            },
+        )
+        return row is not None
+
+    async def aborting_job_ids_async(self, worker_id: int) -> list[int]:
+        """Ids of the worker's jobs that someone asked to abort (status ``aborting``)."""
+        rows = await self.connector.fetch_all_async(
+            queries.aborting_jobs_of_worker, {"worker_id": worker_id}
+        )
+        return [int(row["id"]) for row in rows]
+
+    async def recover_stalled_jobs_async(
+        self,
+        *,
+        worker_id: int,
+        worker_name: str,
+        stalled_timeout: float,
+        strategies: Mapping[str, RetryStrategy | None],
+        batch_size: int = 100,
+    ) -> list[RecoveredJob]:
+        """Take over the running jobs whose worker has not heartbeated for ``stalled_timeout``
+        seconds (or is not registered at all) and record what `plan_recovery` decides for
+        each: back to the queue, failed, or aborted. Returns the jobs this call recovered.
+
+        Safe from many workers at once: each stalled job is taken over (``FOR UPDATE SKIP
+        LOCKED``) and recorded by one of them. ``worker_id`` is the caller's own, live, worker.
+        """
+        params = {**_stalled_params(worker_id, stalled_timeout), "limit": batch_size}
+        recovered_by = f"Worker {worker_name!r} (id {worker_id})"
+        recovered: list[RecoveredJob] = []
+        while True:
+            rows = await self.connector.fetch_all_async(queries.adopt_stalled_jobs, params)
+            plans = [
+                plan_recovery(
+                    StalledJob.from_row(row),
+                    strategies,
+                    stalled_timeout=stalled_timeout,
+                    recovered_by=recovered_by,
+                )
+                for row in rows
+            ]
+            if plans:
+                recovered += await self._record_recoveries_async(worker_id, plans)
+            if len(rows) < batch_size:
+                return recovered
+
+    async def _record_recoveries_async(
+        self, worker_id: int, plans: Sequence[RecoveredJob]
+    ) -> list[RecoveredJob]:
+        """Write the outcomes of jobs this worker took over; those it no longer holds are left
+        alone and left out of the result."""
+        try:
+            rows = await self.connector.fetch_all_async(
+                queries.finish_recovered_jobs, _recovered_params(worker_id, plans)
+            )
+        except ConnectorError as exc:
+            # A job going back to the queue whose queueing lock another waiting job holds.
+            if exc.constraint_name != QUEUEING_LOCK_INDEX:
+                raise
+            if len(plans) > 1:
+                recorded: list[RecoveredJob] = []
+                for plan in plans:
+                    recorded += await self._record_recoveries_async(worker_id, [plan])
+                return recorded
+            plans = [_requeue_refused_plan(plans[0])]
+            rows = await self.connector.fetch_all_async(
+                queries.finish_recovered_jobs, _recovered_params(worker_id, plans)
+            )
+        statuses = {int(row["id"]): JobStatus(row["status"]) for row in rows}
+        return [
+            plan
+            if statuses[plan.job.id] is plan.status
+            else dataclasses.replace(plan, status=statuses[plan.job.id], delay=None)
+            for plan in plans
+            if plan.job.id in statuses
+        ]
+
+    async def delete_stalled_workers_async(
+        self, *, worker_id: int, stalled_timeout: float
+    ) -> list[dict[str, Any]]:
+        """Unregister the workers that have not heartbeated for ``stalled_timeout`` seconds and
+        hold no running job any more (recover their jobs first); returns their rows (id, name,
+        hostname, pid, heartbeat_age)."""
+        rows = await self.connector.fetch_all_async(
+            queries.delete_stalled_workers, _stalled_params(worker_id, stalled_timeout)
+        )
         for row in rows:
             row["heartbeat_age"] = float(row["heartbeat_age"])
         return rows
@@ -468,6 +644,40 @@ class JobManager:
             if batch < batch_size:
                 return deleted
 
+    # -- periodic tasks ------------------------------------------------------------------------
+
+    async def defer_periodic_async(
+        self, ticks: Sequence[PeriodicTick]
+    ) -> dict[tuple[str, str, int], int | None]:
+        """Defer the job of each tick that no one deferred yet, in one statement.
+
+        A tick is recorded in ``sqla_jobs_periodic_defers`` under its unique key (task,
+        periodic id, timestamp), and its job written only by the statement whose record won:
+        however many workers send the same tick, one job. Returns the ticks this call deferred,
+        by key, with their job id, or None when the task's queueing lock was taken by a waiting
+        job (the tick counts as done, with no job). Ticks missing from the result were deferred
+        before, by this worker or another.
+        """
+        if not ticks:
+            return {}
+        rows = await self.connector.fetch_all_async(
+            queries.defer_periodic_jobs, _periodic_params(ticks)
+        )
+        return {
+            (row["task_name"], row["periodic_id"], int(row["defer_timestamp"])): (
+                None if row["job_id"] is None else int(row["job_id"])
+            )
+            for row in rows
+        }
+
+    async def prune_periodic_defers_async(self, *, keep: int, before: int) -> int:
+        """Delete the records of ticks older than ``before`` (unix seconds), keeping the
+        ``keep`` newest of each periodic task; returns how many were deleted."""
+        row = await self.connector.fetch_one_async(
+            queries.prune_periodic_defers, {"keep": keep, "before": before}
+        )
+        return int(row["count"]) if row else 0
+
 
 class Outcome:
     """How one job ended (or is to be retried), waiting to be written by `finish_async`."""
@@ -496,3 +706,201 @@ class Outcome:
             else None
         )
         return cls(job_id, JobStatus.TODO, error, retry_at)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PeriodicTick:
+    """One tick of a periodic task: the job to defer, and the key that makes it happen once."""
+
+    spec: JobSpec
+    periodic_id: str
+    timestamp: int
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.spec.task_name, self.periodic_id, self.timestamp)
+
+
+def _periodic_params(ticks: Sequence[PeriodicTick]) -> dict[str, Any]:
+    specs = [tick.spec for tick in ticks]
+    return {
+        "task_names": [s.task_name for s in specs],
+        "periodic_ids": [tick.periodic_id for tick in ticks],
+        "defer_timestamps": [tick.timestamp for tick in ticks],
+        "queues": [s.queue for s in specs],
+        "priorities": [s.priority for s in specs],
+        "locks": [s.lock for s in specs],
+        "queueing_locks": [s.queueing_lock for s in specs],
+        "args": [s.args_json() for s in specs],
+    }
+
+
+# -- stalled jobs ------------------------------------------------------------------------------
+
+#: Opens the ``last_error`` of every job recovered from a stalled worker.
+STALLED_ERROR_PREFIX = "Recovered from a stalled worker: "
+
+
+class WorkerStalled(Exception):
+    """What a stalled job's retry strategy is asked about: the job raised nothing, the worker
+    running it stopped heartbeating."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StalledJob:
+    """A running job whose worker stopped heartbeating, as a live worker adopted it."""
+
+    job: Job
+    #: The worker it was running on; None when no worker was recorded.
+    worker_id: int | None
+    #: That worker's name; None when its row is gone from the workers table.
+    worker_name: str | None = None
+    #: Seconds since that worker's last heartbeat; None when its row is gone.
+    heartbeat_age: float | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> StalledJob:
+        age = row["heartbeat_age"]
+        return cls(
+            Job.from_row(row),
+            row["stalled_worker_id"],
+            row["stalled_worker_name"],
+            None if age is None else float(age),
+        )
+
+    def describe_worker(self, stalled_timeout: float) -> str:
+        """Why the job counts as stalled, naming its worker."""
+        if self.worker_id is None:
+            return "no worker is recorded for this running job"
+        if self.worker_name is None:
+            return f"its worker (id {self.worker_id}) is no longer registered"
+        age = "" if self.heartbeat_age is None else f"{self.heartbeat_age:.0f} s ago, "
+        return (
+            f"worker {self.worker_name!r} (id {self.worker_id}) stopped heartbeating (last "
+            f"heartbeat {age}over the stalled timeout of {stalled_timeout:g} s)"
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecoveredJob:
+    """A stalled job and what becomes of it: ``todo`` again (to run in ``delay`` seconds),
+    ``failed`` or ``aborted``, with ``error`` as its new ``last_error``."""
+
+    stalled: StalledJob
+    status: JobStatus
+    error: str
+    delay: float | None = None
+
+    @property
+    def job(self) -> Job:
+        return self.stalled.job
+
+
+def plan_recovery(
+    stalled: StalledJob,
+    strategies: Mapping[str, RetryStrategy | None],
+    *,
+    stalled_timeout: float,
+    recovered_by: str,
+) -> RecoveredJob:
+    """What becomes of a stalled job, given the retry strategies of the tasks this worker
+    knows (``strategies``: task name → strategy, None for a task that never retries).
+
+    - ``aborting`` → ``aborted``: it was asked to stop, and it has.
+    - A known task: its retry strategy decides, as if the lost run had raised. That run counts
+      as an attempt (the claim counted it), so ``max_attempts`` and the waits apply as for a
+      raised error; ``retry_exceptions`` does not (the job raised nothing).
+    - A task this worker does not know (nor its strategy): back to ``todo`` once, at once, for
+      a worker that knows it; ``failed`` if its previous run stalled too, so that a job that
+      kills its worker does not loop for ever.
+    """
+    job = stalled.job
+    head = (
+        f"{STALLED_ERROR_PREFIX}{stalled.describe_worker(stalled_timeout)} while it ran "
+        f"attempt {job.attempts} of this job; the process was presumably killed or lost. "
+        f"{recovered_by} recovered the job: "
+    )
+    if job.status is JobStatus.ABORTING:
+        return RecoveredJob(
+            stalled, JobStatus.ABORTED, head + "it was being aborted, so it is recorded aborted."
+        )
+    by_hand = f"Retry it by hand (`sqla-jobs jobs retry {job.id}`) if it should run again."
+    if job.task_name not in strategies:
+        unknown = f"this worker does not know task {job.task_name!r} nor its retry strategy"
+        if job.last_error is not None and job.last_error.startswith(STALLED_ERROR_PREFIX):
+            return RecoveredJob(
+                stalled,
+                JobStatus.FAILED,
+                f"{head}{unknown}, and the job's previous run stalled too, so it fails rather "
+                f"than loop. {by_hand}",
+            )
+        return RecoveredJob(
+            stalled,
+            JobStatus.TODO,
+            f"{head}{unknown}, so the job goes back to the queue once, for a worker that "
+            "knows the task.",
+            0.0,
+        )
+    strategy = strategies[job.task_name]
+    if strategy is None:
+        return RecoveredJob(
+            stalled,
+            JobStatus.FAILED,
+            f"{head}its task has no retry strategy, so the job fails. {by_hand}",
+        )
+    delay = _stalled_retry_delay(strategy, job.attempts, job.task_name)
+    if delay is None:
+        return RecoveredJob(
+            stalled,
+            JobStatus.FAILED,
+            f"{head}no retry is left after {job.attempts} attempts (max_attempts="
+            f"{strategy.max_attempts}), so the job fails. {by_hand}",
+        )
+    return RecoveredJob(
+        stalled,
+        JobStatus.TODO,
+        f"{head}its task's retry strategy allows another run, in {delay:g} s.",
+        delay,
+    )
+
+
+def _stalled_retry_delay(strategy: RetryStrategy, attempts: int, task_name: str) -> float | None:
+    try:
+        unfiltered = dataclasses.replace(strategy, retry_exceptions=None)
+        return unfiltered.delay(attempts, WorkerStalled(f"{task_name}: worker stalled"))
+    except Exception:
+        logger.exception("Retry strategy of task %r raised; the stalled job fails", task_name)
+        return None
+
+
+def _stalled_params(worker_id: int, stalled_timeout: float) -> dict[str, Any]:
+    if not stalled_timeout > 0:
+        raise ValueError(f"stalled_timeout must be more than 0 seconds, not {stalled_timeout!r}")
+    return {"worker_id": worker_id, "stalled_timeout": datetime.timedelta(seconds=stalled_timeout)}
+
+
+def _recovered_params(worker_id: int, plans: Sequence[RecoveredJob]) -> dict[str, Any]:
+    outcomes = [
+        Outcome.retry(plan.job.id, plan.error, plan.delay or 0.0)
+        if plan.status is JobStatus.TODO
+        else Outcome(plan.job.id, plan.status, plan.error)
+        for plan in plans
+    ]
+    return {
+        "worker_id": worker_id,
+        "ids": [o.job_id for o in outcomes],
+        "statuses": [o.status.value for o in outcomes],
+        "errors": [o.error for o in outcomes],
+        "retry_ats": [o.retry_at for o in outcomes],
+        "stalled_worker_ids": [plan.stalled.worker_id for plan in plans],
+    }
+
+
+def _requeue_refused_plan(plan: RecoveredJob) -> RecoveredJob:
+    return dataclasses.replace(
+        plan,
+        status=JobStatus.FAILED,
+        delay=None,
+        error=f"{plan.error} It could not go back to the queue: another job with queueing_lock "
+        f"{plan.job.queueing_lock!r} is already waiting, so it fails instead.",
+    )

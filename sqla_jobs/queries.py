@@ -31,10 +31,12 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, REGCLASS
 from sqlalchemy.dialects.postgresql.base import PGCompiler
 from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import ClauseElement, Select
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from .schema import JobStatus, job_events, job_status, jobs, workers
@@ -42,8 +44,17 @@ from .schema import JobStatus, job_events, job_status, jobs, workers
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Query:
+    """One statement: its name (for messages and the in-memory connector) and its SQL.
+
+    ``prepared``: the worker sends it over and over on the same connections, so drivers that
+    can (psycopg 3) make it a server-side prepared statement at once, and the worker's pool
+    runs it with a generic plan, planned once per connection instead of once per call. Other
+    statements are never prepared: each gets a plan made for its parameters.
+    """
+
     name: str
     sql: str
+    prepared: bool = False
 
     def __str__(self) -> str:
         return self.sql
@@ -64,9 +75,24 @@ _DIALECT = PGDialect_psycopg2()  # type: ignore[no-untyped-call]
 _DIALECT.statement_compiler = _Compiler
 
 
-def render(name: str, statement: ClauseElement) -> Query:
+def render(name: str, statement: ClauseElement, *, prepared: bool = False) -> Query:
     """Compile a Core statement to driver-ready SQL text, once."""
-    return Query(name, str(statement.compile(dialect=_DIALECT)))
+    return Query(name, str(statement.compile(dialect=_DIALECT)), prepared)
+
+
+class _ArrayOf(ColumnElement[Any]):
+    """``ARRAY(SELECT ...)``: a subquery's rows as one array, computed once per statement."""
+
+    inherit_cache = True
+
+    def __init__(self, query: Select[Any]) -> None:
+        self.query = query.scalar_subquery()
+        self.type = ARRAY(BigInteger())
+
+
+@compiles(_ArrayOf)
+def _compile_array_of(element: _ArrayOf, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"ARRAY{compiler.process(element.query, **kw)}"
 
 
 def _array(
@@ -109,6 +135,7 @@ defer_job = render(
         scheduled_at=bindparam("scheduled_at"),
     )
     .returning(jobs.c.id),
+    prepared=True,
 )
 
 # Many jobs, one statement whose text does not depend on the batch size: columns travel as
@@ -154,6 +181,35 @@ defer_jobs = render(
     .returning(jobs.c.id),
 )
 
+# Big batches go through COPY, which returns nothing: their ids are taken from the table's
+# identity sequence first, in one statement, then written with the rows.
+_ids = (
+    func.generate_series(1, bindparam("count", type_=Integer))
+    .table_valued("n")
+    .render_derived(name="series")
+)
+reserve_job_ids = render(
+    "reserve_job_ids",
+    select(
+        # The identity column's sequence, by the name PostgreSQL gives it (a lookup by
+        # pg_get_serial_sequence per row costs five times as much).
+        func.nextval(cast(literal(f"{jobs.name}_id_seq", Text), REGCLASS)).label("id")
+    )
+    .select_from(_ids)
+    .order_by(_ids.c.n),
+)
+#: The columns a COPY of new jobs writes, in order (the rest take their defaults).
+COPY_COLUMNS = (
+    "id",
+    "queue",
+    "task_name",
+    "priority",
+    "lock",
+    "queueing_lock",
+    "args",
+    "scheduled_at",
+)
+
 # -- claim -------------------------------------------------------------------------------------
 
 
@@ -197,9 +253,13 @@ def _claim(queue_filter: bool) -> Query:
         .with_for_update(skip_locked=True, of=jobs)
         .cte("candidates")
     )
+    # ``id = ANY(ARRAY(SELECT ...))``, not a join with the candidates: the locked ids become
+    # one array, and the update walks the primary key for them. A join lets the planner pick a
+    # hash join over the whole table when its estimate of the candidates is off (always, for
+    # a generic plan, where the limit is unknown).
     statement = (
         update(jobs)
-        .where(jobs.c.id == candidates.c.id)
+        .where(jobs.c.id == func.any(_ArrayOf(select(candidates.c.id))))
         .values(
             status=JobStatus.DOING,
             attempts=jobs.c.attempts + 1,
@@ -208,7 +268,8 @@ def _claim(queue_filter: bool) -> Query:
         )
         .returning(*_JOB_COLUMNS)
     )
-    return render("claim_jobs_in_queues" if queue_filter else "claim_jobs", statement)
+    name = "claim_jobs_in_queues" if queue_filter else "claim_jobs"
+    return render(name, statement, prepared=True)
 
 
 claim_jobs = _claim(queue_filter=False)
@@ -216,16 +277,28 @@ claim_jobs_in_queues = _claim(queue_filter=True)
 
 # -- finish ------------------------------------------------------------------------------------
 
+# A worker writes outcomes only for jobs it still runs: a worker taken for dead, whose jobs
+# another worker recovered, cannot overwrite what happened to them since.
+_still_running_here = and_(
+    jobs.c.status.in_([JobStatus.DOING, JobStatus.ABORTING]),
+    jobs.c.worker_id == bindparam("worker_id", type_=BigInteger),
+)
+
 # Successes are the common case: one array of ids, one statement.
 finish_succeeded = render(
     "finish_succeeded",
     update(jobs)
-    .where(jobs.c.id == func.any(_array("ids", BigInteger)))
+    .where(jobs.c.id == func.any(_array("ids", BigInteger)), _still_running_here)
     .values(status=JobStatus.SUCCEEDED, finished_at=func.now()),
+    prepared=True,
 )
 delete_jobs_by_id = render(
     "delete_jobs_by_id",
-    delete(jobs).where(jobs.c.id == func.any(_array("ids", BigInteger))),
+    delete(jobs).where(
+        jobs.c.id == func.any(_array("ids", BigInteger)),
+        jobs.c.worker_id == bindparam("worker_id", type_=BigInteger),
+    ),
+    prepared=True,
 )
 
 # Any outcome, one row per job: new status, error text, and (for a retry) when to run again.
@@ -244,7 +317,7 @@ _outcomes = (
 finish_jobs = render(
     "finish_jobs",
     update(jobs)
-    .where(jobs.c.id == _outcomes.c.id)
+    .where(jobs.c.id == _outcomes.c.id, _still_running_here)
     .values(
         status=_outcomes.c.status,
         last_error=func.coalesce(_outcomes.c.error, jobs.c.last_error),
@@ -258,6 +331,7 @@ finish_jobs = render(
             f"ELSE {jobs.name}.worker_id END"
         ),
     ),
+    prepared=True,
 )
 
 # -- workers -----------------------------------------------------------------------------------
@@ -280,6 +354,7 @@ heartbeat = render(
     .where(workers.c.id == bindparam("worker_id", type_=BigInteger))
     .values(last_heartbeat=func.now())
     .returning(workers.c.id),
+    prepared=True,
 )
 unregister_worker = render(
     "unregister_worker",
@@ -442,4 +517,268 @@ prune_jobs = render("prune_jobs", select(func.count().label("count")).select_fro
 
 ALL: tuple[Query, ...] = tuple(
     value for value in list(globals().values()) if isinstance(value, Query)
+)
+
+# -- periodic tasks ----------------------------------------------------------------------------
+
+
+def _periodic_queries() -> tuple[Query, Query]:
+    """The statements of `sqla_jobs.periodic`: defer the jobs of cron ticks, each tick once
+    however many workers try, and prune the bookkeeping of old ticks."""
+    # Local: ON CONFLICT needs PostgreSQL's insert construct (this section is appended
+    # after the module's own imports).
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    from .schema import periodic_defers
+
+    ticks = (
+        select(
+            func.unnest(
+                _array("task_names", Text),
+                _array("periodic_ids", Text),
+                _array("defer_timestamps", BigInteger),
+                _array("queues", Text),
+                _array("priorities", Integer),
+                _array("locks", Text),
+                _array("queueing_locks", Text),
+                cast(_array("args", Text), ARRAY(JSONB)),
+            )
+            .table_valued(
+                "task_name",
+                "periodic_id",
+                "defer_timestamp",
+                "queue",
+                "priority",
+                "lock",
+                "queueing_lock",
+                "args",
+            )
+            .render_derived(name="tick")
+        )
+    ).cte("ticks")
+    # The tick's row is the claim on the tick: the unique key lets one insert win, whichever
+    # worker sends it, and the others (waiting on the winner's commit) insert nothing. The
+    # job's id is drawn here so that the row names the job written below.
+    next_job_id = func.nextval(
+        func.pg_get_serial_sequence(literal(jobs.name, Text), literal(jobs.c.id.name, Text))
+    )
+    deferred = (
+        pg_insert(periodic_defers)
+        .from_select(
+            ["task_name", "periodic_id", "defer_timestamp", "job_id"],
+            select(ticks.c.task_name, ticks.c.periodic_id, ticks.c.defer_timestamp, next_job_id),
+        )
+        .on_conflict_do_nothing(constraint="uq_sqla_jobs_periodic_defers_tick")
+        .returning(
+            periodic_defers.c.task_name,
+            periodic_defers.c.periodic_id,
+            periodic_defers.c.defer_timestamp,
+            periodic_defers.c.job_id,
+        )
+        .cte("deferred")
+    )
+    same_tick = and_(
+        deferred.c.task_name == ticks.c.task_name,
+        deferred.c.periodic_id == ticks.c.periodic_id,
+        deferred.c.defer_timestamp == ticks.c.defer_timestamp,
+    )
+    # A job only for a tick whose row this statement wrote. A job whose queueing lock is taken
+    # by a waiting job is not written (DO NOTHING): the tick counts as done, like a defer that
+    # raised AlreadyEnqueued, instead of failing the other ticks of the statement.
+    inserted = (
+        pg_insert(jobs)
+        .from_select(
+            ["id", "queue", "task_name", "priority", "lock", "queueing_lock", "args"],
+            select(
+                deferred.c.job_id,
+                ticks.c.queue,
+                ticks.c.task_name,
+                ticks.c.priority,
+                ticks.c.lock,
+                ticks.c.queueing_lock,
+                ticks.c.args,
+            ).select_from(deferred.join(ticks, same_tick)),
+        )
+        .on_conflict_do_nothing()
+        .returning(jobs.c.id)
+        .cte("inserted")
+    )
+    defer = render(
+        "defer_periodic_jobs",
+        select(
+            deferred.c.task_name,
+            deferred.c.periodic_id,
+            deferred.c.defer_timestamp,
+            inserted.c.id.label("job_id"),
+        ).select_from(deferred.outerjoin(inserted, inserted.c.id == deferred.c.job_id)),
+    )
+
+    # Rows of ticks no worker will defer again (older than ``before``), beyond the ``keep``
+    # newest of each schedule (they show when it last ran). SKIP LOCKED: two workers pruning
+    # at once never wait for each other.
+    ranked = select(
+        periodic_defers.c.id,
+        periodic_defers.c.defer_timestamp,
+        func.row_number()
+        .over(
+            partition_by=(periodic_defers.c.task_name, periodic_defers.c.periodic_id),
+            order_by=periodic_defers.c.defer_timestamp.desc(),
+        )
+        .label("newest_first"),
+    ).subquery("ranked")
+    old = (
+        select(periodic_defers.c.id)
+        .where(
+            periodic_defers.c.id.in_(
+                select(ranked.c.id).where(
+                    ranked.c.newest_first > bindparam("keep", type_=Integer),
+                    ranked.c.defer_timestamp < bindparam("before", type_=BigInteger),
+                )
+            )
+        )
+        .with_for_update(skip_locked=True)
+    )
+    pruned = (
+        delete(periodic_defers)
+        .where(periodic_defers.c.id.in_(old))
+        .returning(periodic_defers.c.id)
+        .cte("pruned")
+    )
+    prune = render("prune_periodic_defers", select(func.count().label("count")).select_from(pruned))
+    return defer, prune
+
+
+defer_periodic_jobs, prune_periodic_defers = _periodic_queries()
+ALL = (*ALL, defer_periodic_jobs, prune_periodic_defers)
+
+# -- stalled jobs ------------------------------------------------------------------------------
+# A worker is alive while its last heartbeat is younger than the stalled timeout. A running job
+# whose worker is not alive (its row old, gone, or never named) is stalled. A live worker adopts
+# stalled jobs under its own id (rows another sweeper holds are skipped, so each job goes to one
+# worker), decides each outcome from the task's retry strategy, then records them; a job it
+# adopted but could not record stays running under its id, to be found again if it dies too.
+
+_stalled_timeout = cast(bindparam("stalled_timeout"), Interval)
+_this_worker = bindparam("worker_id", type_=BigInteger)
+_owner = workers.alias("owner")
+_stalled = (
+    select(
+        jobs.c.id,
+        jobs.c.worker_id.label("stalled_worker_id"),
+        _owner.c.name.label("stalled_worker_name"),  # NULL: no such worker row
+        func.extract("epoch", func.now() - _owner.c.last_heartbeat).label("heartbeat_age"),
+    )
+    .select_from(jobs.outerjoin(_owner, _owner.c.id == jobs.c.worker_id))
+    .where(
+        jobs.c.status.in_(_RUNNING),
+        jobs.c.worker_id.is_distinct_from(_this_worker),
+        or_(_owner.c.id.is_(None), _owner.c.last_heartbeat < func.now() - _stalled_timeout),
+    )
+    .order_by(jobs.c.id)
+    .limit(bindparam("limit", type_=Integer))
+    .with_for_update(skip_locked=True, of=jobs)
+    .cte("stalled")
+)
+adopt_stalled_jobs = render(
+    "adopt_stalled_jobs",
+    update(jobs)
+    .where(jobs.c.id == _stalled.c.id, jobs.c.status.in_(_RUNNING))
+    .values(worker_id=_this_worker)
+    .returning(
+        *(column for column in _JOB_COLUMNS if column is not jobs.c.worker_id),
+        _stalled.c.stalled_worker_id,
+        _stalled.c.stalled_worker_name,
+        _stalled.c.heartbeat_age,
+    ),
+)
+
+# The outcomes of adopted jobs, written only while this worker still holds them (a sweeper
+# that was itself declared stalled meanwhile writes nothing). A job aborted in the meantime
+# ends aborted; a finished one keeps the id of the worker that ran it.
+_recovered = (
+    select(
+        func.unnest(
+            _array("ids", BigInteger),
+            cast(_array("statuses", Text), ARRAY(job_status)),
+            _array("errors", Text),
+            _array("retry_ats", DateTime),
+            _array("stalled_worker_ids", BigInteger),
+        )
+        .table_valued("id", "status", "error", "retry_at", "stalled_worker_id")
+        .render_derived(name="recovered")
+    )
+).subquery("recovered_jobs")
+_requeued = _recovered.c.status == _status(JobStatus.TODO)
+finish_recovered_jobs = render(
+    "finish_recovered_jobs",
+    update(jobs)
+    .where(
+        jobs.c.id == _recovered.c.id,
+        jobs.c.worker_id == _this_worker,
+        jobs.c.status.in_(_RUNNING),
+    )
+    .values(
+        status=case(
+            (jobs.c.status == JobStatus.ABORTING, _status(JobStatus.ABORTED)),
+            else_=_recovered.c.status,
+        ),
+        last_error=_recovered.c.error,
+        scheduled_at=func.coalesce(_recovered.c.retry_at, jobs.c.scheduled_at),
+        finished_at=case((_requeued, null()), else_=func.now()),
+        worker_id=case((_requeued, null()), else_=_recovered.c.stalled_worker_id),
+    )
+    .returning(jobs.c.id, jobs.c.status),
+)
+
+# Workers past the stalled timeout that hold no running job any more (a batch of their jobs
+# may be left for the next sweep).
+delete_stalled_workers = render(
+    "delete_stalled_workers",
+    delete(workers)
+    .where(
+        workers.c.id != _this_worker,
+        workers.c.last_heartbeat < func.now() - _stalled_timeout,
+        ~exists().where(jobs.c.worker_id == workers.c.id, jobs.c.status.in_(_RUNNING)),
+    )
+    .returning(
+        workers.c.id,
+        workers.c.name,
+        workers.c.hostname,
+        workers.c.pid,
+        func.extract("epoch", func.now() - workers.c.last_heartbeat).label("heartbeat_age"),
+    ),
+)
+
+# What a worker that does not LISTEN polls for: its jobs someone asked to abort.
+aborting_jobs_of_worker = render(
+    "aborting_jobs_of_worker",
+    select(jobs.c.id).where(jobs.c.worker_id == _this_worker, jobs.c.status == JobStatus.ABORTING),
+)
+
+# A worker whose heartbeat found its row gone (another worker declared it stalled) puts it
+# back under the same id, which its running jobs carry.
+reregister_worker = render(
+    "reregister_worker",
+    insert(workers)
+    .from_select(
+        ["id", "name", "hostname", "pid", "queues", "concurrency"],
+        select(
+            cast(_this_worker, BigInteger),
+            cast(bindparam("name"), Text),
+            cast(bindparam("hostname"), Text),
+            cast(bindparam("pid"), Integer),
+            cast(bindparam("queues"), ARRAY(Text)),
+            cast(bindparam("concurrency"), Integer),
+        ).where(~exists().where(workers.c.id == _this_worker)),
+    )
+    .returning(workers.c.id),
+)
+
+ALL = (
+    *ALL,
+    adopt_stalled_jobs,
+    finish_recovered_jobs,
+    delete_stalled_workers,
+    aborting_jobs_of_worker,
+    reregister_worker,
 )

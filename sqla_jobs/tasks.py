@@ -9,13 +9,14 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .connectors.bind import Bind, BindConnector
+from .errors import TaskNotFound
 from .jobs import DEFAULT_QUEUE, JobSpec
 from .manager import JobManager
 from .retry import RetryStrategy, retry_strategy
 
 if TYPE_CHECKING:
     from .app import App
+    from .connectors.bind import Bind
 
 logger = logging.getLogger("sqla_jobs.tasks")
 
@@ -61,11 +62,14 @@ class JobDeferrer:
         self.task_name = task_name
         self.options = options
         self.bind = bind
-        self._manager = (
-            app.job_manager
-            if bind is None
-            else JobManager(BindConnector(bind, savepoint=options.queueing_lock is not None))
-        )
+        self._manager = app.job_manager
+        if bind is not None:
+            # Imported here: it loads SQLAlchemy's ORM and asyncio layers, which a worker on
+            # a driver connector never needs.
+            from .connectors.bind import BindConnector
+
+            savepoint = options.queueing_lock is not None
+            self._manager = JobManager(BindConnector(bind, savepoint=savepoint))
 
     def _spec(self, kwargs: Mapping[str, Any]) -> JobSpec:
         o = self.options
@@ -95,13 +99,17 @@ class JobDeferrer:
 
 
 class Task:
-    """A function registered on an app with ``@app.task``; call ``defer`` to queue a job."""
+    """A function registered on an app with ``@app.task``; call ``defer`` to queue a job.
+
+    A task declared on a `Blueprint` has no app until ``app.add_tasks_from(blueprint, ...)``
+    binds it (and gives it its namespaced name); deferring before that raises `TaskNotFound`.
+    """
 
     def __init__(
         self,
         func: Callable[..., Any],
         *,
-        app: App,
+        app: App | None,
         name: str,
         queue: str = DEFAULT_QUEUE,
         priority: int = 0,
@@ -111,7 +119,7 @@ class Task:
         retry: int | RetryStrategy | None = None,
     ) -> None:
         self.func = func
-        self.app = app
+        self._app = app
         self.name = name
         self.pass_context = pass_context
         #: When a job that raised runs again (None: never); see `RetryStrategy`.
@@ -128,13 +136,35 @@ class Task:
         """Call the function directly, without a job."""
         return self.func(*args, **kwargs)
 
-    def bound_to(self, app: App) -> Task:
-        """The same task registered on another app (see `App.with_connector`)."""
+    @property
+    def app(self) -> App:
+        """The app whose database this task's jobs go to."""
+        if self._app is None:
+            raise TaskNotFound(
+                f"Task {self.name!r} is declared on a blueprint that no app has added yet, so "
+                "its jobs have no database to go to. Call app.add_tasks_from(blueprint, "
+                "namespace=...) (e.g. where the app is created) before deferring it."
+            )
+        return self._app
+
+    @property
+    def is_bound(self) -> bool:
+        """Whether an app holds this task (False for a blueprint task not added yet)."""
+        return self._app is not None
+
+    def _bind(self, app: App, name: str) -> None:
+        """Attach a blueprint's task to the app that adds it, under its namespaced name."""
+        self._app = app
+        self.name = name
+
+    def bound_to(self, app: App, *, name: str | None = None) -> Task:
+        """The same task registered on another app (see `App.with_connector`), under the same
+        name or ``name``."""
         o = self.options
         return Task(
             self.func,
             app=app,
-            name=self.name,
+            name=self.name if name is None else name,
             queue=o.queue,
             priority=o.priority,
             lock=o.lock,

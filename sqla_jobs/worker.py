@@ -26,6 +26,7 @@ from .connectors.base import cannot_run_worker
 from .errors import ConnectorError, JobsError
 from .jobs import Job
 from .manager import JobManager, Outcome
+from .periodic import PeriodicDeferrer
 from .schema import NOTIFY_CHANNEL, JobStatus
 
 if TYPE_CHECKING:
@@ -66,6 +67,10 @@ class WorkerOptions:
     shutdown_timeout: float | None = 30.0
     #: Seconds between heartbeats in the workers table.
     heartbeat_interval: float = 10.0
+    #: Seconds without a heartbeat after which a worker counts as dead (killed, lost): live
+    #: workers then recover its running jobs, by their task's retry strategy. More than
+    #: heartbeat_interval; a few heartbeats' worth, so that a slow one does not count.
+    stalled_timeout: float = 60.0
     #: Most jobs claimed by one statement.
     fetch_batch: int = 100
     #: Jobs claimed ahead of free slots, so that each claim brings a useful batch and the next
@@ -74,6 +79,9 @@ class WorkerOptions:
     prefetch: int | None = None
     #: Install SIGINT/SIGTERM handlers (only from the main thread).
     install_signal_handlers: bool = True
+    #: Defer the app's periodic tasks at their ticks (each tick once, however many workers
+    #: do it). A worker that does not wait (``wait=False``) never does.
+    periodic: bool = True
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -84,6 +92,17 @@ class WorkerOptions:
             )
         if self.prefetch is not None and self.prefetch < 0:
             raise ValueError(f"prefetch must be 0 or more, not {self.prefetch}")
+        if not self.heartbeat_interval > 0:
+            raise ValueError(
+                f"heartbeat_interval must be more than 0 seconds, not {self.heartbeat_interval!r}"
+            )
+        if not self.stalled_timeout > self.heartbeat_interval:
+            raise ValueError(
+                f"stalled_timeout ({self.stalled_timeout!r} s) must exceed heartbeat_interval "
+                f"({self.heartbeat_interval!r} s): other workers declare a worker dead, and run "
+                "its jobs again, once it has not heartbeated for stalled_timeout seconds. Give "
+                f"it a few heartbeats, e.g. stalled_timeout={6 * self.heartbeat_interval:g}."
+            )
         if isinstance(self.queues, str):
             raise TypeError(f"queues must be a list of queue names, not the string {self.queues!r}")
 
@@ -115,6 +134,7 @@ class _Completer:
         self._delete_succeeded = delete_jobs in ("successful", "always")
         self._delete_failed = delete_jobs == "always"
         self._on_release = on_release
+        self.worker_id = 0  # set once the worker is registered
         self._releases = False
         self._succeeded: list[int] = []
         self._others: list[Outcome] = []
@@ -180,12 +200,14 @@ class _Completer:
 
     async def _write(self, succeeded: list[int], others: list[Outcome]) -> None:
         if succeeded:
-            await self._manager.finish_succeeded_async(succeeded, delete=self._delete_succeeded)
+            await self._manager.finish_succeeded_async(
+                self.worker_id, succeeded, delete=self._delete_succeeded
+            )
         if others:
-            await self._manager.finish_async(others)
+            await self._manager.finish_async(self.worker_id, others)
             if self._delete_failed:
                 await self._manager.delete_jobs_async(
-                    o.job_id for o in others if o.status is not JobStatus.TODO
+                    self.worker_id, (o.job_id for o in others if o.status is not JobStatus.TODO)
                 )
 
     def _restore(self, succeeded: list[int], others: list[Outcome], releases: bool) -> None:
@@ -228,6 +250,11 @@ class Worker:
         self._completer = _Completer(self.manager, self.options.delete_jobs, self._news)
         self._interrupted: list[int] = []
         self.jobs_run = 0
+        self._jobs_ended = 0
+        self._jobs_ended_at_claim = 0
+        # After a failed heartbeat, other workers may have missed theirs too (a database
+        # outage): judge none of them stalled before they have had time to heartbeat again.
+        self._recovery_not_before = 0.0
 
     # -- public --------------------------------------------------------------------------------
 
@@ -256,6 +283,7 @@ class Worker:
             self.worker_id = await self.manager.register_worker_async(
                 name=self.name, queues=self._queues, concurrency=self.options.concurrency
             )
+            self._completer.worker_id = self.worker_id
             await self._run()
 
     async def _run(self) -> None:
@@ -271,6 +299,12 @@ class Worker:
         # listener (its own connection, idle) is cancelled.
         side_tasks = [asyncio.create_task(self._completer.run(), name="sqla_jobs.completer")]
         side_tasks.append(asyncio.create_task(self._heartbeat(), name="sqla_jobs.heartbeat"))
+        if self.options.periodic and self.options.wait and self.app.periodic_tasks:
+            # Stops with the heartbeat, between statements.
+            deferrer = PeriodicDeferrer(self.manager, self.app.periodic_tasks.values())
+            side_tasks.append(
+                asyncio.create_task(deferrer.run(self._shutting_down), name="sqla_jobs.periodic")
+            )
         listener = None
         if self.options.listen_notify and self.options.wait:
             listener = asyncio.create_task(self._listen(), name="sqla_jobs.listener")
@@ -331,8 +365,10 @@ class Worker:
                 # Draining: done once every outcome is written and none of them made a job
                 # runnable again (the next job of a lock, a retry).
                 await self._completer.wait_idle()
-                if self._exhausted:
+                if self._exhausted and self._jobs_ended == self._jobs_ended_at_claim:
                     return
+                # Jobs ended since the last claim began: they may have deferred new ones.
+                self._exhausted = False
                 continue
             timeout = options.polling_interval if idle else None
             try:
@@ -344,6 +380,7 @@ class Worker:
             await asyncio.wait(self._claims, timeout=10)
 
     def _start_claim(self, limit: int) -> None:
+        self._jobs_ended_at_claim = self._jobs_ended
         self._reserved += limit
         self._claims.add(asyncio.create_task(self._claim(limit)))
 
@@ -458,6 +495,7 @@ class Worker:
                 outcome = Outcome(job.id, JobStatus.SUCCEEDED)
         finally:
             del self._running[job.id]
+            self._jobs_ended += 1
             self._abort_requested.discard(job.id)
             if not self._stopping:
                 self._fill_slots()
@@ -532,19 +570,7 @@ class Worker:
                 if self._queues is None or payload in self._queues:
                     self._news()
             elif channel == ABORT_CHANNEL:
-                job_id = int(payload)
-                if job_id in self._ready:
-                    self._abort_requested.add(job_id)  # _fill_slots records it aborted
-                    return
-                future = self._running.get(job_id)
-                if future is not None and job_id not in self._abort_requested:
-                    self._abort_requested.add(job_id)
-                    # Sync tasks see should_abort() and the job ends when they return: their
-                    # thread cannot be interrupted. Async tasks get CancelledError at their
-                    # next await; call_soon: after the job's first step, so that _run_job is
-                    # inside its try and records the outcome.
-                    if job_id not in self._sync_jobs:
-                        asyncio.get_running_loop().call_soon(future.cancel, ABORT_CHANNEL)
+                self._request_abort(int(payload))
 
         delay = 1.0
         while True:
@@ -565,16 +591,118 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
+    def _request_abort(self, job_id: int) -> None:
+        """Someone asked to abort this job (NOTIFY, or the heartbeat's poll): stop it if this
+        worker holds it. Asking twice changes nothing."""
+        if job_id in self._ready:
+            self._abort_requested.add(job_id)  # _fill_slots records it aborted
+            return
+        future = self._running.get(job_id)
+        if future is not None and job_id not in self._abort_requested:
+            self._abort_requested.add(job_id)
+            # Sync tasks see should_abort() and the job ends when they return: their thread
+            # cannot be interrupted. Async tasks get CancelledError at their next await;
+            # call_soon: after the job's first step, so that _run_job is inside its try and
+            # records the outcome.
+            if job_id not in self._sync_jobs:
+                asyncio.get_running_loop().call_soon(future.cancel, ABORT_CHANNEL)
+
     async def _heartbeat(self) -> None:
+        """Every heartbeat_interval, record that this worker is alive, then look after jobs
+        (`_look_after_jobs`); the first look is at once, at start."""
+        await self._look_after_jobs()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._shutting_down.wait(), self.options.heartbeat_interval)
             if self._shutting_down.is_set():
                 return
             try:
-                await self.manager.heartbeat_async(self.worker_id)
+                if not await self.manager.heartbeat_async(self.worker_id):
+                    await self._register_again()
             except ConnectorError as exc:
                 logger.warning("Heartbeat failed: %s", exc)
+                self._recovery_not_before = time.monotonic() + self.options.stalled_timeout
+                continue
+            await self._look_after_jobs()
+
+    async def _look_after_jobs(self) -> None:
+        """Abort this worker's jobs marked aborting (so that aborts reach a worker that does
+        not hear NOTIFY, or missed one), then recover the jobs of stalled workers."""
+        try:
+            for job_id in await self.manager.aborting_job_ids_async(self.worker_id):
+                self._request_abort(job_id)
+            if time.monotonic() >= self._recovery_not_before and not self._shutting_down.is_set():
+                await self._recover_stalled_jobs()
+        except ConnectorError as exc:
+            logger.warning("Could not look for abort requests and stalled jobs: %s", exc)
+        except Exception:
+            # Never let it end the heartbeat: a worker that stops heartbeating looks dead.
+            logger.exception("Looking for abort requests and stalled jobs failed")
+
+    async def _recover_stalled_jobs(self) -> None:
+        """Recover the running jobs of workers that stopped heartbeating (killed, lost) and
+        remove those workers; every live worker does this, each stalled job goes to one."""
+        timeout = self.options.stalled_timeout
+        recovered = await self.manager.recover_stalled_jobs_async(
+            worker_id=self.worker_id,
+            worker_name=self.name,
+            stalled_timeout=timeout,
+            strategies={name: task.retry for name, task in self.app.tasks.items()},
+        )
+        for item in recovered:
+            job, stalled = item.job, item.stalled
+            logger.warning(
+                "Job %d (%s) recovered from a stalled worker: %s. %s",
+                job.id,
+                job.task_name,
+                item.status.value,
+                item.error,
+                extra={
+                    **_log_extra(job),
+                    "status": item.status.value,
+                    "stalled_worker": stalled.worker_name,
+                    "stalled_worker_id": stalled.worker_id,
+                    "worker": self.name,
+                    "worker_id": self.worker_id,
+                },
+            )
+        if any(item.status is JobStatus.TODO for item in recovered):
+            self._news()
+        for row in await self.manager.delete_stalled_workers_async(
+            worker_id=self.worker_id, stalled_timeout=timeout
+        ):
+            logger.warning(
+                "Removed stalled worker %r (id %d, pid %d on %s): no heartbeat for %.0f s",
+                row["name"],
+                row["id"],
+                row["pid"],
+                row["hostname"],
+                row["heartbeat_age"],
+                extra={
+                    "stalled_worker": row["name"],
+                    "stalled_worker_id": row["id"],
+                    "worker": self.name,
+                    "worker_id": self.worker_id,
+                },
+            )
+
+    async def _register_again(self) -> None:
+        """The heartbeat found this worker's row gone: another worker judged it stalled (it
+        had not heartbeated for stalled_timeout seconds) and recovered its running jobs."""
+        logger.error(
+            "Worker %s (id %d) was declared stalled by another worker, which recovered any "
+            "job it was running: such jobs may run twice. Registering again; if this repeats, "
+            "raise stalled_timeout above the longest pause this worker can have.",
+            self.name,
+            self.worker_id,
+            extra={"worker": self.name, "worker_id": self.worker_id},
+        )
+        await self.manager.reregister_worker_async(
+            self.worker_id,
+            name=self.name,
+            queues=self._queues,
+            concurrency=self.options.concurrency,
+        )
 
     @contextlib.contextmanager
     def _signal_handlers(self) -> Any:

@@ -65,6 +65,8 @@ class AiopgConnector(BaseAsyncConnector):
     def describe(self) -> str:
         return self._target
 
+    supports_copy = True  # through the sync twin; aiopg itself has no COPY
+
     def _make_sync_connector(self) -> BaseConnector:
         return Psycopg2Connector(self._dsn, **self._connect_kwargs)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -34,6 +34,7 @@ NotificationHandler = Callable[[str, str], Awaitable[None] | None]
 
 _UNDEFINED_TABLE = "42P01"
 _UNDEFINED_OBJECT = "42704"
+_OPERATOR_INTERVENTION = "57P"  # the server ended the session: shutdown, pg_terminate_backend
 
 
 class BaseConnector(abc.ABC):
@@ -59,6 +60,14 @@ class BaseConnector(abc.ABC):
         rows = self.fetch_all(query, params)
         return rows[0] if rows else None
 
+    #: Whether `copy_rows` / `copy_rows_async` work: big batches are written with COPY then.
+    supports_copy = False
+    supports_copy_async = False
+
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Write rows with ``COPY table (columns) FROM STDIN``, in one transaction."""
+        raise NotImplementedError(f"{type(self).__name__} cannot COPY (supports_copy is False)")
+
     @abc.abstractmethod
     def sqlalchemy_engine(self) -> Engine:
         """A SQLAlchemy engine on the same database (for migrations and reporting)."""
@@ -80,6 +89,13 @@ class BaseConnector(abc.ABC):
     async def fetch_one_async(self, query: Query, params: Params | None = None) -> Row | None:
         rows = await self.fetch_all_async(query, params)
         return rows[0] if rows else None
+
+    async def copy_rows_async(
+        self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> None:
+        if not self.supports_copy_async:
+            raise NotImplementedError(f"{type(self).__name__} cannot COPY from async code")
+        await asyncio.to_thread(self.copy_rows, table, columns, rows)
 
     async def listen(self, channels: Iterable[str], on_notification: NotificationHandler) -> None:
         raise cannot_run_worker(self)
@@ -118,6 +134,9 @@ class BaseAsyncConnector(BaseConnector):
 
     def fetch_all(self, query: Query, params: Params | None = None) -> list[Row]:
         return self.sync_connector.fetch_all(query, params)
+
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        self.sync_connector.copy_rows(table, columns, rows)
 
     def sqlalchemy_engine(self) -> Engine:
         return self.sync_connector.sqlalchemy_engine()
@@ -175,6 +194,13 @@ def translate_error(
             f"Could not connect to PostgreSQL ({target}): {detail}{stop} Check the connection "
             "settings (DATABASE_URL, the connector's conninfo/dsn or keyword arguments, the "
             "PG* environment variables) and that the server is running.",
+            sqlstate=sqlstate,
+        )
+    if (sqlstate or "").startswith(_OPERATOR_INTERVENTION):
+        return ConnectionFailed(
+            f"PostgreSQL closed the connection ({target}): {detail}. The statement may not "
+            "have run; the next one gets a new connection, so retrying is safe unless the "
+            "server is going down.",
             sqlstate=sqlstate,
         )
     if sqlstate in (_UNDEFINED_TABLE, _UNDEFINED_OBJECT) and "sqla_jobs" in detail:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -29,6 +29,7 @@ from .base import (
     rows_from_cursor,
     translate_error,
 )
+from .dbapi import copy_rows, copy_rows_async
 
 _TUPLES_OK = ExecStatus.TUPLES_OK
 
@@ -112,9 +113,27 @@ class PsycopgConnector(BaseAsyncConnector):
         except psycopg.Error as exc:
             raise _translate(exc, self._target, None, connecting=True) from None
         await conn.close()
-        pool = self._pool_factory(**{**self._pool_args, "kwargs": self._kwargs, "open": False})
+        pool = self._pool_factory(
+            **{
+                **self._pool_args,
+                "kwargs": self._kwargs,
+                "open": False,
+                "configure": self._configure,
+            }
+        )
         await pool.open()
         self._pool = pool
+
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        # The worker's statements (Query.prepared) are prepared once per connection; a
+        # generic plan is then made once, instead of a plan per call that costs as much as
+        # running the claim. The planner would keep custom plans on its own: with the limit
+        # unknown, a generic plan looks costlier than it is. Statements sqla_jobs does not
+        # prepare are planned per call as before.
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        configure = self._pool_args.get("configure")
+        if configure is not None:
+            await configure(conn)
 
     async def close_async(self) -> None:
         if self._pool is not None:
@@ -130,13 +149,27 @@ class PsycopgConnector(BaseAsyncConnector):
             async with self._pool.connection() as conn:
                 # dict_row builds each row straight from the result (no Column objects).
                 cursor = conn.cursor(row_factory=dict_row)
-                await cursor.execute(query.sql, params)
+                await cursor.execute(query.sql, params, prepare=query.prepared)
                 if cursor.pgresult is None or cursor.pgresult.status != _TUPLES_OK:
                     return []
                 rows: list[Row] = await cursor.fetchall()
                 return rows
         except psycopg.Error as exc:
             raise _translate(exc, self._target, query) from None
+
+    supports_copy = True  # through the sync twin
+    supports_copy_async = True
+
+    async def copy_rows_async(
+        self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> None:
+        if self._pool is None:
+            raise not_open(self)
+        try:
+            async with self._pool.connection() as conn:
+                await copy_rows_async(conn, table, columns, rows, target=self._target)
+        except psycopg.Error as exc:
+            raise _translate(exc, self._target, None) from None
 
     async def listen(self, channels: Iterable[str], on_notification: NotificationHandler) -> None:
         try:
@@ -195,7 +228,7 @@ class SyncPsycopgConnector(BaseConnector):
             pool.close()
 
     @contextlib.contextmanager
-    def _connection(self, query: Query) -> Iterator[psycopg.Connection[Any]]:
+    def _connection(self, query: Query | None) -> Iterator[psycopg.Connection[Any]]:
         if self._pool is None:
             self.open()
         assert self._pool is not None
@@ -207,10 +240,17 @@ class SyncPsycopgConnector(BaseConnector):
 
     def fetch_all(self, query: Query, params: Params | None = None) -> list[Row]:
         with self._connection(query) as conn:
-            cursor = conn.execute(query.sql, params)
+            cursor = conn.execute(query.sql, params, prepare=query.prepared)
             if cursor.description is None:
                 return []
             return rows_from_cursor(cursor.description, cursor.fetchall())
+
+    supports_copy = True
+    supports_copy_async = True  # in a thread
+
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        with self._connection(None) as conn:
+            copy_rows(conn, table, columns, rows, target=self._target)
 
     def sqlalchemy_engine(self) -> Engine:
         kwargs = {k: v for k, v in self._kwargs.items() if k != "autocommit"}

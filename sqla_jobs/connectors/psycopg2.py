@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg2
@@ -17,6 +17,7 @@ from sqlalchemy.pool import NullPool
 from ..errors import ConnectorError
 from ..queries import Query
 from .base import BaseConnector, Params, Row, redact, rows_from_cursor, translate_error
+from .dbapi import copy_rows
 
 PoolFactory = Callable[..., psycopg2.pool.AbstractConnectionPool]
 
@@ -93,7 +94,7 @@ class Psycopg2Connector(BaseConnector):
                 pool.closeall()
 
     @contextlib.contextmanager
-    def _connection(self, query: Query) -> Iterator[Any]:
+    def _connection(self, query: Query | None) -> Iterator[Any]:
         if self._pool is None:
             self.open()
         pool = self._pool
@@ -119,6 +120,13 @@ class Psycopg2Connector(BaseConnector):
             if cursor.description is None:
                 return []
             return rows_from_cursor(cursor.description, cursor.fetchall())
+
+    supports_copy = True
+    supports_copy_async = True  # in a thread
+
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        with self._connection(None) as conn:
+            copy_rows(conn, table, columns, rows, target=self._target)
 
     def sqlalchemy_engine(self) -> Engine:
         dsn, kwargs = self._dsn or None, self._kwargs

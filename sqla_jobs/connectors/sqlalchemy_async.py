@@ -4,7 +4,7 @@ SQLAlchemy `AsyncEngine` (``postgresql+psycopg://``) and its pool."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -23,6 +23,7 @@ from .base import (
     not_open,
     translate_error,
 )
+from .dbapi import copy_rows_async
 from .sqlalchemy import (
     SQLAlchemyConnector,
     check_dialect,
@@ -141,6 +142,24 @@ class SQLAlchemyAsyncConnector(BaseAsyncConnector):
                 return [dict(row) for row in result.mappings()]
         except sqlalchemy.exc.DBAPIError as exc:
             raise translate_dbapi_error(exc, target=self._target, query=query) from None
+        except sqlalchemy.exc.TimeoutError as exc:
+            raise pool_timeout_error(exc, target=self._target) from None
+
+    supports_copy = True  # through the sync twin
+    supports_copy_async = True
+
+    async def copy_rows_async(
+        self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> None:
+        if not self._open:
+            raise not_open(self)
+        try:
+            async with self._autocommit.connect() as conn:
+                raw = await conn.get_raw_connection()
+                driver_connection: Any = raw.driver_connection
+                await copy_rows_async(driver_connection, table, columns, rows, target=self._target)
+        except sqlalchemy.exc.DBAPIError as exc:
+            raise translate_dbapi_error(exc, target=self._target, query=None) from None
         except sqlalchemy.exc.TimeoutError as exc:
             raise pool_timeout_error(exc, target=self._target) from None
 

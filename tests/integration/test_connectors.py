@@ -427,10 +427,13 @@ def test_database_without_the_schema_raises_schema_not_found_when_deferring_from
 
 
 def test_every_connector_is_in_the_suite(connectors: type[Connectors]) -> None:
-    """A sixth connector must join CONNECTORS (and pass this suite) to be done."""
+    """A sixth connector must join CONNECTORS (and pass this suite) to be done.
+
+    InMemoryConnector has no database to reach: test_behaviour.py runs it against PostgreSQL.
+    """
     exported = {
         name
         for name in sqla_jobs.__all__
         if name.endswith("Connector") and not name.startswith("Base")
-    }
+    } - {"InMemoryConnector"}
     assert {connectors.CLASS_NAMES[kind] for kind in connectors.ALL} == exported

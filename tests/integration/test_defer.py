@@ -166,6 +166,15 @@ async def test_same_queueing_lock_is_refused_from_sync_code_too(
 # -- batches -------------------------------------------------------------------------------------
 
 
+@pytest.fixture(params=["insert", "copy"])
+def batch_path(request: pytest.FixtureRequest, app: sqla_jobs.App) -> str:
+    """Run a batch test twice: batches written by one INSERT, and (where the connector can
+    COPY) by COPY, which the job manager uses from `JobManager.copy_threshold` jobs on."""
+    app.job_manager.copy_threshold = 10**9 if request.param == "insert" else 1
+    return str(request.param)
+
+
+@pytest.mark.usefixtures("batch_path")
 async def test_batch_defer_writes_every_job_in_one_statement_and_returns_ids_in_order(
     app: sqla_jobs.App, database: Database
 ) -> None:
@@ -187,6 +196,64 @@ async def test_batch_defer_writes_every_job_in_one_statement_and_returns_ids_in_
     assert jobs[0]["xmin"] != jobs[-1]["xmin"]
 
 
+async def test_big_batch_goes_through_copy_with_every_column_and_its_history(
+    app: sqla_jobs.App, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqla_jobs.jobs import JobSpec
+
+    register_tasks(app)
+    copies: list[str] = []
+    copy_rows, copy_rows_async = app.connector.copy_rows, app.connector.copy_rows_async
+
+    def spy(*args: Any) -> None:
+        copies.append("sync")
+        copy_rows(*args)
+
+    async def spy_async(*args: Any) -> None:
+        copies.append("async")
+        await copy_rows_async(*args)
+
+    monkeypatch.setattr(app.connector, "copy_rows", spy)
+    monkeypatch.setattr(app.connector, "copy_rows_async", spy_async)
+    at = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    size = app.job_manager.copy_threshold
+
+    def batch(offset: int) -> list[JobSpec]:
+        return [
+            JobSpec(
+                task_name="tests.send_email",
+                args={"n": offset + n},
+                queue=f"q{n % 3}",
+                priority=n % 5,
+                lock=f"lock:{n % 7}" if n % 2 else None,
+                queueing_lock=f"once:{offset + n}" if n % 4 == 0 else None,
+                scheduled_at=at if n % 10 == 0 else None,
+            )
+            for n in range(size)
+        ]
+
+    first, second = batch(0), batch(size)
+    ids = app.job_manager.defer_many(first)
+    copied_from_sync, copies[:] = copies[:], []
+    ids += await app.job_manager.defer_many_async(second)
+
+    # psycopg 3 connectors COPY from sync and async code; the others write one INSERT.
+    assert copied_from_sync == (["sync"] if app.connector.supports_copy else [])
+    assert ("async" in copies) is app.connector.supports_copy_async
+    jobs = database.jobs()
+    assert [job["id"] for job in jobs] == ids == sorted(ids)
+    assert [
+        (j["args"], j["queue"], j["priority"], j["lock"], j["queueing_lock"], j["scheduled_at"])
+        for j in jobs
+    ] == [
+        (dict(s.args), s.queue, s.priority, s.lock, s.queueing_lock, s.scheduled_at)
+        for s in first + second
+    ]
+    assert {(j["status"], j["attempts"]) for j in jobs} == {("todo", 0)}
+    assert database.scalar("SELECT count(*) FROM sqla_jobs_job_events") == 2 * size
+
+
+@pytest.mark.usefixtures("batch_path")
 async def test_task_batch_defer_uses_the_task_options(
     app: sqla_jobs.App, database: Database
 ) -> None:
@@ -214,6 +281,7 @@ async def test_empty_batch_defers_nothing(app: sqla_jobs.App, database: Database
     assert database.job_count() == 0
 
 
+@pytest.mark.usefixtures("batch_path")
 async def test_batch_clashing_with_a_waiting_queueing_lock_writes_no_job_of_the_batch(
     app: sqla_jobs.App, database: Database
 ) -> None:
@@ -230,6 +298,7 @@ async def test_batch_clashing_with_a_waiting_queueing_lock_writes_no_job_of_the_
     assert [job["id"] for job in database.jobs()] == [waiting]
 
 
+@pytest.mark.usefixtures("batch_path")
 async def test_batch_where_one_job_clashes_on_its_queueing_lock_writes_none_of_them(
     app: sqla_jobs.App, database: Database
 ) -> None:
@@ -253,6 +322,7 @@ async def test_batch_where_one_job_clashes_on_its_queueing_lock_writes_none_of_t
     assert [job["id"] for job in database.jobs()] == [waiting]
 
 
+@pytest.mark.usefixtures("batch_path")
 async def test_batch_whose_jobs_share_a_queueing_lock_is_refused_whole(
     app: sqla_jobs.App, database: Database
 ) -> None:
@@ -271,6 +341,7 @@ async def test_batch_whose_jobs_share_a_queueing_lock_is_refused_whole(
 JSON_ARGUMENTS: dict[str, Any] = {
     "text": "héllo wörld ✓ 🎉",
     "quote": 'it\'s "quoted" \\ and %(not_a_placeholder)s and %s',
+    "copy_text": "tab\there\nnew line\r\\N \\. end",
     "int": 42,
     "big": 2**62,
     "negative": -7,
@@ -283,6 +354,7 @@ JSON_ARGUMENTS: dict[str, Any] = {
 }
 
 
+@pytest.mark.usefixtures("batch_path")
 async def test_arguments_round_trip_as_json(app: sqla_jobs.App, database: Database) -> None:
     task = register_tasks(app)
 

@@ -131,6 +131,72 @@ async def test_job_that_succeeds_on_a_retry_ends_succeeded(
     assert "TimeoutError: first try" in job["last_error"]  # the last error is kept
 
 
+async def test_retry_refused_by_a_waiting_job_with_its_queueing_lock_fails_and_others_finish(
+    async_app: sqla_jobs.App, database: Database
+) -> None:
+    """A job's queueing lock is free while it runs, so a twin may be deferred meanwhile; if the
+    job then fails and would retry, the twin already waits: the job fails saying why, and the
+    outcomes written with it in the same batch are recorded all the same."""
+    ran: list[str] = []
+
+    @async_app.task(name="tests.sync_feed", retry=3, queueing_lock="feed")
+    async def sync_feed(n: int) -> None:
+        ran.append(f"feed {n}")
+        if n == 1:
+            await sync_feed.defer_async(n=2)  # the twin, waiting behind the lock
+            raise ConnectionError("feed down")
+
+    @async_app.task(name="tests.other")
+    async def other() -> None:
+        ran.append("other")
+
+    first = await sync_feed.defer_async(n=1)
+    bystander = await other.defer_async()
+    await drain(async_app)
+
+    job = database.job(first)
+    assert (job["status"], job["attempts"]) == ("failed", 1)
+    assert "ConnectionError: feed down" in job["last_error"]
+    assert (
+        "Not retried: another job with this job's queueing lock is already waiting"
+        in (job["last_error"])
+    )
+    assert database.job(bystander)["status"] == "succeeded"
+    twin = next(j for j in database.jobs() if j["id"] not in (first, bystander))
+    assert twin["status"] == "succeeded"
+    assert sorted(ran) == ["feed 1", "feed 2", "other"]
+
+
+async def test_outcome_of_a_job_another_worker_took_over_is_not_written(
+    async_app: sqla_jobs.App, database: Database
+) -> None:
+    """A worker taken for dead may still finish its job late; by then the job belongs to
+    whoever recovered it, and the late outcome changes nothing."""
+    from sqla_jobs.manager import Outcome
+
+    manager = async_app.job_manager
+    job_id = await async_app.configure_task("tests.slow").defer_async()
+    zombie = await manager.register_worker_async(name="zombie", queues=None, concurrency=1)
+    rescuer = await manager.register_worker_async(name="rescuer", queues=None, concurrency=1)
+    [claimed] = await manager.claim_async(worker_id=zombie, queues=None, limit=1)
+    database.rows(
+        "UPDATE sqla_jobs_jobs SET worker_id = %(w)s WHERE id = %(id)s RETURNING id",
+        {"w": rescuer, "id": job_id},
+    )
+
+    await manager.finish_succeeded_async(zombie, [job_id], delete=False)
+    await manager.finish_async(zombie, [Outcome(job_id, JobStatus.FAILED, "late")])
+    await manager.finish_succeeded_async(zombie, [job_id], delete=True)
+    assert (database.job(job_id)["status"], database.job(job_id)["worker_id"]) == (
+        "doing",
+        rescuer,
+    )
+
+    await manager.finish_succeeded_async(rescuer, [job_id], delete=False)
+    assert database.job(job_id)["status"] == "succeeded"
+    assert claimed.id == job_id
+
+
 async def test_retry_waits_the_strategy_delay_before_the_next_attempt(
     async_app: sqla_jobs.App, database: Database
 ) -> None:

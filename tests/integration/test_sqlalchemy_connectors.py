@@ -126,6 +126,28 @@ def test_sync_connector_leaves_the_pooled_connection_as_the_application_expects(
         assert conn.exec_driver_sql("SELECT to_regclass('pg_temp.scratch')").scalar() is None
 
 
+def test_a_connection_lost_under_a_defer_is_dropped_from_the_pool(
+    sync_engine: Engine, db_url: str
+) -> None:
+    """The defer that meets a dead connection fails with the reason; the pool forgets that
+    connection, and the next defer gets a new one."""
+    app = App(connector=SQLAlchemyConnector(sync_engine))
+    ping = app.configure_task("ping")
+    ping.defer()
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+    with pytest.raises(ConnectionFailed, match=r"(closed the connection|Could not connect)"):
+        ping.defer()
+    ping.defer()
+
+    assert job_statuses(db_url) == ["todo"] * 2
+    assert sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
 def test_dsn_builds_an_engine_on_the_named_driver(db_url: str) -> None:
     psycopg3 = SQLAlchemyConnector(dsn=db_url, pool_size=2)
     psycopg2 = SQLAlchemyPsycopg2Connector(dsn=db_url)

@@ -143,8 +143,9 @@ async def test_job_of_an_unknown_task_fails_naming_the_task_and_the_worker_carri
     assert "tests.known" in error, "the message lists the tasks the worker knows"
 
 
+@pytest.mark.parametrize("prefetch", [1, 10], ids=["one_per_claim", "ten_per_claim"])
 async def test_jobs_run_by_priority_then_in_defer_order(
-    async_app: sqla_jobs.App, database: Database
+    async_app: sqla_jobs.App, database: Database, prefetch: int
 ) -> None:
     order: list[int] = []
 
@@ -156,10 +157,29 @@ async def test_jobs_run_by_priority_then_in_defer_order(
     for n, priority in enumerate(priorities):
         await record.configure(priority=priority).defer_async(n=n)
 
-    await drain(async_app, concurrency=1)
+    # With ten per claim, one claim takes them all and the worker starts them one by one.
+    await drain(async_app, concurrency=1, prefetch=prefetch)
 
     expected = sorted(range(len(priorities)), key=lambda n: (-priorities[n], n))
     assert order == expected == [1, 4, 3, 6, 0, 2, 5]
+
+
+async def test_draining_worker_runs_the_jobs_its_jobs_defer(async_app: sqla_jobs.App) -> None:
+    """A chain of jobs, each deferring the next while it runs: wait=False runs all of them,
+    even though each claim that found the queue empty came before the next defer."""
+    ran: list[int] = []
+
+    @async_app.task(name="tests.chain")
+    async def chain(n: int) -> None:
+        ran.append(n)
+        if n < 5:
+            await asyncio.sleep(0.05)  # the worker's claim for a free slot finds nothing...
+            await chain.defer_async(n=n + 1)  # ...before this job defers the next one
+
+    await chain.defer_async(n=1)
+    await drain(async_app, concurrency=1)
+
+    assert ran == [1, 2, 3, 4, 5]
 
 
 async def test_worker_with_queues_leaves_jobs_of_other_queues_untouched(

@@ -108,7 +108,22 @@ def test_batch_defer_text_does_not_depend_on_the_batch_size() -> None:
     assert "ORDER BY batch_rows.ord" in sql, "ids come back in the order the jobs were given"
 
 
-def test_finish_queries_take_arrays_of_ids() -> None:
-    assert placeholders(queries.finish_succeeded) == {"ids"}
-    assert placeholders(queries.finish_jobs) == {"ids", "statuses", "errors", "retry_ats"}
-    assert placeholders(queries.delete_jobs_by_id) == {"ids"}
+def test_finish_queries_take_arrays_of_ids_and_the_worker_that_ran_them() -> None:
+    assert placeholders(queries.finish_succeeded) == {"worker_id", "ids"}
+    assert placeholders(queries.delete_jobs_by_id) == {"worker_id", "ids"}
+    assert placeholders(queries.finish_jobs) == {
+        "worker_id",
+        "ids",
+        "statuses",
+        "errors",
+        "retry_ats",
+    }
+
+
+@pytest.mark.parametrize(
+    "query", [queries.finish_succeeded, queries.finish_jobs], ids=lambda query: query.name
+)
+def test_finish_only_touches_jobs_still_running_under_this_worker(query: queries.Query) -> None:
+    sql = one_line(query.sql)
+    assert "sqla_jobs_jobs.status IN ('doing', 'aborting')" in sql
+    assert "sqla_jobs_jobs.worker_id = %(worker_id)s" in sql

@@ -1,0 +1,121 @@
+"""Statements and COPY on a bare DB-API connection of either driver (psycopg 3 or psycopg2),
+for the connectors that hold one: psycopg2's pool, and SQLAlchemy engines' pooled connections.
+
+For COPY, psycopg 3 streams rows itself; psycopg2 reads the text format from a file-like
+object, written here."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import io
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import psycopg
+
+from ..errors import ConnectorError
+from ..queries import Query
+from .base import Params, Row, rows_from_cursor, translate_error
+
+
+@functools.cache
+def driver_errors() -> tuple[type[Exception], ...]:
+    """What either driver raises. psycopg2 is imported only when a connector may hold one of
+    its connections: a worker on psycopg 3 never loads it."""
+    import psycopg2
+
+    return (psycopg.Error, psycopg2.Error)
+
+
+# COPY's text format: a tab between columns, \N for NULL, and these escaped inside values.
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def fetch_all(connection: Any, query: Query, params: Params | None) -> list[Row]:
+    """Run ``query`` on a DB-API connection (in autocommit mode); its rows as dicts."""
+    with connection.cursor() as cursor:
+        cursor.execute(query.sql, params)
+        if cursor.description is None:
+            return []
+        return rows_from_cursor(cursor.description, cursor.fetchall())
+
+
+def copy_statement(table: str, columns: Sequence[str]) -> str:
+    quoted = ", ".join(f'"{column}"' for column in columns)
+    return f'COPY "{table}" ({quoted}) FROM STDIN'
+
+
+def text_value(value: Any) -> str:
+    """One value in COPY's text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    return str(value).translate(_ESCAPES)
+
+
+def text_rows(rows: Iterable[Sequence[Any]]) -> str:
+    return "".join("\t".join(map(text_value, row)) + "\n" for row in rows)
+
+
+def copy_rows(
+    connection: Any,
+    table: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    target: str,
+) -> None:
+    """Write ``rows`` with one COPY on ``connection``, a psycopg 3 or psycopg2 connection in
+    autocommit mode (the COPY is then its own transaction)."""
+    statement = copy_statement(table, columns)
+    try:
+        if isinstance(connection, psycopg.Connection):
+            with connection.cursor() as cursor, cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            with connection.cursor() as cursor:
+                cursor.copy_expert(statement, io.StringIO(text_rows(rows)))
+    except driver_errors() as exc:
+        raise translate_driver_error(exc, target, None) from None
+
+
+async def copy_rows_async(
+    connection: psycopg.AsyncConnection[Any],
+    table: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    target: str,
+) -> None:
+    """`copy_rows` on a psycopg 3 async connection."""
+    try:
+        async with (
+            connection.cursor() as cursor,
+            cursor.copy(copy_statement(table, columns)) as copy,
+        ):
+            for row in rows:
+                await copy.write_row(row)
+    except psycopg.Error as exc:
+        raise translate_driver_error(exc, target, None) from None
+
+
+def translate_driver_error(exc: Exception, target: str, query: Query | None) -> ConnectorError:
+    """A sqla_jobs error for a psycopg 3 or psycopg2 error."""
+    if isinstance(exc, psycopg.Error):
+        sqlstate, connecting = exc.sqlstate, isinstance(exc, psycopg.OperationalError)
+    else:
+        sqlstate = getattr(exc, "pgcode", None)
+        connecting = type(exc).__name__ == "OperationalError"  # psycopg2's, not imported here
+    diag = getattr(exc, "diag", None)
+    return translate_error(
+        exc,
+        target=target,
+        sqlstate=sqlstate,
+        constraint_name=getattr(diag, "constraint_name", None),
+        query=query,
+        # A statement error carries a SQLSTATE; a lost connection has none.
+        connecting=connecting and not sqlstate,
+    )
