@@ -291,6 +291,7 @@ class RawFloor(SqlaJobs):
 
         on_ready(stop)
         batch = int(settings.get("batch", 100))
+        # Sent as the worker sends them: prepared statements (sqla_jobs.queries.Query.prepared).
         with psycopg.connect(url, autocommit=True) as conn:
             worker_id = conn.execute(
                 queries.register_worker.sql,
@@ -299,7 +300,8 @@ class RawFloor(SqlaJobs):
             claim = queries.claim_jobs.sql
             finish = queries.finish_succeeded.sql
             while not stopped:
-                rows = conn.execute(claim, {"worker_id": worker_id, "limit": batch}).fetchall()
+                params = {"worker_id": worker_id, "limit": batch}
+                rows = conn.execute(claim, params, prepare=True).fetchall()
                 if not rows:
                     if drain:
                         break
@@ -308,7 +310,8 @@ class RawFloor(SqlaJobs):
                 if hook is not None:
                     for row in rows:
                         hook(row[3].get("t"))
-                conn.execute(finish, {"ids": [row[0] for row in rows]})
+                ids = [row[0] for row in rows]
+                conn.execute(finish, {"worker_id": worker_id, "ids": ids}, prepare=True)
 
     async def batch_defer(self, url: str, n: int, calls: int) -> list[float]:
         from sqla_jobs import queries
@@ -409,13 +412,17 @@ class RawFloor(SqlaJobs):
                 async for _ in listen.notifies(timeout=0.5, stop_after=1):
                     pass
                 cursor = await conn.execute(
-                    queries.claim_jobs.sql, {"worker_id": worker_id, "limit": 100}
+                    queries.claim_jobs.sql, {"worker_id": worker_id, "limit": 100}, prepare=True
                 )
                 rows = await cursor.fetchall()
                 for job in rows:
                     hook(job[3].get("t"))
                 if rows:
-                    await conn.execute(queries.finish_succeeded.sql, {"ids": [r[0] for r in rows]})
+                    await conn.execute(
+                        queries.finish_succeeded.sql,
+                        {"worker_id": worker_id, "ids": [r[0] for r in rows]},
+                        prepare=True,
+                    )
 
     async def latency_client(self, url: str) -> tuple[Callable[[float], Any], Callable[[], Any]]:
         from sqla_jobs import queries

@@ -263,9 +263,9 @@ class JobManager:
         """Mark up to ``limit`` runnable jobs as doing for this worker and return them,
         highest priority first, then oldest."""
         params: dict[str, Any] = {"worker_id": worker_id, "limit": limit}
-        query = queries.claim_jobs
+        query = queries.claim_query(limit, in_queues=queues is not None)
         if queues is not None:
-            query, params["queues"] = queries.claim_jobs_in_queues, list(queues)
+            params["queues"] = list(queues)
         rows = await self.connector.fetch_all_async(query, params)
         # The claim returns its rows in the order it updated them (by id); start them in the
         # order they were chosen in.

@@ -27,6 +27,7 @@ from .errors import ConnectorError, JobsError
 from .jobs import Job
 from .manager import JobManager, Outcome
 from .periodic import PeriodicDeferrer
+from .queries import claim_size
 from .schema import NOTIFY_CHANNEL, JobStatus
 
 if TYPE_CHECKING:
@@ -350,7 +351,7 @@ class Worker:
         while not self._stopping:
             self._changed.clear()
             free = capacity - len(self._running) - len(self._ready) - self._reserved
-            limit = min(free, options.fetch_batch)
+            limit = claim_size(free, options.fetch_batch)
             if (
                 not self._exhausted
                 and limit > 0

@@ -113,27 +113,9 @@ class PsycopgConnector(BaseAsyncConnector):
         except psycopg.Error as exc:
             raise _translate(exc, self._target, None, connecting=True) from None
         await conn.close()
-        pool = self._pool_factory(
-            **{
-                **self._pool_args,
-                "kwargs": self._kwargs,
-                "open": False,
-                "configure": self._configure,
-            }
-        )
+        pool = self._pool_factory(**{**self._pool_args, "kwargs": self._kwargs, "open": False})
         await pool.open()
         self._pool = pool
-
-    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        # The worker's statements (Query.prepared) are prepared once per connection; a
-        # generic plan is then made once, instead of a plan per call that costs as much as
-        # running the claim. The planner would keep custom plans on its own: with the limit
-        # unknown, a generic plan looks costlier than it is. Statements sqla_jobs does not
-        # prepare are planned per call as before.
-        await conn.execute("SET plan_cache_mode = force_generic_plan")
-        configure = self._pool_args.get("configure")
-        if configure is not None:
-            await configure(conn)
 
     async def close_async(self) -> None:
         if self._pool is not None:

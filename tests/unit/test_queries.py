@@ -13,7 +13,12 @@ from sqla_jobs.jobs import JobSpec
 from sqla_jobs.manager import _many_jobs_params, _one_job_params
 
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
-CLAIMS = [queries.claim_jobs, queries.claim_jobs_in_queues]
+CLAIMS = [
+    queries.claim_jobs,
+    queries.claim_jobs_in_queues,
+    queries.claim_query(8, in_queues=False),
+    queries.claim_query(100, in_queues=True),
+]
 
 
 def placeholders(query: queries.Query) -> set[str]:
@@ -61,7 +66,8 @@ def test_claim_skips_rows_other_workers_hold(query: queries.Query) -> None:
 def test_claim_takes_the_highest_priority_then_the_oldest_job(query: queries.Query) -> None:
     sql = one_line(query.sql)
     order = re.search(
-        r"ORDER BY sqla_jobs_jobs\.priority DESC, sqla_jobs_jobs\.id LIMIT %\(limit\)s FOR UPDATE",
+        r"ORDER BY sqla_jobs_jobs\.priority DESC, sqla_jobs_jobs\.id "
+        r"LIMIT (%\(limit\)s|\d+) FOR UPDATE",
         sql,
     )
     assert order is not None, sql
@@ -79,6 +85,25 @@ def test_claim_only_takes_due_todo_jobs_whose_lock_is_free(query: queries.Query)
 def test_claim_parameters() -> None:
     assert placeholders(queries.claim_jobs) == {"worker_id", "limit"}
     assert placeholders(queries.claim_jobs_in_queues) == {"worker_id", "limit", "queues"}
+
+
+def test_claim_with_its_limit_written_in_keeps_the_claims_name_and_other_parameters() -> None:
+    query = queries.claim_query(16, in_queues=True)
+    assert query.name == "claim_jobs_in_queues" and query.prepared
+    assert "LIMIT 16 FOR UPDATE" in one_line(query.sql)
+    assert placeholders(query) == {"worker_id", "queues"}
+    assert queries.claim_query(16, in_queues=True) is query  # rendered once
+    assert queries.claim_query(4, in_queues=False).name == "claim_jobs"
+
+
+@pytest.mark.parametrize(
+    ("wanted", "size"),
+    [(0, 0), (1, 1), (3, 3), (16, 16), (17, 16), (63, 32), (99, 64), (100, 100), (250, 100)],
+)
+def test_claims_are_exact_when_small_then_powers_of_two_up_to_the_fetch_batch(
+    wanted: int, size: int
+) -> None:
+    assert queries.claim_size(wanted, 100) == size
 
 
 SPEC = JobSpec(
