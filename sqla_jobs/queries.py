@@ -140,6 +140,9 @@ defer_job = render(
     prepared=True,
 )
 
+#: The columns of a new job that its deferrer gives (`sqla_jobs.jobs.JobSpec`), in order.
+_SPEC_COLUMNS = ("queue", "task_name", "priority", "lock", "queueing_lock", "args", "scheduled_at")
+
 # Many jobs, one statement whose text does not depend on the batch size: columns travel as
 # arrays and are unnested server-side.
 _unnested = select(
@@ -152,16 +155,7 @@ _unnested = select(
         cast(_array("args", Text), ARRAY(JSONB)),
         _array("scheduled_ats", DateTime),
     )
-    .table_valued(
-        "queue",
-        "task_name",
-        "priority",
-        "lock",
-        "queueing_lock",
-        "args",
-        "scheduled_at",
-        with_ordinality="ord",
-    )
+    .table_valued(*_SPEC_COLUMNS, with_ordinality="ord")
     .render_derived(name="batch")
 )
 _batch = _unnested.subquery("batch_rows")
@@ -169,7 +163,7 @@ defer_jobs = render(
     "defer_jobs",
     insert(jobs)
     .from_select(
-        ["queue", "task_name", "priority", "lock", "queueing_lock", "args", "scheduled_at"],
+        list(_SPEC_COLUMNS),
         select(
             _batch.c.queue,
             _batch.c.task_name,
@@ -201,16 +195,7 @@ reserve_job_ids = render(
     .order_by(_ids.c.n),
 )
 #: The columns a COPY of new jobs writes, in order (the rest take their defaults).
-COPY_COLUMNS = (
-    "id",
-    "queue",
-    "task_name",
-    "priority",
-    "lock",
-    "queueing_lock",
-    "args",
-    "scheduled_at",
-)
+COPY_COLUMNS = ("id", *_SPEC_COLUMNS)
 
 # -- claim -------------------------------------------------------------------------------------
 
@@ -738,7 +723,10 @@ _recovered = (
         .render_derived(name="recovered")
     )
 ).subquery("recovered_jobs")
-_requeued = _recovered.c.status == _status(JobStatus.TODO)
+# Back to the queue, unless someone asked to abort the job meanwhile: it then ends aborted.
+_requeued = and_(
+    _recovered.c.status == _status(JobStatus.TODO), jobs.c.status != JobStatus.ABORTING
+)
 finish_recovered_jobs = render(
     "finish_recovered_jobs",
     update(jobs)

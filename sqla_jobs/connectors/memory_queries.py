@@ -651,7 +651,7 @@ def _finish_recovered_jobs(statement: Statement, params: Params) -> list[Row]:
             or row["status"] not in RUNNING
         ):
             continue
-        requeued = status == TODO
+        requeued = status == TODO and row["status"] != ABORTING
         new = statement.update_job(
             row,
             # A job asked to abort meanwhile ends aborted, whatever was planned.

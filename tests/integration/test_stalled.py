@@ -425,3 +425,33 @@ async def test_worker_whose_row_was_removed_registers_again_under_the_same_id(
             row = database.rows("SELECT name FROM sqla_jobs_workers")[0]
             assert row["name"] == "paused"
     assert any("was declared stalled by another worker" in r.getMessage() for r in caplog.records)
+
+
+async def test_job_asked_to_abort_while_its_recovery_is_planned_ends_aborted_and_finished(
+    async_app: sqla_jobs.App, database: Database
+) -> None:
+    """The sweep adopts a doing job and plans a retry; if abort_job comes in before the plan
+    is written, the job ends aborted, with its finish time, not back in the queue."""
+    from sqla_jobs import queries
+
+    job_id = await async_app.configure_task("tests.export").defer_async()
+    rescuer = await async_app.job_manager.register_worker_async(
+        name="rescuer", queues=None, concurrency=1
+    )
+    make_running(database, job_id, rescuer, aborting=True)  # adopted, then asked to abort
+
+    await async_app.connector.execute_async(
+        queries.finish_recovered_jobs,
+        {
+            "worker_id": rescuer,
+            "ids": [job_id],
+            "statuses": ["todo"],
+            "errors": ["Recovered from a stalled worker: retried"],
+            "retry_ats": [None],
+            "stalled_worker_ids": [None],
+        },
+    )
+
+    job = database.job(job_id)
+    assert job["status"] == "aborted"
+    assert job["finished_at"] is not None
