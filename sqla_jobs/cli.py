@@ -27,7 +27,7 @@ import sqlalchemy
 from sqlalchemy import select
 
 from .app import App
-from .cli_jobs import add_jobs_commands
+from .cli_jobs import add_jobs_commands, int_at_least
 from .connectors.base import BaseConnector, translate_error
 from .connectors.psycopg import PsycopgConnector
 from .errors import JobsError
@@ -99,21 +99,8 @@ def parse_queues(values: Sequence[str] | None) -> list[str] | None:
     return queues
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
+_positive_int = int_at_least(1)
+_non_negative_int = int_at_least(0)
 
 
 def _seconds(text: str) -> float:

@@ -339,10 +339,18 @@ def add_jobs_commands(
     )
     listing.add_argument("--lock", help="only jobs holding this lock")
     listing.add_argument(
-        "--limit", type=_count(1), default=50, metavar="N", help="at most N jobs (default: 50)"
+        "--limit",
+        type=int_at_least(1),
+        default=50,
+        metavar="N",
+        help="at most N jobs (default: 50)",
     )
     listing.add_argument(
-        "--offset", type=_count(0), default=0, metavar="N", help="skip the N newest (default: 0)"
+        "--offset",
+        type=int_at_least(0),
+        default=0,
+        metavar="N",
+        help="skip the N newest (default: 0)",
     )
 
     show = add("show", "Show a job's fields, its history and its last error.", cmd_show)
@@ -385,14 +393,16 @@ def add_jobs_commands(
     )
     prune.add_argument(
         "--batch-size",
-        type=_count(1),
+        type=int_at_least(1),
         default=10_000,
         metavar="N",
         help="jobs deleted per transaction (default: 10000)",
     )
 
 
-def _count(minimum: int) -> Callable[[str], int]:
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum``."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)

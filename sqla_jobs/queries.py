@@ -316,19 +316,21 @@ delete_jobs_by_id = render(
     prepared=True,
 )
 
+
 # Any outcome, one row per job: new status, error text, and (for a retry) when to run again.
-_outcomes = (
-    select(
-        func.unnest(
-            _array("ids", BigInteger),
-            cast(_array("statuses", Text), ARRAY(job_status)),
-            _array("errors", Text),
-            _array("retry_ats", DateTime),
-        )
-        .table_valued("id", "status", "error", "retry_at")
-        .render_derived(name="outcome")
-    )
-).subquery("outcomes")
+def _unnest_outcomes(*extra: tuple[str, type[BigInteger]]) -> Any:
+    """The table of outcomes sent as arrays: id, status, error, retry_at, then ``extra``
+    (name, type) columns."""
+    return func.unnest(
+        _array("ids", BigInteger),
+        cast(_array("statuses", Text), ARRAY(job_status)),
+        _array("errors", Text),
+        _array("retry_ats", DateTime),
+        *(_array(f"{name}s", item_type) for name, item_type in extra),
+    ).table_valued("id", "status", "error", "retry_at", *(name for name, _ in extra))
+
+
+_outcomes = (select(_unnest_outcomes().render_derived(name="outcome"))).subquery("outcomes")
 finish_jobs = render(
     "finish_jobs",
     update(jobs)
@@ -711,17 +713,7 @@ adopt_stalled_jobs = render(
 # that was itself declared stalled meanwhile writes nothing). A job aborted in the meantime
 # ends aborted; a finished one keeps the id of the worker that ran it.
 _recovered = (
-    select(
-        func.unnest(
-            _array("ids", BigInteger),
-            cast(_array("statuses", Text), ARRAY(job_status)),
-            _array("errors", Text),
-            _array("retry_ats", DateTime),
-            _array("stalled_worker_ids", BigInteger),
-        )
-        .table_valued("id", "status", "error", "retry_at", "stalled_worker_id")
-        .render_derived(name="recovered")
-    )
+    select(_unnest_outcomes(("stalled_worker_id", BigInteger)).render_derived(name="recovered"))
 ).subquery("recovered_jobs")
 # Back to the queue, unless someone asked to abort the job meanwhile: it then ends aborted.
 _requeued = and_(

@@ -16,8 +16,8 @@ from sqlalchemy.pool import NullPool
 
 from ..errors import ConnectorError
 from ..queries import Query
-from .base import BaseConnector, Params, Row, redact, rows_from_cursor, translate_error
-from .dbapi import copy_rows
+from .base import BaseConnector, Params, Row, redact, translate_error
+from .dbapi import copy_rows, fetch_all
 
 PoolFactory = Callable[..., psycopg2.pool.AbstractConnectionPool]
 
@@ -115,11 +115,8 @@ class Psycopg2Connector(BaseConnector):
                 pool.putconn(conn, close=broken)
 
     def fetch_all(self, query: Query, params: Params | None = None) -> list[Row]:
-        with self._connection(query) as conn, conn.cursor() as cursor:
-            cursor.execute(query.sql, params)
-            if cursor.description is None:
-                return []
-            return rows_from_cursor(cursor.description, cursor.fetchall())
+        with self._connection(query) as conn:
+            return fetch_all(conn, query, params)
 
     supports_copy = True
     supports_copy_async = True  # in a thread

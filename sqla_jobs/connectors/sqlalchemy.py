@@ -59,6 +59,35 @@ def check_dialect(dialect: Dialect, *, what: str, want_async: bool | None = None
         )
 
 
+def check_engine_arguments(
+    owner: str, engine: object, dsn: str | None, engine_kwargs: dict[str, Any], *, want_async: bool
+) -> None:
+    """Refuse, with the fix, a SQLAlchemy connector given neither or both of ``engine=`` and
+    ``dsn=``, engine arguments beside an engine, or an engine of the other kind."""
+    if (engine is None) == (dsn is None):
+        raise TypeError(f"{owner} takes either engine= or dsn=, not both and not neither")
+    factory = "create_async_engine" if want_async else "create_engine"
+    if engine is not None and engine_kwargs:
+        raise TypeError(
+            f"{owner}(engine=...) takes no {factory} arguments "
+            f"({', '.join(sorted(engine_kwargs))}): configure the engine itself"
+        )
+    if want_async and isinstance(engine, Engine):
+        raise TypeError(
+            f"{owner} takes an AsyncEngine (create_async_engine()), not a sync Engine: for "
+            "a sync engine use sqla_jobs.SQLAlchemyConnector(engine)"
+        )
+    if not want_async and isinstance(engine, AsyncEngine):
+        raise TypeError(
+            f"{owner} takes a sync Engine, not an AsyncEngine: for an engine made by "
+            "create_async_engine(), use sqla_jobs.SQLAlchemyAsyncConnector(engine)"
+        )
+    wanted = AsyncEngine if want_async else Engine
+    name = "an AsyncEngine" if want_async else "a sqlalchemy Engine"
+    if engine is not None and not isinstance(engine, wanted):
+        raise TypeError(f"{owner}(engine=...) takes {name}, not {type(engine).__name__}")
+
+
 def translate_dbapi_error(
     exc: sqlalchemy.exc.DBAPIError, *, target: str, query: Query | None
 ) -> ConnectorError:
@@ -105,22 +134,7 @@ class SQLAlchemyConnector(BaseConnector):
         self, engine: Engine | None = None, *, dsn: str | None = None, **engine_kwargs: Any
     ) -> None:
         cls = type(self).__name__
-        if (engine is None) == (dsn is None):
-            raise TypeError(f"{cls} takes either engine= or dsn=, not both and not neither")
-        if engine is not None and engine_kwargs:
-            raise TypeError(
-                f"{cls}(engine=...) takes no create_engine arguments "
-                f"({', '.join(sorted(engine_kwargs))}): configure the engine itself"
-            )
-        if isinstance(engine, AsyncEngine):
-            raise TypeError(
-                f"{cls} takes a sync Engine, not an AsyncEngine: for an engine made by "
-                "create_async_engine(), use sqla_jobs.SQLAlchemyAsyncConnector(engine)"
-            )
-        if engine is not None and not isinstance(engine, Engine):
-            raise TypeError(
-                f"{cls}(engine=...) takes a sqlalchemy Engine, not {type(engine).__name__}"
-            )
+        check_engine_arguments(cls, engine, dsn, engine_kwargs, want_async=False)
         self._owns_engine = engine is None
         if engine is None:
             assert dsn is not None

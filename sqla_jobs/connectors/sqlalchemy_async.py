@@ -27,6 +27,7 @@ from .dbapi import copy_rows_async
 from .sqlalchemy import (
     SQLAlchemyConnector,
     check_dialect,
+    check_engine_arguments,
     engine_arguments,
     pool_timeout_error,
     translate_dbapi_error,
@@ -65,20 +66,7 @@ class SQLAlchemyAsyncConnector(BaseAsyncConnector):
     ) -> None:
         super().__init__()
         cls = type(self).__name__
-        if (engine is None) == (dsn is None):
-            raise TypeError(f"{cls} takes either engine= or dsn=, not both and not neither")
-        if engine is not None and engine_kwargs:
-            raise TypeError(
-                f"{cls}(engine=...) takes no create_async_engine arguments "
-                f"({', '.join(sorted(engine_kwargs))}): configure the engine itself"
-            )
-        if isinstance(engine, Engine):
-            raise TypeError(
-                f"{cls} takes an AsyncEngine (create_async_engine()), not a sync Engine: for "
-                "a sync engine use sqla_jobs.SQLAlchemyConnector(engine)"
-            )
-        if engine is not None and not isinstance(engine, AsyncEngine):
-            raise TypeError(f"{cls}(engine=...) takes an AsyncEngine, not {type(engine).__name__}")
+        check_engine_arguments(cls, engine, dsn, engine_kwargs, want_async=True)
         self._owns_engine = engine is None
         self._connect_args: dict[str, Any] = {}
         if engine is None:
