@@ -86,8 +86,9 @@ def _already_enqueued(exc: ConnectorError, specs: Sequence[JobSpec]) -> Exceptio
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class JobEvent:
-    """One status change of a job, from ``sqla_jobs_job_events``; ``error`` is the job's error
-    when a run ended in failed, aborted or a retry."""
+    """One status change of a job (``sqla_jobs.schema.job_history``: the job's row and the
+    events it no longer shows); ``error`` is the run's error when it ended in failed, aborted or
+    a retry."""
 
     status: JobStatus
     at: datetime.datetime
@@ -162,7 +163,7 @@ def _prune_params(
 
 
 def _history(job_id: int, rows: list[dict[str, Any]]) -> list[JobEvent]:
-    # Every job has at least the event of its insert: no event, no job.
+    # Every job's history starts with its creation (its row's created_at): nothing, no job.
     if not rows:
         raise _not_found(job_id)
     return [JobEvent(JobStatus(row["status"]), row["at"], row["error"]) for row in rows]

@@ -40,7 +40,8 @@ from sqlalchemy.sql import ClauseElement, Select
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
-from .schema import JobStatus, job_events, job_status, jobs, workers
+from .schema import JobStatus, history_step, job_status, jobs, workers
+from .schema import job_history as job_history_table
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -121,6 +122,15 @@ _JOB_COLUMNS = (
     jobs.c.last_error,
     jobs.c.worker_id,
 )
+
+
+def _step_time() -> ColumnElement[Any]:
+    """When a job starts or ends: ``clock_timestamp()``, read after the statement's snapshot,
+    not ``now()``, the start of a transaction that may have begun before the change it acts on
+    was committed. A job's history is ordered by these times (schema.job_history): a claim that
+    sees a retry committed must start after it."""
+    return func.clock_timestamp()
+
 
 # -- defer -------------------------------------------------------------------------------------
 
@@ -250,7 +260,7 @@ def _claim(queue_filter: bool, limit: int | None = None) -> Query:
         .values(
             status=JobStatus.DOING,
             attempts=jobs.c.attempts + 1,
-            started_at=func.now(),
+            started_at=_step_time(),
             worker_id=bindparam("worker_id", type_=BigInteger),
         )
         .returning(*_JOB_COLUMNS)
@@ -304,7 +314,7 @@ finish_succeeded = render(
     "finish_succeeded",
     update(jobs)
     .where(jobs.c.id == func.any(_array("ids", BigInteger)), _still_running_here)
-    .values(status=JobStatus.SUCCEEDED, finished_at=func.now()),
+    .values(status=JobStatus.SUCCEEDED, finished_at=_step_time()),
     prepared=True,
 )
 delete_jobs_by_id = render(
@@ -341,7 +351,8 @@ finish_jobs = render(
         # A retry's new time; any other outcome keeps the time the job was scheduled for.
         scheduled_at=func.coalesce(_outcomes.c.retry_at, jobs.c.scheduled_at),
         finished_at=literal_column(
-            f"CASE WHEN outcomes.status = '{JobStatus.TODO.value}' THEN NULL ELSE now() END"
+            f"CASE WHEN outcomes.status = '{JobStatus.TODO.value}' THEN NULL "
+            "ELSE clock_timestamp() END"
         ),
         worker_id=literal_column(
             f"CASE WHEN outcomes.status = '{JobStatus.TODO.value}' THEN NULL "
@@ -394,7 +405,7 @@ requeue_worker_jobs = render(
             (_was_aborting, cast(literal(JobStatus.ABORTED.value), job_status)),
             else_=cast(literal(JobStatus.TODO.value), job_status),
         ),
-        finished_at=case((_was_aborting, func.now()), else_=null()),
+        finished_at=case((_was_aborting, _step_time()), else_=null()),
         worker_id=case((_was_aborting, jobs.c.worker_id), else_=null()),
         started_at=case((_was_aborting, jobs.c.started_at), else_=null()),
     ),
@@ -466,9 +477,9 @@ list_jobs = render(
 
 job_history = render(
     "job_history",
-    select(job_events.c.status, job_events.c.at, job_events.c.error)
-    .where(job_events.c.job_id == _job_id)
-    .order_by(job_events.c.id),
+    select(job_history_table.c.status, job_history_table.c.at, job_history_table.c.error)
+    .where(job_history_table.c.job_id == _job_id)
+    .order_by(job_history_table.c.at, history_step),
 )
 
 # Only a job still waiting can be cancelled; the row lock taken by a claim in progress makes
@@ -477,7 +488,7 @@ cancel_job = render(
     "cancel_job",
     update(jobs)
     .where(jobs.c.id == _job_id, jobs.c.status == JobStatus.TODO)
-    .values(status=JobStatus.CANCELLED, finished_at=func.now())
+    .values(status=JobStatus.CANCELLED, finished_at=_step_time())
     .returning(jobs.c.id),
 )
 
@@ -491,7 +502,7 @@ abort_job = render(
             (jobs.c.status == JobStatus.TODO, _status(JobStatus.CANCELLED)),
             else_=_status(JobStatus.ABORTING),
         ),
-        finished_at=case((jobs.c.status == JobStatus.TODO, func.now()), else_=null()),
+        finished_at=case((jobs.c.status == JobStatus.TODO, _step_time()), else_=null()),
     )
     .returning(jobs.c.status),
 )
@@ -734,7 +745,7 @@ finish_recovered_jobs = render(
         ),
         last_error=_recovered.c.error,
         scheduled_at=func.coalesce(_recovered.c.retry_at, jobs.c.scheduled_at),
-        finished_at=case((_requeued, null()), else_=func.now()),
+        finished_at=case((_requeued, null()), else_=_step_time()),
         worker_id=case((_requeued, null()), else_=_recovered.c.stalled_worker_id),
     )
     .returning(jobs.c.id, jobs.c.status),

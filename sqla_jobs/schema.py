@@ -3,13 +3,15 @@
 Alembic migrations (``sqla_jobs/migrations``) create and evolve exactly these tables; a test
 compares the migrated database with this module and must find no difference.
 
-The triggers that keep the history (``sqla_jobs_job_events``) and send NOTIFY are not Core
-objects: their DDL is frozen in the migrations.
+The triggers that send NOTIFY and write ``sqla_jobs_job_events`` (what a job's row no longer
+shows of its history) are not Core objects: their DDL is frozen in the migrations.
+`job_history` is the whole history of every job, rows and events together.
 """
 
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -20,10 +22,17 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Select,
     Table,
     Text,
     UniqueConstraint,
+    case,
+    cast,
+    literal,
+    null,
+    select,
     text,
+    union,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
@@ -162,9 +171,57 @@ job_events = Table(
     Column("status", job_status, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("error", Text, nullable=True),
-    comment="Every status change of every job, written by triggers on sqla_jobs_jobs.",
+    comment=(
+        "Status changes a job's row no longer shows (runs that ended in a retry, abort "
+        "requests); sqla_jobs.schema.job_history adds what the row shows."
+    ),
 )
 Index("ix_sqla_jobs_job_events_job_id", job_events.c.job_id, job_events.c.id)
+
+_FINISHED = [status.value for status in JobStatus if status.is_finished]
+
+
+def _shown_by_rows() -> list[Select[Any]]:
+    """The steps a job's row shows: created, the last run's start, the end."""
+    return [
+        select(
+            jobs.c.id.label("job_id"),
+            cast(literal(JobStatus.TODO.value), job_status).label("status"),
+            jobs.c.created_at.label("at"),
+            null().label("error"),
+        ),
+        select(
+            jobs.c.id, cast(literal(JobStatus.DOING.value), job_status), jobs.c.started_at, null()
+        ).where(jobs.c.started_at.isnot(None), jobs.c.status != JobStatus.TODO),
+        select(
+            jobs.c.id,
+            jobs.c.status,
+            jobs.c.finished_at,
+            case(
+                (jobs.c.status.in_([JobStatus.FAILED, JobStatus.ABORTED]), jobs.c.last_error),
+                else_=null(),
+            ),
+        ).where(jobs.c.status.in_(_FINISHED), jobs.c.finished_at.isnot(None)),
+    ]
+
+
+#: Every status change of every job (job_id, status, at, error): what the job rows show (its
+#: creation, the last run's start, its end) and the events the rows no longer show. UNION, not
+#: UNION ALL: events written before revision 0002 repeat what the rows show. Select from it like
+#: a table: ``select(job_history).where(job_history.c.job_id == 42)``; order by ``at`` (and
+#: `history_step` for changes within one transaction).
+job_history = union(
+    select(job_events.c.job_id, job_events.c.status, job_events.c.at, job_events.c.error),
+    *_shown_by_rows(),
+).subquery("sqla_jobs_job_history")
+
+#: Orders changes of the same instant (one transaction) in the order a job lives them.
+history_step = case(
+    (job_history.c.status == JobStatus.TODO, 0),
+    (job_history.c.status == JobStatus.DOING, 1),
+    (job_history.c.status == JobStatus.ABORTING, 2),
+    else_=3,
+)
 
 periodic_defers = Table(
     "sqla_jobs_periodic_defers",

@@ -32,14 +32,15 @@ from ..errors import ConnectorError
 from ..queries import Query
 from ..schema import NOTIFY_CHANNEL, JobStatus
 from .base import BaseAsyncConnector, BaseConnector, NotificationHandler, Params, Row, not_open
-from .memory_queries import ABORTING, IMPLEMENTATIONS, RUNNING, TARGET, TODO, refused
+from .memory_queries import ABORTING, DOING, IMPLEMENTATIONS, RUNNING, TARGET, TODO, refused
 
 #: The channel of the update trigger's abort notifications (``sqla_jobs.worker.ABORT_CHANNEL``;
 #: the worker sits above the connectors, so the name is repeated here and a test compares them).
 ABORT_CHANNEL = "sqla_jobs_abort"
 
 #: The statuses whose error the update trigger copies into the event, when a run ends in them.
-RUN_ERROR_STATUSES = frozenset({JobStatus.FAILED.value, TODO, JobStatus.ABORTED.value})
+FINISHED = frozenset(status.value for status in JobStatus if status.is_finished)
+ENDED_IN_ERROR = frozenset({JobStatus.FAILED.value, JobStatus.ABORTED.value})
 
 #: Partial unique indexes on sqla_jobs_jobs: (name, column, statuses the index covers).
 UNIQUE_INDEXES = (
@@ -58,8 +59,10 @@ class InMemoryConnector(BaseAsyncConnector):
     (``app.run_worker(wait=False)``) and manages jobs as PostgreSQL would, in memory.
 
     Read the tables in assertions: `jobs` (id → row, the columns of ``sqla_jobs_jobs``),
-    `job_events` (the history rows) and `workers`; `reset` empties them between tests. Writing
-    to them directly changes the row and nothing else (no event, no notification).
+    `job_events` (the rows of ``sqla_jobs_job_events``: what job rows no longer show; a job's
+    whole history is ``app.job_manager.get_job_history(job_id)``) and `workers`; `reset`
+    empties them between tests. Writing to them directly changes the row and nothing else (no
+    event, no notification).
 
     As with the PostgreSQL connectors, async use needs ``await app.open_async()`` first (a
     worker run through ``app.run_worker`` opens it); sync use works at once. There is no
@@ -73,7 +76,7 @@ class InMemoryConnector(BaseAsyncConnector):
         self._listeners: list[_Listener] = []
         #: sqla_jobs_jobs: job id → row, in id order.
         self.jobs: dict[int, Row] = {}
-        #: sqla_jobs_job_events: every status change of every job, oldest first.
+        #: sqla_jobs_job_events: the status changes job rows no longer show, oldest first.
         self.job_events: list[Row] = []
         #: sqla_jobs_workers: worker id → row.
         self.workers: dict[int, Row] = {}
@@ -277,29 +280,39 @@ class Statement:
             db.job_events[:] = [event for event in db.job_events if event["job_id"] not in gone]
         for row in self.inserted:
             db.jobs[row["id"]] = row
-            self._event(row["id"], row["status"], None)
             if row["status"] == TODO:
                 notifications[(NOTIFY_CHANNEL, row["queue"])] = None
         for job_id, new in self.updated.items():
             old = db.jobs[job_id]
             db.jobs[job_id] = new
-            if new["status"] == old["status"]:
-                continue
-            run_ended = old["status"] in RUNNING and new["status"] in RUN_ERROR_STATUSES
-            self._event(job_id, new["status"], new["last_error"] if run_ended else None)
-            if new["status"] == TODO:
-                notifications[(NOTIFY_CHANNEL, new["queue"])] = None
-            elif new["status"] == ABORTING:
-                notifications[(ABORT_CHANNEL, str(job_id))] = None
+            if new["status"] != old["status"]:
+                self._status_changed(old, new, notifications)
         return list(notifications)
 
-    def _event(self, job_id: int, status: str, error: str | None) -> None:
+    def _status_changed(self, old: Row, new: Row, notifications: dict[Notification, None]) -> None:
+        """The status-change trigger (revision 0002): events for what the row will no longer
+        show, then the retry or abort request itself."""
+        job_id = new["id"]
+        if new["status"] == TODO and old["status"] != TODO and old["started_at"] is not None:
+            self._event(job_id, DOING, old["started_at"], None)
+        if old["status"] in FINISHED and old["finished_at"] is not None:
+            error = old["last_error"] if old["status"] in ENDED_IN_ERROR else None
+            self._event(job_id, old["status"], old["finished_at"], error)
+        if new["status"] == TODO:
+            error = new["last_error"] if old["status"] in RUNNING else None
+            self._event(job_id, TODO, self.now, error)
+            notifications[(NOTIFY_CHANNEL, new["queue"])] = None
+        elif new["status"] == ABORTING:
+            self._event(job_id, ABORTING, self.now, None)
+            notifications[(ABORT_CHANNEL, str(job_id))] = None
+
+    def _event(self, job_id: int, status: str, at: datetime.datetime, error: str | None) -> None:
         self.db.job_events.append(
             {
                 "id": self.db._next_id("job_events"),
                 "job_id": job_id,
                 "status": status,
-                "at": self.now,
+                "at": at,
                 "error": error,
             }
         )

@@ -34,6 +34,8 @@ TODO = JobStatus.TODO.value
 DOING = JobStatus.DOING.value
 ABORTING = JobStatus.ABORTING.value
 RUNNING = frozenset({DOING, ABORTING})
+_FINISHED = frozenset(status.value for status in JobStatus if status.is_finished)
+_ENDED_IN_ERROR = frozenset({JobStatus.FAILED.value, JobStatus.ABORTED.value})
 STATUSES = frozenset(status.value for status in JobStatus)
 
 
@@ -420,13 +422,27 @@ def _list_jobs(statement: Statement, params: Params) -> list[Row]:
     return [_job_row(row) for row in _limited(rows, params["limit"], params["offset"] or 0)]
 
 
+_HISTORY_STEPS = {TODO: 0, DOING: 1, ABORTING: 2}
+
+
 @_implements("job_history")
 def _job_history(statement: Statement, params: Params) -> list[Row]:
-    return [
-        {"status": event["status"], "at": event["at"], "error": event["error"]}
+    """Stored events plus what the job's row shows, duplicates dropped (schema.job_history)."""
+    steps = {
+        (event["status"], event["at"], event["error"])
         for event in statement.db.job_events
         if event["job_id"] == params["job_id"]
-    ]
+    }
+    row = statement.db.jobs.get(params["job_id"])
+    if row is not None:
+        steps.add((TODO, row["created_at"], None))
+        if row["started_at"] is not None and row["status"] != TODO:
+            steps.add((DOING, row["started_at"], None))
+        if row["status"] in _FINISHED and row["finished_at"] is not None:
+            error = row["last_error"] if row["status"] in _ENDED_IN_ERROR else None
+            steps.add((row["status"], row["finished_at"], error))
+    ordered = sorted(steps, key=lambda step: (step[1], _HISTORY_STEPS.get(step[0], 3)))
+    return [{"status": status, "at": at, "error": error} for status, at, error in ordered]
 
 
 @_implements("cancel_job")

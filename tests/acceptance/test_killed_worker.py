@@ -24,6 +24,8 @@ from test_cli import (
     workers,
 )
 
+from sqla_jobs import queries
+
 STALLED_APP = "stalled_app:app"
 # The workers that recover: a heartbeat every 0.2 s, a worker silent for 1 s is dead.
 RECOVERING = ("--heartbeat-interval", "0.2", "--stalled-timeout", "1", "--polling-interval", "0.2")
@@ -74,12 +76,8 @@ def job_row(database_url: str, job_id: int) -> tuple[str, int, str | None, int |
 
 
 def events(database_url: str, job_id: int) -> list[tuple[str, str | None]]:
-    rows = query(
-        database_url,
-        "SELECT status::text, error FROM sqla_jobs_job_events WHERE job_id = %s ORDER BY id",
-        job_id,
-    )
-    return [(status, error) for status, error in rows]
+    rows = query(database_url, queries.job_history.sql.replace("%(job_id)s", "%s"), job_id)
+    return [(str(status), error) for status, _, error in rows]
 
 
 def worker_id(database_url: str, name: str) -> int:

@@ -23,7 +23,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 import sqla_jobs
-from sqla_jobs import BaseConnector
+from sqla_jobs import BaseConnector, queries
 
 ASYNC_CONNECTORS = ("psycopg", "aiopg", "sqlalchemy_async")
 SYNC_CONNECTORS = ("sync_psycopg", "psycopg2", "sqlalchemy", "sqlalchemy_psycopg")
@@ -152,11 +152,9 @@ class Database:
         return int(self.scalar("SELECT count(*) FROM sqla_jobs_jobs"))
 
     def events(self, job_id: int) -> list[dict[str, Any]]:
-        return self.rows(
-            "SELECT status::text AS status, error FROM sqla_jobs_job_events "
-            "WHERE job_id = %s ORDER BY id",
-            (job_id,),
-        )
+        """The job's history (status, error), oldest first, as the library reads it."""
+        rows = self.rows(queries.job_history.sql, {"job_id": job_id})
+        return [{"status": str(row["status"]), "error": row["error"]} for row in rows]
 
     def backends(self) -> int:
         """Connections to this database other than this one."""

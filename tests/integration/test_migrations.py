@@ -20,7 +20,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from helpers import sqlalchemy_url
 
-from sqla_jobs import migrations
+from sqla_jobs import migrations, queries
 from sqla_jobs.schema import NOTIFY_CHANNEL, VERSION_TABLE, metadata
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -162,67 +162,141 @@ def test_current_is_none_before_the_first_upgrade_and_head_after(empty_db_url: s
 
     migrations.upgrade(empty_db_url)
 
-    assert migrations.current(empty_db_url) == migrations.head() == "0001_initial"
+    assert migrations.current(empty_db_url) == migrations.head() == "0002_history_from_job_rows"
 
 
-# --- triggers -----------------------------------------------------------------------------
+# --- triggers and the history -------------------------------------------------------------
 
 
-def test_insert_writes_one_event_per_job_and_notifies_each_queue_with_work_once(
+def history(
+    connection: psycopg.Connection[tuple[object, ...]], job_id: int
+) -> list[tuple[str, str | None]]:
+    """(status, error) of each step of the job's history, through the library's query."""
+    rows = connection.execute(queries.job_history.sql, {"job_id": job_id}).fetchall()
+    return [(str(status), error) for status, _, error in rows]  # type: ignore[misc]
+
+
+def stored_events(connection: psycopg.Connection[tuple[object, ...]]) -> list[tuple[object, ...]]:
+    return events(connection)
+
+
+def update(
+    connection: psycopg.Connection[tuple[object, ...]], job_id: int, **values: object
+) -> None:
+    """One UPDATE of a job, setting ``now()`` where a value is "now"."""
+    sets = ", ".join(
+        f"{column} = now()" if value == "now" else f"{column} = %({column})s"
+        for column, value in values.items()
+    )
+    connection.execute(
+        f"UPDATE sqla_jobs_jobs SET {sets} WHERE id = %(id)s",
+        {**{k: v for k, v in values.items() if v != "now"}, "id": job_id},
+    )
+
+
+def test_insert_writes_no_event_and_notifies_each_queue_with_work_once(
     connection: psycopg.Connection[tuple[object, ...]],
     listener: psycopg.Connection[tuple[object, ...]],
 ) -> None:
     ids = insert_jobs(connection, ("emails", "todo"), ("emails", "todo"), ("sms", "todo"))
-    [doing] = insert_jobs(connection, ("reports", "doing"))
+    insert_jobs(connection, ("reports", "doing"))
 
-    assert events(connection) == [
-        (ids[0], "todo", None),
-        (ids[1], "todo", None),
-        (ids[2], "todo", None),
-        (doing, "doing", None),
-    ]
+    assert stored_events(connection) == []  # creation is the row's created_at
+    assert [history(connection, job_id) for job_id in ids] == [[("todo", None)]] * 3
     notified = received(listener)
     assert sorted(notified) == [(NOTIFY_CHANNEL, "emails"), (NOTIFY_CHANNEL, "sms")]
 
 
-def test_status_change_writes_an_event_carrying_the_error_of_a_running_job_that_stopped(
+def test_claims_and_ends_write_no_event_and_the_history_reads_them_from_the_row(
     connection: psycopg.Connection[tuple[object, ...]],
 ) -> None:
-    failed, retried, aborted, succeeded = insert_jobs(connection, *[("q", "doing")] * 4)
-    connection.execute("DELETE FROM sqla_jobs_job_events")
-
-    for job_id, status in [
-        (failed, "failed"),
-        (retried, "todo"),
-        (aborted, "aborted"),
-        (succeeded, "succeeded"),
-    ]:
-        connection.execute(
-            "UPDATE sqla_jobs_jobs SET status = %s, last_error = %s WHERE id = %s",
-            (status, f"boom {job_id}", job_id),
-        )
-    # Not a status change: no event.
+    failed, aborted, succeeded, cancelled = insert_jobs(connection, *[("q", "todo")] * 4)
+    for job_id in (failed, aborted, succeeded):
+        update(connection, job_id, status="doing", started_at="now")
+    for job_id, status in [(failed, "failed"), (aborted, "aborted"), (succeeded, "succeeded")]:
+        update(connection, job_id, status=status, finished_at="now", last_error=f"boom {job_id}")
+    update(connection, cancelled, status="cancelled", finished_at="now")
+    # Not a status change: nothing either.
     connection.execute("UPDATE sqla_jobs_jobs SET attempts = attempts + 1")
 
-    assert events(connection) == [
-        (failed, "failed", f"boom {failed}"),
-        (retried, "todo", f"boom {retried}"),
-        (aborted, "aborted", f"boom {aborted}"),
-        (succeeded, "succeeded", None),
+    assert stored_events(connection) == []
+    assert history(connection, failed) == [
+        ("todo", None),
+        ("doing", None),
+        ("failed", f"boom {failed}"),
     ]
+    assert history(connection, aborted)[-1] == ("aborted", f"boom {aborted}")
+    # A success carries no error, even where the row keeps one from an earlier run.
+    assert history(connection, succeeded) == [("todo", None), ("doing", None), ("succeeded", None)]
+    assert history(connection, cancelled) == [("todo", None), ("cancelled", None)]
 
 
-def test_error_is_not_copied_when_a_job_that_was_not_running_fails(
+def test_a_retry_keeps_the_run_it_ends_and_its_error_as_events(
     connection: psycopg.Connection[tuple[object, ...]],
 ) -> None:
     [job_id] = insert_jobs(connection, ("q", "todo"))
+    update(connection, job_id, status="doing", started_at="now")
+    first_start = connection.execute(
+        "SELECT started_at FROM sqla_jobs_jobs WHERE id = %s", (job_id,)
+    ).fetchone()
+    update(connection, job_id, status="todo", last_error="try again")
+    update(connection, job_id, status="doing", started_at="now")
+    update(connection, job_id, status="succeeded", finished_at="now")
 
-    connection.execute(
-        "UPDATE sqla_jobs_jobs SET status = 'failed', last_error = 'old' WHERE id = %s",
-        (job_id,),
-    )
+    assert [(status, error) for _, status, error in stored_events(connection)] == [
+        ("doing", None),
+        ("todo", "try again"),
+    ]
+    stored_start = connection.execute(
+        "SELECT at FROM sqla_jobs_job_events WHERE status = 'doing'"
+    ).fetchone()
+    assert stored_start == first_start
+    assert history(connection, job_id) == [
+        ("todo", None),
+        ("doing", None),
+        ("todo", "try again"),
+        ("doing", None),
+        ("succeeded", None),
+    ]
 
-    assert events(connection)[-1] == (job_id, "failed", None)
+
+def test_a_finished_job_retried_by_hand_keeps_its_run_and_its_end(
+    connection: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    [job_id] = insert_jobs(connection, ("q", "todo"))
+    update(connection, job_id, status="doing", started_at="now")
+    update(connection, job_id, status="failed", finished_at="now", last_error="boom")
+    # As retry_job does: back to todo, the run's times cleared.
+    update(connection, job_id, status="todo", started_at=None, finished_at=None)
+
+    assert history(connection, job_id) == [
+        ("todo", None),
+        ("doing", None),
+        ("failed", "boom"),
+        ("todo", None),
+    ]
+
+
+def test_abort_request_is_an_event_and_notifies_the_abort_channel_with_the_job_id(
+    connection: psycopg.Connection[tuple[object, ...]],
+    listener: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    [running, waiting] = insert_jobs(connection, ("q", "todo"), ("q", "todo"))
+    update(connection, running, status="doing", started_at="now")
+    received(listener)
+
+    update(connection, running, status="aborting")
+    update(connection, waiting, status="doing", started_at="now")
+    update(connection, running, status="aborted", finished_at="now", last_error="stopped")
+
+    assert received(listener) == [("sqla_jobs_abort", str(running))]
+    assert [status for _, status, _ in stored_events(connection)] == ["aborting"]
+    assert history(connection, running) == [
+        ("todo", None),
+        ("doing", None),
+        ("aborting", None),
+        ("aborted", "stopped"),
+    ]
 
 
 def test_jobs_back_to_todo_notify_their_queue_once_per_statement(
@@ -238,28 +312,16 @@ def test_jobs_back_to_todo_notify_their_queue_once_per_statement(
     assert received(listener) == [(NOTIFY_CHANNEL, "emails")]
 
 
-def test_abort_request_notifies_the_abort_channel_with_the_job_id(
-    connection: psycopg.Connection[tuple[object, ...]],
-    listener: psycopg.Connection[tuple[object, ...]],
-) -> None:
-    [running, waiting] = insert_jobs(connection, ("q", "doing"), ("q", "todo"))
-    received(listener)
-
-    connection.execute("UPDATE sqla_jobs_jobs SET status = 'aborting' WHERE id = %s", (running,))
-    connection.execute("UPDATE sqla_jobs_jobs SET status = 'doing' WHERE id = %s", (waiting,))
-
-    assert received(listener) == [("sqla_jobs_abort", str(running))]
-
-
 def test_deleting_jobs_deletes_their_events(
     connection: psycopg.Connection[tuple[object, ...]],
 ) -> None:
-    gone, kept = insert_jobs(connection, ("q", "todo"), ("q", "todo"))
-    connection.execute("UPDATE sqla_jobs_jobs SET status = 'doing'")
+    gone, kept = insert_jobs(connection, ("q", "doing"), ("q", "doing"))
+    connection.execute("UPDATE sqla_jobs_jobs SET status = 'todo', last_error = 'retry'")
+    assert len(stored_events(connection)) == 2
 
     connection.execute("DELETE FROM sqla_jobs_jobs WHERE id = %s", (gone,))
 
-    assert [event[0] for event in events(connection)] == [kept, kept]
+    assert [event[0] for event in stored_events(connection)] == [kept]
 
 
 def test_notifications_wait_for_the_commit(
@@ -536,3 +598,103 @@ def test_host_autogenerate_without_the_helpers_would_drop_the_job_tables(
 
     dropped = {diff[1].name for diff in unfiltered if diff[0] == "remove_table"}
     assert dropped == {*metadata.tables, VERSION_TABLE}
+
+
+# --- revision 0002: the history across an upgrade and a downgrade ----------------------------
+
+# Lives of four jobs, written as plain SQL so that either revision's triggers record them.
+LIVES = """
+INSERT INTO sqla_jobs_jobs (id, task_name) VALUES (1, 't'), (2, 't'), (3, 't'), (4, 't');
+UPDATE sqla_jobs_jobs SET status = 'doing', started_at = now() WHERE id IN (1, 2, 3);
+UPDATE sqla_jobs_jobs SET status = 'todo', last_error = 'try again' WHERE id = 1;
+UPDATE sqla_jobs_jobs SET status = 'aborting' WHERE id = 3;
+UPDATE sqla_jobs_jobs SET status = 'failed', finished_at = now(), last_error = 'boom'
+    WHERE id = 2;
+UPDATE sqla_jobs_jobs SET status = 'cancelled', finished_at = now() WHERE id = 4;
+UPDATE sqla_jobs_jobs SET status = 'doing', started_at = now() WHERE id = 1;
+UPDATE sqla_jobs_jobs SET status = 'aborted', finished_at = now(), last_error = 'stopped'
+    WHERE id = 3;
+UPDATE sqla_jobs_jobs SET status = 'succeeded', finished_at = now() WHERE id = 1;
+UPDATE sqla_jobs_jobs SET status = 'todo', started_at = NULL, finished_at = NULL WHERE id = 2;
+"""
+
+EXPECTED_LIVES = {
+    1: [
+        ("todo", None),
+        ("doing", None),
+        ("todo", "try again"),
+        ("doing", None),
+        ("succeeded", None),
+    ],
+    2: [("todo", None), ("doing", None), ("failed", "boom"), ("todo", None)],
+    3: [("todo", None), ("doing", None), ("aborting", None), ("aborted", "stopped")],
+    4: [("todo", None), ("cancelled", None)],
+}
+
+
+def live(url: str) -> None:
+    """Each statement in its own transaction, so that each step has its own time."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        for statement in LIVES.split(";"):
+            if statement.strip():
+                connection.execute(statement)
+
+
+def histories(url: str) -> dict[int, list[tuple[str, str | None]]]:
+    with psycopg.connect(url) as connection:
+        return {job_id: history(connection, job_id) for job_id in EXPECTED_LIVES}
+
+
+def histories_0001(url: str) -> dict[int, list[tuple[object, ...]]]:
+    """The history as revision 0001 reads it: every event, in id order, with its time."""
+    with psycopg.connect(url) as connection:
+        rows = connection.execute(
+            "SELECT job_id, status::text, error, at FROM sqla_jobs_job_events ORDER BY id"
+        ).fetchall()
+    found: dict[int, list[tuple[object, ...]]] = {}
+    for job_id, status, error, at in rows:
+        found.setdefault(job_id, []).append((status, error, at))  # type: ignore[arg-type]
+    return found
+
+
+def test_an_upgrade_from_0001_keeps_every_history_as_it_was(empty_db_url: str) -> None:
+    migrations.upgrade(empty_db_url, "0001_initial")
+    live(empty_db_url)
+    before = histories_0001(empty_db_url)
+    assert {job_id: [step[:2] for step in steps] for job_id, steps in before.items()} == (
+        EXPECTED_LIVES
+    )
+
+    migrations.upgrade(empty_db_url)
+
+    # The events 0001 wrote repeat what the rows show: the history has each step once.
+    assert histories(empty_db_url) == EXPECTED_LIVES
+    with psycopg.connect(empty_db_url) as connection:
+        times = {
+            job_id: [
+                row[1] for row in connection.execute(queries.job_history.sql, {"job_id": job_id})
+            ]
+            for job_id in EXPECTED_LIVES
+        }
+    assert times == {job_id: [step[2] for step in steps] for job_id, steps in before.items()}
+
+
+def test_jobs_lived_under_0002_have_their_whole_history_back_after_a_downgrade(
+    empty_db_url: str,
+) -> None:
+    migrations.upgrade(empty_db_url)
+    live(empty_db_url)
+    assert histories(empty_db_url) == EXPECTED_LIVES
+
+    migrations.downgrade(empty_db_url, "0001_initial")
+
+    after = histories_0001(empty_db_url)
+    assert {job_id: [step[:2] for step in steps] for job_id, steps in after.items()} == (
+        EXPECTED_LIVES
+    )
+    # 0001's triggers are back: a new job gets its creation event.
+    with psycopg.connect(empty_db_url, autocommit=True) as connection:
+        connection.execute("INSERT INTO sqla_jobs_jobs (id, task_name) VALUES (5, 't')")
+        assert events(connection)[-1] == (5, "todo", None)
+    migrations.upgrade(empty_db_url)
+    assert histories(empty_db_url) == EXPECTED_LIVES

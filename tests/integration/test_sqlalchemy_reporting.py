@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.engine import Engine
 
 from sqla_jobs import App, Job, JobStatus, PsycopgConnector
-from sqla_jobs.schema import job_events, jobs
+from sqla_jobs.schema import history_step, job_history, jobs
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sqlalchemy.md"
 MARKER = "<!-- tested: tests/integration/test_sqlalchemy_reporting.py"
@@ -97,7 +97,9 @@ def test_job_history_query_from_the_doc(engine: Engine, db_url: str) -> None:
     job_id = ids["failing"]
     with engine.connect() as conn:
         history = conn.execute(
-            select(job_events).where(job_events.c.job_id == job_id).order_by(job_events.c.id)
+            select(job_history)
+            .where(job_history.c.job_id == job_id)
+            .order_by(job_history.c.at, history_step)
         ).all()
         status = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar_one()
     assert [row.status for row in history] == [JobStatus.TODO, JobStatus.DOING, JobStatus.FAILED]

@@ -88,7 +88,7 @@ def test_a_queueing_lock_clash_raises_what_a_postgresql_connector_raises(
 # -- the tables an app's tests read ------------------------------------------------------------
 
 
-def test_jobs_holds_each_job_row_by_id_and_job_events_its_history(
+def test_jobs_holds_each_job_row_by_id_and_job_events_what_rows_no_longer_show(
     connector: InMemoryConnector, app: sqla_jobs.App
 ) -> None:
     job_id = app.configure_task("myapp.send_email", queue="mail").defer(to="ada@example.com")
@@ -101,8 +101,23 @@ def test_jobs_holds_each_job_row_by_id_and_job_events_its_history(
         "todo",
     )
     assert row["status"] == JobStatus.TODO
+    # The creation is the row's created_at, as in PostgreSQL: no event yet.
+    assert connector.job_events == []
+    [created] = app.job_manager.get_job_history(job_id)
+    assert (created.status, created.at) == (JobStatus.TODO, row["created_at"])
+
+    app.job_manager.cancel_job(job_id)
+    app.job_manager.retry_job(job_id)
+
+    # The retry by hand made the row forget its cancellation: that is an event now.
     assert [(event["job_id"], event["status"]) for event in connector.job_events] == [
-        (job_id, "todo")
+        (job_id, "cancelled"),
+        (job_id, "todo"),
+    ]
+    assert [event.status for event in app.job_manager.get_job_history(job_id)] == [
+        JobStatus.TODO,
+        JobStatus.CANCELLED,
+        JobStatus.TODO,
     ]
 
 
@@ -191,7 +206,7 @@ def test_defers_from_many_threads_at_once_get_distinct_ids(
         thread.join()
 
     assert sorted(ids) == list(range(1, 801))
-    assert len(connector.job_events) == 800
+    assert len(connector.jobs) == 800
 
 
 # -- notifications -----------------------------------------------------------------------------

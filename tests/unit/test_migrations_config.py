@@ -67,9 +67,11 @@ def test_alembic_config_refuses_what_is_not_a_database() -> None:
 def test_head_is_the_single_revision_of_the_sqla_jobs_branch() -> None:
     script = ScriptDirectory.from_config(migrations.alembic_config())
 
-    assert migrations.head() == "0001_initial"
-    assert script.get_heads() == ["0001_initial"]
-    assert script.get_revision("sqla_jobs@head").revision == "0001_initial"
+    head = "0002_history_from_job_rows"
+    assert migrations.head() == head
+    assert script.get_heads() == [head]
+    assert script.get_revision("sqla_jobs@head").revision == head
+    assert [revision.revision for revision in script.walk_revisions()] == [head, "0001_initial"]
 
 
 def test_sql_renders_the_whole_schema_without_a_database(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,6 +87,9 @@ def test_sql_renders_the_whole_schema_without_a_database(monkeypatch: pytest.Mon
         *(f"CREATE TRIGGER sqla_jobs_after_{op}" for op in ("insert", "update", "delete")),
         "FOR EACH STATEMENT",
         f"INSERT INTO {VERSION_TABLE} (version_num) VALUES ('0001_initial')",
+        "CREATE TRIGGER sqla_jobs_status_change",
+        "FOR EACH ROW",
+        f"UPDATE {VERSION_TABLE} SET version_num='0002_history_from_job_rows'",
         "COMMIT;",
     ]:
         assert statement in script
