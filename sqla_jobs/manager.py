@@ -231,7 +231,7 @@ class JobManager:
         try:
             if len(specs) >= self.copy_threshold and self.connector.supports_copy:
                 rows = self.connector.fetch_all(queries.reserve_job_ids, {"count": len(specs)})
-                ids = sorted(int(row["id"]) for row in rows)
+                ids = sorted(rows[0]["ids"])
                 self.connector.copy_rows(jobs.name, queries.COPY_COLUMNS, _copy_rows(ids, specs))
                 return ids
             rows = self.connector.fetch_all(queries.defer_jobs, _many_jobs_params(specs))
@@ -247,7 +247,7 @@ class JobManager:
             if len(specs) >= self.copy_threshold and connector.supports_copy_async:
                 count = {"count": len(specs)}
                 rows = await connector.fetch_all_async(queries.reserve_job_ids, count)
-                ids = sorted(int(row["id"]) for row in rows)
+                ids = sorted(rows[0]["ids"])
                 copied = _copy_rows(ids, specs)
                 await connector.copy_rows_async(jobs.name, queries.COPY_COLUMNS, copied)
                 return ids

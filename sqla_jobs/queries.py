@@ -194,15 +194,19 @@ _ids = (
     .table_valued("n")
     .render_derived(name="series")
 )
-reserve_job_ids = render(
-    "reserve_job_ids",
+_reserved = (
     select(
         # The identity column's sequence, by the name PostgreSQL gives it (a lookup by
         # pg_get_serial_sequence per row costs five times as much).
         func.nextval(cast(literal(f"{jobs.name}_id_seq", Text), REGCLASS)).label("id")
     )
     .select_from(_ids)
-    .order_by(_ids.c.n),
+    .subquery("reserved")
+)
+# One row holding an array: the driver decodes it in one go, not row by row.
+reserve_job_ids = render(
+    "reserve_job_ids",
+    select(func.array_agg(_reserved.c.id).label("ids")),
 )
 #: The columns a COPY of new jobs writes, in order (the rest take their defaults).
 COPY_COLUMNS = ("id", *_SPEC_COLUMNS)

@@ -517,7 +517,7 @@ def _prune_jobs(statement: Statement, params: Params) -> list[Row]:
 @_implements("reserve_job_ids")
 def _reserve_job_ids(statement: Statement, params: Params) -> list[Row]:
     # This connector has no COPY (supports_copy is False); the ids are handed out all the same.
-    return [{"id": statement.next_id("jobs")} for _ in range(params["count"] or 0)]
+    return [{"ids": [statement.next_id("jobs") for _ in range(params["count"] or 0)]}]
 
 
 # -- periodic tasks ----------------------------------------------------------------------------

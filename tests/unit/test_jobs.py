@@ -141,4 +141,14 @@ def test_job_is_an_immutable_value() -> None:
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         job.status = JobStatus.FAILED  # type: ignore[misc]
-    assert not hasattr(job, "__dict__")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.extra = 1  # type: ignore[attr-defined]
+
+
+def test_a_claimed_row_makes_the_same_job_as_the_constructor() -> None:
+    claimed = Job.from_full_row({**FULL_ROW, "status": "doing"})
+
+    assert claimed == Job(**{**FULL_ROW, "status": JobStatus.DOING})
+    assert claimed.status is JobStatus.DOING
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        claimed.attempts = 5  # type: ignore[misc]
