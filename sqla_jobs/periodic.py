@@ -23,8 +23,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from croniter import CroniterBadDateError, CroniterError, croniter
-
 from .errors import ConnectorError
 from .jobs import JobSpec, dump_args
 from .manager import JobManager, PeriodicTick
@@ -81,16 +79,16 @@ class PeriodicTask:
     def latest_tick(self, at: float) -> int:
         """The most recent tick at or before ``at`` (unix seconds)."""
         # Ticks fall on whole seconds; croniter's previous tick is strictly before its start.
-        return int(croniter(self.cron, _utc(math.floor(at) + 1)).get_prev(float))
+        return int(_croniter(self.cron, _utc(math.floor(at) + 1)).get_prev(float))
 
     def next_tick(self, after: float) -> int:
         """The first tick strictly after ``after`` (unix seconds)."""
-        return int(croniter(self.cron, _utc(after)).get_next(float))
+        return int(_croniter(self.cron, _utc(after)).get_next(float))
 
     def ticks_between(self, after: float, until: float) -> list[int]:
         """Every tick ``t`` with ``after < t <= until``, oldest first."""
         ticks: list[int] = []
-        iterator = croniter(self.cron, _utc(after))
+        iterator = _croniter(self.cron, _utc(after))
         while (tick := iterator.get_next(float)) <= until:
             ticks.append(int(tick))
         return ticks
@@ -109,6 +107,14 @@ class PeriodicTask:
         return PeriodicTick(spec, self.periodic_id, timestamp)
 
 
+def _croniter(cron: str, start: datetime.datetime) -> Any:
+    """croniter, imported on first use: with dateutil it weighs some 3 MiB, which a worker of
+    an app without periodic tasks does not need."""
+    from croniter import croniter
+
+    return croniter(cron, start)
+
+
 def _check_cron(cron: str, task_name: str) -> None:
     usage = (
         "Use five fields (minute hour day-of-month month day-of-week, e.g. '*/5 * * * *'), "
@@ -117,8 +123,10 @@ def _check_cron(cron: str, task_name: str) -> None:
     )
     if not isinstance(cron, str):
         raise TypeError(f"cron for periodic task {task_name!r} must be a string, not {cron!r}")
+    from croniter import CroniterBadDateError, CroniterError
+
     try:
-        croniter(cron, _utc(0)).get_next(float)
+        _croniter(cron, _utc(0)).get_next(float)
     except CroniterBadDateError:
         raise ValueError(
             f"The cron expression {cron!r} of periodic task {task_name!r} never fires (a date "
