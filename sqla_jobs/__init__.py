@@ -23,7 +23,7 @@ from .errors import (
 from .jobs import Job
 from .manager import JobEvent
 from .retry import RetryStrategy
-from .schema import JobStatus, metadata
+from .statuses import JobStatus
 from .tasks import JobDeferrer, Task
 from .worker import JobContext, Worker, WorkerOptions
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .connectors.psycopg2 import Psycopg2Connector
     from .connectors.sqlalchemy import SQLAlchemyConnector, SQLAlchemyPsycopg2Connector
     from .connectors.sqlalchemy_async import SQLAlchemyAsyncConnector
+    from .schema import metadata
 
 __all__ = [
     "AiopgConnector",
@@ -72,6 +73,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    # The tables load SQLAlchemy, which a worker that sends pre-rendered SQL never needs.
+    if name == "metadata":
+        from .schema import metadata
+
+        globals()[name] = metadata
+        return metadata
     # Connectors load with their driver on first use (see sqla_jobs.connectors).
     connectors = importlib.import_module(".connectors", __name__)
     if name in connectors.CONNECTOR_MODULES:

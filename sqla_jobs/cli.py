@@ -23,9 +23,6 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import sqlalchemy
-from sqlalchemy import select
-
 from .app import App
 from .cli_jobs import add_jobs_commands, int_at_least
 from .connectors.base import BaseConnector, translate_error
@@ -243,18 +240,23 @@ def _import_tasks(app: App) -> None:
 @contextlib.contextmanager
 def _database_errors(connector: BaseConnector) -> Iterator[None]:
     """Report SQLAlchemy's errors (migrations, reports) as the connectors do theirs."""
+    # SQLAlchemy and Alembic are imported here, not at the top: `sqla-jobs worker` never
+    # loads them (the worker sends pre-rendered SQL).
     try:
         yield
-    except sqlalchemy.exc.DBAPIError as exc:
-        orig: Any = exc.orig
-        sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-        raise translate_error(
-            orig if orig is not None else exc,
-            target=connector.describe(),
-            sqlstate=sqlstate,
-            connecting=isinstance(exc, sqlalchemy.exc.OperationalError) and not sqlstate,
-        ) from exc
     except Exception as exc:
+        import sqlalchemy.exc
+
+        if isinstance(exc, sqlalchemy.exc.DBAPIError):
+            orig: Any = exc.orig
+            sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+            raise translate_error(
+                orig if orig is not None else exc,
+                target=connector.describe(),
+                sqlstate=sqlstate,
+                connecting=isinstance(exc, sqlalchemy.exc.OperationalError) and not sqlstate,
+            ) from exc
+
         from alembic.util import CommandError
 
         from . import migrations
@@ -479,7 +481,7 @@ def run_healthchecks(connector: BaseConnector) -> list[Check]:
     checks: list[Check] = []
     try:
         with _database_errors(connector), engine.connect() as connection:
-            connection.execute(select(1))
+            connection.exec_driver_sql("SELECT 1")
     except JobsError as exc:
         checks.append(Check("database", False, _one_line(str(exc))))
         return checks

@@ -19,7 +19,7 @@ from .app import App
 from .errors import JobsError
 from .jobs import Job
 from .manager import PRUNABLE_STATUSES, JobEvent, JobManager
-from .schema import JobStatus
+from .statuses import JobStatus
 
 Handler = Callable[[argparse.Namespace], int]
 #: ``sqla_jobs.cli._subparser``: a subcommand parser that takes the global options too.

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import InvalidJobArguments
-from .schema import JobStatus
+from .statuses import JobStatus
 
 DEFAULT_QUEUE = "default"
 

@@ -17,7 +17,7 @@ from .connectors.base import BaseConnector
 from .errors import AlreadyEnqueued, ConnectorError, JobNotFound
 from .jobs import Job, JobSpec
 from .retry import RetryStrategy
-from .schema import FINISHED_STATUSES, JobStatus, jobs
+from .statuses import FINISHED_STATUSES, JobStatus
 
 logger = logging.getLogger("sqla_jobs.manager")
 
@@ -232,7 +232,9 @@ class JobManager:
             if len(specs) >= self.copy_threshold and self.connector.supports_copy:
                 rows = self.connector.fetch_all(queries.reserve_job_ids, {"count": len(specs)})
                 ids = sorted(rows[0]["ids"])
-                self.connector.copy_rows(jobs.name, queries.COPY_COLUMNS, _copy_rows(ids, specs))
+                self.connector.copy_rows(
+                    queries.JOBS_TABLE, queries.COPY_COLUMNS, _copy_rows(ids, specs)
+                )
                 return ids
             rows = self.connector.fetch_all(queries.defer_jobs, _many_jobs_params(specs))
         except ConnectorError as exc:
@@ -249,7 +251,7 @@ class JobManager:
                 rows = await connector.fetch_all_async(queries.reserve_job_ids, count)
                 ids = sorted(rows[0]["ids"])
                 copied = _copy_rows(ids, specs)
-                await connector.copy_rows_async(jobs.name, queries.COPY_COLUMNS, copied)
+                await connector.copy_rows_async(queries.JOBS_TABLE, queries.COPY_COLUMNS, copied)
                 return ids
             rows = await connector.fetch_all_async(queries.defer_jobs, _many_jobs_params(specs))
         except ConnectorError as exc:

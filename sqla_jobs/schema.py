@@ -10,7 +10,6 @@ shows of its history) are not Core objects: their DDL is frozen in the migration
 
 from __future__ import annotations
 
-import enum
 from typing import Any
 
 from sqlalchemy import (
@@ -36,32 +35,25 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-#: Channel the insert trigger notifies; the payload is the job's queue name.
-NOTIFY_CHANNEL = "sqla_jobs"
+from .statuses import FINISHED_STATUSES, NOTIFY_CHANNEL, JobStatus
+
+__all__ = [
+    "FINISHED_STATUSES",
+    "NOTIFY_CHANNEL",
+    "VERSION_TABLE",
+    "JobStatus",
+    "history_step",
+    "job_events",
+    "job_history",
+    "job_status",
+    "jobs",
+    "metadata",
+    "periodic_defers",
+    "workers",
+]
 
 #: Alembic's version table for our migrations, kept apart from a host application's own.
 VERSION_TABLE = "sqla_jobs_alembic_version"
-
-
-class JobStatus(enum.StrEnum):
-    """Where a job is in its life."""
-
-    TODO = "todo"
-    DOING = "doing"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    ABORTING = "aborting"
-    ABORTED = "aborted"
-
-    @property
-    def is_finished(self) -> bool:
-        return self in FINISHED_STATUSES
-
-
-FINISHED_STATUSES = frozenset(
-    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED}
-)
 
 metadata = MetaData(
     naming_convention={

@@ -28,7 +28,7 @@ from .jobs import Job
 from .manager import JobManager, Outcome
 from .periodic import PeriodicDeferrer
 from .queries import claim_size
-from .schema import NOTIFY_CHANNEL, JobStatus
+from .statuses import NOTIFY_CHANNEL, JobStatus
 
 if TYPE_CHECKING:
     from .app import App

@@ -12,9 +12,7 @@ import abc
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
-
-from sqlalchemy.engine import Engine
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     ConnectionFailed,
@@ -24,6 +22,9 @@ from ..errors import (
     SyncConnectorCannotRunWorker,
 )
 from ..queries import Query
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 logger = logging.getLogger("sqla_jobs.connectors")
 

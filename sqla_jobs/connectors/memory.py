@@ -24,13 +24,14 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
-
-from sqlalchemy.engine import Engine
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConnectorError
 from ..queries import Query
-from ..schema import NOTIFY_CHANNEL, JobStatus
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+from ..statuses import NOTIFY_CHANNEL, JobStatus
 from .base import BaseAsyncConnector, BaseConnector, NotificationHandler, Params, Row, not_open
 from .memory_queries import ABORTING, DOING, IMPLEMENTATIONS, RUNNING, TARGET, TODO, refused
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConnectorError
 from ..queries import Query
-from ..schema import JobStatus
+from ..statuses import JobStatus
 from .base import Params, Row, translate_error
 
 if TYPE_CHECKING:

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import psycopg_pool
 from psycopg.conninfo import make_conninfo
 from psycopg.pq import ExecStatus
 from psycopg.rows import dict_row
-from sqlalchemy import create_engine
-from sqlalchemy.engine import Engine
-from sqlalchemy.pool import NullPool
 
 from ..errors import ConnectorError
 from ..queries import Query
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 from .base import (
     BaseAsyncConnector,
     BaseConnector,
@@ -240,5 +240,8 @@ class SyncPsycopgConnector(BaseConnector):
 
         def connect() -> psycopg.Connection[Any]:
             return psycopg.Connection.connect(conninfo, **kwargs)
+
+        # Imported here: a worker that only sends our pre-rendered SQL never loads SQLAlchemy.
+        from sqlalchemy import NullPool, create_engine
 
         return create_engine("postgresql+psycopg://", creator=connect, poolclass=NullPool)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -152,3 +154,41 @@ def test_finish_only_touches_jobs_still_running_under_this_worker(query: queries
     sql = one_line(query.sql)
     assert "sqla_jobs_jobs.status IN ('doing', 'aborting')" in sql
     assert "sqla_jobs_jobs.worker_id = %(worker_id)s" in sql
+
+
+# -- the rendered module agrees with the Core statements ---------------------------------------
+
+
+def test_rendered_statements_are_the_core_statements_rendered_now() -> None:
+    """``_rendered_queries.py`` is a cache of queries_core: rewrite it with
+    ``python -m sqla_jobs.queries_core && ruff format sqla_jobs/_rendered_queries.py``."""
+    from sqla_jobs import queries_core
+
+    fix = "run `python -m sqla_jobs.queries_core` to write sqla_jobs/_rendered_queries.py again"
+    assert [(q.name, q.sql, q.prepared) for q in queries.ALL] == [
+        (q.name, q.sql, q.prepared) for q in queries_core.ALL
+    ], fix
+    assert queries.COPY_COLUMNS == queries_core.COPY_COLUMNS, fix
+    assert queries_core.jobs.name == queries.JOBS_TABLE, fix
+    for limit in (1, 7, 16, 64, 300):
+        for in_queues in (False, True):
+            rendered = queries.claim_query(limit, in_queues=in_queues)
+            core = queries_core._claim(queue_filter=in_queues, limit=limit)
+            assert (rendered.name, rendered.sql, rendered.prepared) == (
+                core.name,
+                core.sql,
+                core.prepared,
+            ), fix
+
+
+def test_a_worker_and_the_command_line_run_without_importing_sqlalchemy() -> None:
+    """SQLAlchemy is some 15 MiB of a worker's memory; the worker sends pre-rendered SQL."""
+    code = (
+        "import sys, sqla_jobs, sqla_jobs.worker, sqla_jobs.cli, sqla_jobs.connectors.psycopg;"
+        "app = sqla_jobs.App(connector=sqla_jobs.PsycopgConnector());"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'alembic'}))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert loaded.strip() == "[]"

@@ -1,0 +1,308 @@
+"""Written by ``python -m sqla_jobs.queries_core`` from the Core statements there: do not
+edit (a unit test compares this file with a fresh rendering)."""
+
+from .queries import Query
+
+JOBS_TABLE = "sqla_jobs_jobs"
+COPY_COLUMNS = (
+    "id",
+    "queue",
+    "task_name",
+    "priority",
+    "lock",
+    "queueing_lock",
+    "args",
+    "scheduled_at",
+)
+CLAIM_TEMPLATE = "WITH candidates AS \n(SELECT sqla_jobs_jobs.id AS id \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT 987654321 FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, sqla_jobs_jobs.args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id"
+CLAIM_IN_QUEUES_TEMPLATE = "WITH candidates AS \n(SELECT sqla_jobs_jobs.id AS id \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND sqla_jobs_jobs.queue = any(CAST(%(queues)s AS TEXT[])) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT 987654321 FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, sqla_jobs_jobs.args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id"
+
+defer_job = Query(
+    "defer_job",
+    "INSERT INTO sqla_jobs_jobs (queue, task_name, priority, lock, queueing_lock, args, scheduled_at) VALUES (%(queue)s, %(task_name)s, %(priority)s, %(lock)s, %(queueing_lock)s, CAST(%(args)s AS JSONB), %(scheduled_at)s) RETURNING sqla_jobs_jobs.id",
+    prepared=True,
+)
+
+defer_jobs = Query(
+    "defer_jobs",
+    "INSERT INTO sqla_jobs_jobs (queue, task_name, priority, lock, queueing_lock, args, scheduled_at) SELECT batch_rows.queue, batch_rows.task_name, batch_rows.priority, batch_rows.lock, batch_rows.queueing_lock, batch_rows.args, batch_rows.scheduled_at \n"
+    "FROM (SELECT batch.queue AS queue, batch.task_name AS task_name, batch.priority AS priority, batch.lock AS lock, batch.queueing_lock AS queueing_lock, batch.args AS args, batch.scheduled_at AS scheduled_at, batch.ord AS ord \n"
+    "FROM unnest(CAST(%(queues)s AS TEXT[]), CAST(%(task_names)s AS TEXT[]), CAST(%(priorities)s AS INTEGER[]), CAST(%(locks)s AS TEXT[]), CAST(%(queueing_locks)s AS TEXT[]), CAST(CAST(%(args)s AS TEXT[]) AS JSONB[]), CAST(%(scheduled_ats)s AS TIMESTAMP WITH TIME ZONE[])) WITH ORDINALITY AS batch(queue, task_name, priority, lock, queueing_lock, args, scheduled_at, ord)) AS batch_rows ORDER BY batch_rows.ord RETURNING sqla_jobs_jobs.id",
+    prepared=False,
+)
+
+reserve_job_ids = Query(
+    "reserve_job_ids",
+    "SELECT array_agg(reserved.id) AS ids \n"
+    "FROM (SELECT nextval(CAST('sqla_jobs_jobs_id_seq' AS REGCLASS)) AS id \n"
+    "FROM generate_series(1, %(count)s) AS series(n)) AS reserved",
+    prepared=False,
+)
+
+claim_jobs = Query(
+    "claim_jobs",
+    "WITH candidates AS \n"
+    "(SELECT sqla_jobs_jobs.id AS id \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \n"
+    "FROM sqla_jobs_jobs AS running \n"
+    "WHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \n"
+    "FROM sqla_jobs_jobs AS earlier \n"
+    "WHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n"
+    " LIMIT %(limit)s FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED)\n"
+    " UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \n"
+    "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, sqla_jobs_jobs.args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id",
+    prepared=True,
+)
+
+claim_jobs_in_queues = Query(
+    "claim_jobs_in_queues",
+    "WITH candidates AS \n"
+    "(SELECT sqla_jobs_jobs.id AS id \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \n"
+    "FROM sqla_jobs_jobs AS running \n"
+    "WHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \n"
+    "FROM sqla_jobs_jobs AS earlier \n"
+    "WHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND sqla_jobs_jobs.queue = any(CAST(%(queues)s AS TEXT[])) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n"
+    " LIMIT %(limit)s FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED)\n"
+    " UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \n"
+    "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, sqla_jobs_jobs.args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id",
+    prepared=True,
+)
+
+finish_succeeded = Query(
+    "finish_succeeded",
+    "UPDATE sqla_jobs_jobs SET status='succeeded', finished_at=clock_timestamp() WHERE sqla_jobs_jobs.id = any(CAST(%(ids)s AS BIGINT[])) AND sqla_jobs_jobs.status IN ('doing', 'aborting') AND sqla_jobs_jobs.worker_id = %(worker_id)s",
+    prepared=True,
+)
+
+delete_jobs_by_id = Query(
+    "delete_jobs_by_id",
+    "DELETE FROM sqla_jobs_jobs WHERE sqla_jobs_jobs.id = any(CAST(%(ids)s AS BIGINT[])) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
+    prepared=True,
+)
+
+finish_jobs = Query(
+    "finish_jobs",
+    "UPDATE sqla_jobs_jobs SET status=outcomes.status, scheduled_at=coalesce(outcomes.retry_at, sqla_jobs_jobs.scheduled_at), finished_at=CASE WHEN outcomes.status = 'todo' THEN NULL ELSE clock_timestamp() END, last_error=coalesce(outcomes.error, sqla_jobs_jobs.last_error), worker_id=CASE WHEN outcomes.status = 'todo' THEN NULL ELSE sqla_jobs_jobs.worker_id END FROM (SELECT outcome.id AS id, outcome.status AS status, outcome.error AS error, outcome.retry_at AS retry_at \n"
+    "FROM unnest(CAST(%(ids)s AS BIGINT[]), CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]), CAST(%(errors)s AS TEXT[]), CAST(%(retry_ats)s AS TIMESTAMP WITH TIME ZONE[])) AS outcome(id, status, error, retry_at)) AS outcomes WHERE sqla_jobs_jobs.id = outcomes.id AND sqla_jobs_jobs.status IN ('doing', 'aborting') AND sqla_jobs_jobs.worker_id = %(worker_id)s",
+    prepared=True,
+)
+
+register_worker = Query(
+    "register_worker",
+    "INSERT INTO sqla_jobs_workers (name, hostname, pid, queues, concurrency) VALUES (%(name)s, %(hostname)s, %(pid)s, CAST(%(queues)s AS TEXT[]), %(concurrency)s) RETURNING sqla_jobs_workers.id",
+    prepared=False,
+)
+
+heartbeat = Query(
+    "heartbeat",
+    "UPDATE sqla_jobs_workers SET last_heartbeat=now() WHERE sqla_jobs_workers.id = %(worker_id)s RETURNING sqla_jobs_workers.id",
+    prepared=True,
+)
+
+unregister_worker = Query(
+    "unregister_worker",
+    "DELETE FROM sqla_jobs_workers WHERE sqla_jobs_workers.id = %(worker_id)s",
+    prepared=False,
+)
+
+requeue_worker_jobs = Query(
+    "requeue_worker_jobs",
+    "UPDATE sqla_jobs_jobs SET status=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN CAST('aborted' AS sqla_jobs_job_status) ELSE CAST('todo' AS sqla_jobs_job_status) END, started_at=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN sqla_jobs_jobs.started_at ELSE NULL END, finished_at=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN clock_timestamp() ELSE NULL END, worker_id=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN sqla_jobs_jobs.worker_id ELSE NULL END WHERE sqla_jobs_jobs.worker_id = %(worker_id)s AND sqla_jobs_jobs.status IN ('doing', 'aborting') AND sqla_jobs_jobs.id = any(CAST(%(ids)s AS BIGINT[]))",
+    prepared=False,
+)
+
+list_workers = Query(
+    "list_workers",
+    "SELECT sqla_jobs_workers.id, sqla_jobs_workers.name, sqla_jobs_workers.hostname, sqla_jobs_workers.pid, sqla_jobs_workers.queues, sqla_jobs_workers.concurrency, sqla_jobs_workers.started_at, sqla_jobs_workers.last_heartbeat, EXTRACT(epoch FROM now() - sqla_jobs_workers.last_heartbeat) AS heartbeat_age \n"
+    "FROM sqla_jobs_workers ORDER BY sqla_jobs_workers.id",
+    prepared=False,
+)
+
+get_job = Query(
+    "get_job",
+    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, sqla_jobs_jobs.args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.id = %(job_id)s",
+    prepared=False,
+)
+
+count_jobs_by_status = Query(
+    "count_jobs_by_status",
+    "SELECT sqla_jobs_jobs.queue, sqla_jobs_jobs.status, count(*) AS count \n"
+    "FROM sqla_jobs_jobs GROUP BY sqla_jobs_jobs.queue, sqla_jobs_jobs.status",
+    prepared=False,
+)
+
+check_schema = Query(
+    "check_schema",
+    "SELECT count(*) AS count_1 \nFROM sqla_jobs_jobs \nWHERE sqla_jobs_jobs.id = -1",
+    prepared=False,
+)
+
+list_jobs = Query(
+    "list_jobs",
+    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, sqla_jobs_jobs.args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE (CAST(%(queue)s AS TEXT) IS NULL OR sqla_jobs_jobs.queue = %(queue)s) AND (CAST(%(task_name)s AS TEXT) IS NULL OR sqla_jobs_jobs.task_name = %(task_name)s) AND (CAST(%(lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.lock = %(lock)s) AND (CAST(%(statuses)s AS TEXT[]) IS NULL OR sqla_jobs_jobs.status = any(CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]))) ORDER BY sqla_jobs_jobs.id DESC \n"
+    " LIMIT %(limit)s OFFSET %(offset)s",
+    prepared=False,
+)
+
+job_history = Query(
+    "job_history",
+    "SELECT sqla_jobs_job_history.status, sqla_jobs_job_history.at, sqla_jobs_job_history.error \n"
+    "FROM (SELECT sqla_jobs_job_events.job_id AS job_id, sqla_jobs_job_events.status AS status, sqla_jobs_job_events.at AS at, sqla_jobs_job_events.error AS error \n"
+    "FROM sqla_jobs_job_events UNION SELECT sqla_jobs_jobs.id AS job_id, CAST('todo' AS sqla_jobs_job_status) AS status, sqla_jobs_jobs.created_at AS at, NULL AS error \n"
+    "FROM sqla_jobs_jobs UNION SELECT sqla_jobs_jobs.id AS id, CAST('doing' AS sqla_jobs_job_status) AS anon_1, sqla_jobs_jobs.started_at AS started_at, NULL AS anon_2 \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.started_at IS NOT NULL AND sqla_jobs_jobs.status != 'todo' UNION SELECT sqla_jobs_jobs.id AS id, sqla_jobs_jobs.status AS status, sqla_jobs_jobs.finished_at AS finished_at, CASE WHEN (sqla_jobs_jobs.status IN ('failed', 'aborted')) THEN sqla_jobs_jobs.last_error ELSE NULL END AS anon_3 \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.status IN ('succeeded', 'failed', 'cancelled', 'aborted') AND sqla_jobs_jobs.finished_at IS NOT NULL) AS sqla_jobs_job_history \n"
+    "WHERE sqla_jobs_job_history.job_id = %(job_id)s ORDER BY sqla_jobs_job_history.at, CASE WHEN (sqla_jobs_job_history.status = 'todo') THEN 0 WHEN (sqla_jobs_job_history.status = 'doing') THEN 1 WHEN (sqla_jobs_job_history.status = 'aborting') THEN 2 ELSE 3 END",
+    prepared=False,
+)
+
+cancel_job = Query(
+    "cancel_job",
+    "UPDATE sqla_jobs_jobs SET status='cancelled', finished_at=clock_timestamp() WHERE sqla_jobs_jobs.id = %(job_id)s AND sqla_jobs_jobs.status = 'todo' RETURNING sqla_jobs_jobs.id",
+    prepared=False,
+)
+
+abort_job = Query(
+    "abort_job",
+    "UPDATE sqla_jobs_jobs SET status=CASE WHEN (sqla_jobs_jobs.status = 'todo') THEN CAST('cancelled' AS sqla_jobs_job_status) ELSE CAST('aborting' AS sqla_jobs_job_status) END, finished_at=CASE WHEN (sqla_jobs_jobs.status = 'todo') THEN clock_timestamp() ELSE NULL END WHERE sqla_jobs_jobs.id = %(job_id)s AND sqla_jobs_jobs.status IN ('todo', 'doing') RETURNING sqla_jobs_jobs.status",
+    prepared=False,
+)
+
+retry_job = Query(
+    "retry_job",
+    "UPDATE sqla_jobs_jobs SET status='todo', scheduled_at=CAST(%(scheduled_at)s AS TIMESTAMP WITH TIME ZONE), attempts=0, started_at=NULL, finished_at=NULL, worker_id=NULL WHERE sqla_jobs_jobs.id = %(job_id)s AND sqla_jobs_jobs.status IN ('failed', 'cancelled', 'aborted') RETURNING sqla_jobs_jobs.id",
+    prepared=False,
+)
+
+delete_job = Query(
+    "delete_job",
+    "DELETE FROM sqla_jobs_jobs WHERE sqla_jobs_jobs.id = %(job_id)s AND (sqla_jobs_jobs.status NOT IN ('doing', 'aborting')) RETURNING sqla_jobs_jobs.id",
+    prepared=False,
+)
+
+prune_jobs = Query(
+    "prune_jobs",
+    "WITH pruned AS \n"
+    "(DELETE FROM sqla_jobs_jobs WHERE sqla_jobs_jobs.id IN (SELECT sqla_jobs_jobs.id \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.status = any(CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[])) AND coalesce(sqla_jobs_jobs.finished_at, sqla_jobs_jobs.created_at) < now() - CAST(%(older_than)s AS INTERVAL) \n"
+    " LIMIT %(batch_size)s FOR UPDATE SKIP LOCKED) RETURNING sqla_jobs_jobs.id)\n"
+    " SELECT count(*) AS count \n"
+    "FROM pruned",
+    prepared=False,
+)
+
+defer_periodic_jobs = Query(
+    "defer_periodic_jobs",
+    "WITH ticks AS \n"
+    "(SELECT tick.task_name AS task_name, tick.periodic_id AS periodic_id, tick.defer_timestamp AS defer_timestamp, tick.queue AS queue, tick.priority AS priority, tick.lock AS lock, tick.queueing_lock AS queueing_lock, tick.args AS args \n"
+    "FROM unnest(CAST(%(task_names)s AS TEXT[]), CAST(%(periodic_ids)s AS TEXT[]), CAST(%(defer_timestamps)s AS BIGINT[]), CAST(%(queues)s AS TEXT[]), CAST(%(priorities)s AS INTEGER[]), CAST(%(locks)s AS TEXT[]), CAST(%(queueing_locks)s AS TEXT[]), CAST(CAST(%(args)s AS TEXT[]) AS JSONB[])) AS tick(task_name, periodic_id, defer_timestamp, queue, priority, lock, queueing_lock, args)), \n"
+    "deferred AS \n"
+    "(INSERT INTO sqla_jobs_periodic_defers (task_name, periodic_id, defer_timestamp, job_id) SELECT ticks.task_name AS task_name, ticks.periodic_id AS periodic_id, ticks.defer_timestamp AS defer_timestamp, nextval(pg_get_serial_sequence('sqla_jobs_jobs', 'id')) AS nextval_1 \n"
+    "FROM ticks ON CONFLICT ON CONSTRAINT uq_sqla_jobs_periodic_defers_tick DO NOTHING RETURNING sqla_jobs_periodic_defers.task_name, sqla_jobs_periodic_defers.periodic_id, sqla_jobs_periodic_defers.defer_timestamp, sqla_jobs_periodic_defers.job_id), \n"
+    "inserted AS \n"
+    "(INSERT INTO sqla_jobs_jobs (id, queue, task_name, priority, lock, queueing_lock, args) SELECT deferred.job_id AS job_id, ticks.queue AS queue, ticks.task_name AS task_name, ticks.priority AS priority, ticks.lock AS lock, ticks.queueing_lock AS queueing_lock, ticks.args AS args \n"
+    "FROM deferred JOIN ticks ON deferred.task_name = ticks.task_name AND deferred.periodic_id = ticks.periodic_id AND deferred.defer_timestamp = ticks.defer_timestamp ON CONFLICT DO NOTHING RETURNING sqla_jobs_jobs.id)\n"
+    " SELECT deferred.task_name, deferred.periodic_id, deferred.defer_timestamp, inserted.id AS job_id \n"
+    "FROM deferred LEFT OUTER JOIN inserted ON inserted.id = deferred.job_id",
+    prepared=False,
+)
+
+prune_periodic_defers = Query(
+    "prune_periodic_defers",
+    "WITH pruned AS \n"
+    "(DELETE FROM sqla_jobs_periodic_defers WHERE sqla_jobs_periodic_defers.id IN (SELECT sqla_jobs_periodic_defers.id \n"
+    "FROM sqla_jobs_periodic_defers \n"
+    "WHERE sqla_jobs_periodic_defers.id IN (SELECT ranked.id \n"
+    "FROM (SELECT sqla_jobs_periodic_defers.id AS id, sqla_jobs_periodic_defers.defer_timestamp AS defer_timestamp, row_number() OVER (PARTITION BY sqla_jobs_periodic_defers.task_name, sqla_jobs_periodic_defers.periodic_id ORDER BY sqla_jobs_periodic_defers.defer_timestamp DESC) AS newest_first \n"
+    "FROM sqla_jobs_periodic_defers) AS ranked \n"
+    "WHERE ranked.newest_first > %(keep)s AND ranked.defer_timestamp < %(before)s) FOR UPDATE SKIP LOCKED) RETURNING sqla_jobs_periodic_defers.id)\n"
+    " SELECT count(*) AS count \n"
+    "FROM pruned",
+    prepared=False,
+)
+
+adopt_stalled_jobs = Query(
+    "adopt_stalled_jobs",
+    "WITH stalled AS \n"
+    "(SELECT sqla_jobs_jobs.id AS id, sqla_jobs_jobs.worker_id AS stalled_worker_id, owner.name AS stalled_worker_name, EXTRACT(epoch FROM now() - owner.last_heartbeat) AS heartbeat_age \n"
+    "FROM sqla_jobs_jobs LEFT OUTER JOIN sqla_jobs_workers AS owner ON owner.id = sqla_jobs_jobs.worker_id \n"
+    "WHERE sqla_jobs_jobs.status IN ('doing', 'aborting') AND sqla_jobs_jobs.worker_id IS DISTINCT FROM %(worker_id)s AND (owner.id IS NULL OR owner.last_heartbeat < now() - CAST(%(stalled_timeout)s AS INTERVAL)) ORDER BY sqla_jobs_jobs.id \n"
+    " LIMIT %(limit)s FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED)\n"
+    " UPDATE sqla_jobs_jobs SET worker_id=%(worker_id)s FROM stalled WHERE sqla_jobs_jobs.id = stalled.id AND sqla_jobs_jobs.status IN ('doing', 'aborting') RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, sqla_jobs_jobs.args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, stalled.stalled_worker_id, stalled.stalled_worker_name, stalled.heartbeat_age",
+    prepared=False,
+)
+
+finish_recovered_jobs = Query(
+    "finish_recovered_jobs",
+    "UPDATE sqla_jobs_jobs SET status=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN CAST('aborted' AS sqla_jobs_job_status) ELSE recovered_jobs.status END, scheduled_at=coalesce(recovered_jobs.retry_at, sqla_jobs_jobs.scheduled_at), finished_at=CASE WHEN (recovered_jobs.status = CAST('todo' AS sqla_jobs_job_status) AND sqla_jobs_jobs.status != 'aborting') THEN NULL ELSE clock_timestamp() END, last_error=recovered_jobs.error, worker_id=CASE WHEN (recovered_jobs.status = CAST('todo' AS sqla_jobs_job_status) AND sqla_jobs_jobs.status != 'aborting') THEN NULL ELSE recovered_jobs.stalled_worker_id END FROM (SELECT recovered.id AS id, recovered.status AS status, recovered.error AS error, recovered.retry_at AS retry_at, recovered.stalled_worker_id AS stalled_worker_id \n"
+    "FROM unnest(CAST(%(ids)s AS BIGINT[]), CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]), CAST(%(errors)s AS TEXT[]), CAST(%(retry_ats)s AS TIMESTAMP WITH TIME ZONE[]), CAST(%(stalled_worker_ids)s AS BIGINT[])) AS recovered(id, status, error, retry_at, stalled_worker_id)) AS recovered_jobs WHERE sqla_jobs_jobs.id = recovered_jobs.id AND sqla_jobs_jobs.worker_id = %(worker_id)s AND sqla_jobs_jobs.status IN ('doing', 'aborting') RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.status",
+    prepared=False,
+)
+
+delete_stalled_workers = Query(
+    "delete_stalled_workers",
+    "DELETE FROM sqla_jobs_workers WHERE sqla_jobs_workers.id != %(worker_id)s AND sqla_jobs_workers.last_heartbeat < now() - CAST(%(stalled_timeout)s AS INTERVAL) AND NOT (EXISTS (SELECT * \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.worker_id = sqla_jobs_workers.id AND sqla_jobs_jobs.status IN ('doing', 'aborting'))) RETURNING sqla_jobs_workers.id, sqla_jobs_workers.name, sqla_jobs_workers.hostname, sqla_jobs_workers.pid, EXTRACT(epoch FROM now() - sqla_jobs_workers.last_heartbeat) AS heartbeat_age",
+    prepared=False,
+)
+
+aborting_jobs_of_worker = Query(
+    "aborting_jobs_of_worker",
+    "SELECT sqla_jobs_jobs.id \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.worker_id = %(worker_id)s AND sqla_jobs_jobs.status = 'aborting'",
+    prepared=False,
+)
+
+reregister_worker = Query(
+    "reregister_worker",
+    "INSERT INTO sqla_jobs_workers (id, name, hostname, pid, queues, concurrency) SELECT CAST(%(worker_id)s AS BIGINT) AS anon_1, CAST(%(name)s AS TEXT) AS anon_2, CAST(%(hostname)s AS TEXT) AS anon_3, CAST(%(pid)s AS INTEGER) AS anon_4, CAST(%(queues)s AS TEXT[]) AS anon_5, CAST(%(concurrency)s AS INTEGER) AS anon_6 \n"
+    "WHERE NOT (EXISTS (SELECT * \n"
+    "FROM sqla_jobs_workers \n"
+    "WHERE sqla_jobs_workers.id = %(worker_id)s)) RETURNING sqla_jobs_workers.id",
+    prepared=False,
+)
+
+ALL = (
+    defer_job,
+    defer_jobs,
+    reserve_job_ids,
+    claim_jobs,
+    claim_jobs_in_queues,
+    finish_succeeded,
+    delete_jobs_by_id,
+    finish_jobs,
+    register_worker,
+    heartbeat,
+    unregister_worker,
+    requeue_worker_jobs,
+    list_workers,
+    get_job,
+    count_jobs_by_status,
+    check_schema,
+    list_jobs,
+    job_history,
+    cancel_job,
+    abort_job,
+    retry_job,
+    delete_job,
+    prune_jobs,
+    defer_periodic_jobs,
+    prune_periodic_defers,
+    adopt_stalled_jobs,
+    finish_recovered_jobs,
+    delete_stalled_workers,
+    aborting_jobs_of_worker,
+    reregister_worker,
+)

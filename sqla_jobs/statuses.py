@@ -1,0 +1,33 @@
+"""Job statuses and the NOTIFY channel: names the schema and the runtime share.
+
+Kept apart from ``schema`` so that a worker, which sends pre-rendered SQL (``queries``), runs
+without importing SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import enum
+
+#: Channel the triggers notify when jobs are ready; the payload is the job's queue name.
+NOTIFY_CHANNEL = "sqla_jobs"
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in its life."""
+
+    TODO = "todo"
+    DOING = "doing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    ABORTING = "aborting"
+    ABORTED = "aborted"
+
+    @property
+    def is_finished(self) -> bool:
+        return self in FINISHED_STATUSES
+
+
+FINISHED_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED}
+)
