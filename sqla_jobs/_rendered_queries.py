@@ -110,7 +110,7 @@ unregister_worker = Query(
 
 requeue_worker_jobs = Query(
     "requeue_worker_jobs",
-    "UPDATE sqla_jobs_jobs SET status=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN CAST('aborted' AS sqla_jobs_job_status) ELSE CAST('todo' AS sqla_jobs_job_status) END, started_at=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN sqla_jobs_jobs.started_at ELSE NULL END, finished_at=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN clock_timestamp() ELSE NULL END, worker_id=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN sqla_jobs_jobs.worker_id ELSE NULL END WHERE sqla_jobs_jobs.worker_id = %(worker_id)s AND sqla_jobs_jobs.status IN ('doing', 'aborting') AND sqla_jobs_jobs.id = any(CAST(%(ids)s AS BIGINT[]))",
+    "UPDATE sqla_jobs_jobs SET status=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN CAST('aborted' AS sqla_jobs_job_status) ELSE CAST('todo' AS sqla_jobs_job_status) END, attempts=CASE WHEN (sqla_jobs_jobs.status != 'aborting' AND sqla_jobs_jobs.id = any(CAST(%(unstarted)s AS BIGINT[]))) THEN sqla_jobs_jobs.attempts - 1 ELSE sqla_jobs_jobs.attempts END, started_at=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN sqla_jobs_jobs.started_at ELSE NULL END, finished_at=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN clock_timestamp() ELSE NULL END, worker_id=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN sqla_jobs_jobs.worker_id ELSE NULL END WHERE sqla_jobs_jobs.worker_id = %(worker_id)s AND sqla_jobs_jobs.status IN ('doing', 'aborting') AND sqla_jobs_jobs.id = any(CAST(%(ids)s AS BIGINT[]))",
     prepared=False,
 )
 

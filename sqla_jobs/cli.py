@@ -778,15 +778,16 @@ def _add_worker_options(worker: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=None,
         metavar="N",
-        help=f"most jobs claimed by one statement (default: {d.fetch_batch})",
+        help="most jobs claimed by one statement, and claimed ahead by the default "
+        f"--prefetch (default: {d.fetch_batch})",
     )
     worker.add_argument(
         "--prefetch",
         type=_non_negative_int,
         default=None,
         metavar="N",
-        help="jobs claimed ahead of free slots; 0 claims only for free slots "
-        "(default: as many as --concurrency)",
+        help="jobs claimed ahead of free slots; 0 claims only for free slots (default: "
+        "what the worker starts in ~30 ms, between --concurrency and --fetch-batch)",
     )
     worker.add_argument(
         "--periodic",

@@ -350,10 +350,13 @@ class JobManager:
     async def unregister_worker_async(self, worker_id: int) -> None:
         await self.connector.execute_async(queries.unregister_worker, {"worker_id": worker_id})
 
-    async def requeue_async(self, worker_id: int, job_ids: Sequence[int]) -> None:
-        await self.connector.execute_async(
-            queries.requeue_worker_jobs, {"worker_id": worker_id, "ids": list(job_ids)}
-        )
+    async def requeue_async(
+        self, worker_id: int, job_ids: Sequence[int], *, unstarted: Sequence[int] = ()
+    ) -> None:
+        """Give the worker's jobs ``job_ids`` back to the queue (a job asked to abort ends
+        aborted); those of ``unstarted``, claimed but never run, get their attempt back."""
+        params = {"worker_id": worker_id, "ids": list(job_ids), "unstarted": list(unstarted)}
+        await self.connector.execute_async(queries.requeue_worker_jobs, params)
 
     def list_workers(self) -> list[dict[str, Any]]:
         """Registered workers, each with ``heartbeat_age``: seconds since its last heartbeat."""

@@ -360,8 +360,10 @@ unregister_worker = render(
 )
 
 # Jobs a worker still held when it stopped go back to the queue, to be run again; a job that
-# was asked to abort ends aborted instead.
+# was asked to abort ends aborted instead. Jobs claimed ahead that never started (``unstarted``)
+# get back the attempt their claim counted.
 _was_aborting = jobs.c.status == JobStatus.ABORTING
+_never_started = jobs.c.id == func.any(_array("unstarted", BigInteger))
 requeue_worker_jobs = render(
     "requeue_worker_jobs",
     update(jobs)
@@ -378,6 +380,10 @@ requeue_worker_jobs = render(
         finished_at=case((_was_aborting, _step_time()), else_=null()),
         worker_id=case((_was_aborting, jobs.c.worker_id), else_=null()),
         started_at=case((_was_aborting, jobs.c.started_at), else_=null()),
+        attempts=case(
+            (and_(~_was_aborting, _never_started), jobs.c.attempts - 1),
+            else_=jobs.c.attempts,
+        ),
     ),
 )
 

@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from .connectors.base import cannot_run_worker
@@ -42,6 +42,12 @@ _MAX_ERROR_LENGTH = 20_000
 _MAX_PENDING_OUTCOMES = 20_000
 _MAX_FLUSH = 5_000
 _MAX_CLAIMS_IN_FLIGHT = 2
+# Auto prefetch holds what the worker starts in this many seconds at its recent start rate,
+# measured at each claim and averaged over some _RATE_TIME_CONSTANT seconds. The window is
+# shorter than the time constant: a burst of at most `concurrency` starts (long jobs started
+# together ending together) cannot lift the prefetch above its floor.
+_PREFETCH_WINDOW = 0.03
+_RATE_TIME_CONSTANT = 0.05
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -72,11 +78,14 @@ class WorkerOptions:
     #: workers then recover its running jobs, by their task's retry strategy. More than
     #: heartbeat_interval; a few heartbeats' worth, so that a slow one does not count.
     stalled_timeout: float = 60.0
-    #: Most jobs claimed by one statement.
+    #: Most jobs claimed by one statement, and claimed ahead by the default (auto) prefetch.
     fetch_batch: int = 100
     #: Jobs claimed ahead of free slots, so that each claim brings a useful batch and the next
-    #: jobs are ready when running ones end. None: as many as ``concurrency``; 0: claim only
-    #: for free slots (no job waits claimed by a busy worker).
+    #: jobs are ready when running ones end. None (auto): what the worker starts in some 30 ms
+    #: at its recent pace, at least ``concurrency`` and at most ``fetch_batch``: short jobs
+    #: get big claims, long jobs ``concurrency`` ahead. N: exactly N; 0: claim only for free
+    #: slots (no job waits claimed by a busy worker; for long jobs spread over many workers,
+    #: or a queue where long jobs follow many short ones).
     prefetch: int | None = None
     #: Install SIGINT/SIGTERM handlers (only from the main thread).
     install_signal_handlers: bool = True
@@ -250,7 +259,12 @@ class Worker:
         # written, and a retry once it is back in the queue.
         self._completer = _Completer(self.manager, self.options.delete_jobs, self._news)
         self._interrupted: list[int] = []
+        self._unstarted: list[int] = []  # of those, claimed ahead and never started
         self.jobs_run = 0
+        self._jobs_started = 0
+        self._start_rate = 0.0  # jobs/s, see _auto_prefetch
+        self._rate_measured_at = 0.0
+        self._jobs_started_at_measure = 0
         self._jobs_ended = 0
         self._jobs_ended_at_claim = 0
         # After a failed heartbeat, other workers may have missed theirs too (a database
@@ -269,7 +283,7 @@ class Worker:
         self._stopping = True
         self._stop_requested.set()
         # Jobs claimed ahead never started: they go back to the queue.
-        self._interrupted.extend(self._ready)
+        self._give_back_unstarted(self._ready)
         self._ready.clear()
         self._changed.set()
 
@@ -327,7 +341,7 @@ class Worker:
                 logger.warning("%s did not stop within 10 s; cancelling it", task.get_name())
                 task.cancel()
             await self._completer.flush()
-            self._interrupted.extend(self._ready)  # when run() itself was cancelled or failed
+            self._give_back_unstarted(self._ready)  # when run() itself was cancelled or failed
             self._ready.clear()
             await self._requeue_interrupted()
             with contextlib.suppress(JobsError):
@@ -342,23 +356,23 @@ class Worker:
     # -- fetching ------------------------------------------------------------------------------
 
     async def _fetch_loop(self) -> None:
-        """Keep the slots full: claim as many jobs as slots are free, with up to two claims in
-        flight, so that PostgreSQL prepares the next batch while Python runs this one."""
+        """Keep the slots full: claim as many jobs as slots are free, plus the prefetch, with
+        up to two claims in flight, so that PostgreSQL prepares the next batch while Python
+        runs this one."""
         options = self.options
-        prefetch = options.concurrency if options.prefetch is None else options.prefetch
-        capacity = options.concurrency + prefetch
-        min_batch = max(1, min(options.fetch_batch, capacity) // 2)
+        prefetch = options.prefetch
+        auto = prefetch is None
+        # Auto starts as with prefetch=concurrency, then adapts at each claim.
+        capacity = options.concurrency + (options.concurrency if prefetch is None else prefetch)
+        self._rate_measured_at = time.monotonic()
         while not self._stopping:
             self._changed.clear()
-            free = capacity - len(self._running) - len(self._ready) - self._reserved
-            limit = claim_size(free, options.fetch_batch)
-            if (
-                not self._exhausted
-                and limit > 0
-                and len(self._claims) < _MAX_CLAIMS_IN_FLIGHT
-                and (limit >= min_batch or not self._claims)
-                and self._completer.backlog < _MAX_PENDING_OUTCOMES
-            ):
+            limit = self._claim_limit(capacity)
+            if limit and auto:
+                # One clock read per claim, not per job.
+                capacity = options.concurrency + self._auto_prefetch()
+                limit = self._claim_limit(capacity)
+            if limit:
                 self._start_claim(limit)
                 continue
             idle = self._exhausted and not self._claims
@@ -379,6 +393,50 @@ class Worker:
         # Claims still in flight hold jobs this worker will not run: give them back.
         if self._claims:
             await asyncio.wait(self._claims, timeout=10)
+
+    def _claim_limit(self, capacity: int) -> int:
+        """How many jobs to claim now to hold ``capacity`` (running, ready and being claimed);
+        0 for no claim now. A claim waits until it can bring half a batch, unless the worker
+        would soon run dry: no claim in flight, and no more jobs ready than slots."""
+        options = self.options
+        held = len(self._running) + len(self._ready) + self._reserved
+        limit = claim_size(capacity - held, options.fetch_batch)
+        if (
+            self._exhausted
+            or limit <= 0
+            or len(self._claims) >= _MAX_CLAIMS_IN_FLIGHT
+            or self._completer.backlog >= _MAX_PENDING_OUTCOMES
+        ):
+            return 0
+        if limit < max(1, min(options.fetch_batch, capacity) // 2) and (
+            self._claims or len(self._ready) > options.concurrency
+        ):
+            return 0
+        return limit
+
+    def _auto_prefetch(self) -> int:
+        """The prefetch for ``prefetch=None``: the jobs this worker starts within
+        _PREFETCH_WINDOW at its recent start rate, between concurrency and fetch_batch.
+
+        The start rate is a decaying average over some _RATE_TIME_CONSTANT seconds, updated
+        here, once per claim: short jobs make it high; long jobs, or an idle queue, bring the
+        prefetch down to its floor within a fraction of a second. Above the floor, a job
+        claimed ahead waits about _PREFETCH_WINDOW for its slot; the exception is long jobs
+        right behind many short ones, claimed before the rate fell (prefetch=0 for such
+        queues)."""
+        now = time.monotonic()
+        elapsed = now - self._rate_measured_at
+        started = self._jobs_started - self._jobs_started_at_measure
+        self._rate_measured_at = now
+        self._jobs_started_at_measure = self._jobs_started
+        if elapsed >= _RATE_TIME_CONSTANT:
+            self._start_rate = started / elapsed
+        else:
+            # Exponential decay over the interval, plus the jobs started during it.
+            self._start_rate += (started - self._start_rate * elapsed) / _RATE_TIME_CONSTANT
+        ahead = int(self._start_rate * _PREFETCH_WINDOW)
+        concurrency = self.options.concurrency
+        return max(concurrency, min(ahead, self.options.fetch_batch))
 
     def _start_claim(self, limit: int) -> None:
         self._jobs_ended_at_claim = self._jobs_ended
@@ -407,10 +465,18 @@ class Worker:
             self._exhausted = True
         if self._stopping:
             if jobs:
-                self._interrupted.extend(job.id for job in jobs)
+                self._give_back_unstarted(job.id for job in jobs)
             return
-        for job in jobs:
-            self._ready[job.id] = job
+        ready = self._ready
+        if ready and jobs and jobs[0].priority > next(reversed(ready.values())).priority:
+            # Jobs of higher priority than some claimed ahead by an earlier claim start first;
+            # the sort is stable: claim order within a priority.
+            merged = sorted([*ready.values(), *jobs], key=_by_priority)
+            ready.clear()
+            ready.update((job.id, job) for job in merged)
+        else:
+            for job in jobs:
+                ready[job.id] = job
         self._fill_slots()
 
     def _fill_slots(self) -> None:
@@ -441,6 +507,7 @@ class Worker:
     # -- running -------------------------------------------------------------------------------
 
     def _start(self, job: Job) -> None:
+        self._jobs_started += 1
         self._running[job.id] = asyncio.ensure_future(self._run_job(job))
 
     async def _run_job(self, job: Job) -> None:
@@ -555,12 +622,17 @@ class Worker:
             self._abort_requested.add(job_id)
             future.cancel()
 
+    def _give_back_unstarted(self, job_ids: Iterable[int]) -> None:
+        ids = list(job_ids)
+        self._interrupted.extend(ids)
+        self._unstarted.extend(ids)
+
     async def _requeue_interrupted(self) -> None:
         interrupted = self._interrupted + list(self._running)
         if not interrupted:
             return
         with contextlib.suppress(JobsError):
-            await self.manager.requeue_async(self.worker_id, interrupted)
+            await self.manager.requeue_async(self.worker_id, interrupted, unstarted=self._unstarted)
         logger.warning("Jobs %s were interrupted and go back to the queue", interrupted)
 
     # -- side tasks ----------------------------------------------------------------------------
@@ -759,6 +831,10 @@ async def _in_daemon_thread(name: str, func: Callable[..., Any], *args: Any, **k
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return await future
+
+
+def _by_priority(job: Job) -> int:
+    return -job.priority
 
 
 def _log_extra(job: Job) -> dict[str, Any]:

@@ -357,8 +357,14 @@ def _requeue_worker_jobs(statement: Statement, params: Params) -> list[Row]:
             # A job asked to abort ends aborted rather than running again.
             statement.update_job(row, status=JobStatus.ABORTED.value, finished_at=statement.now)
         else:
+            unstarted = job_id in set(_ids(params["unstarted"]))
             statement.update_job(
-                row, status=TODO, finished_at=None, worker_id=None, started_at=None
+                row,
+                status=TODO,
+                finished_at=None,
+                worker_id=None,
+                started_at=None,
+                attempts=row["attempts"] - 1 if unstarted else row["attempts"],
             )
     return []
 
