@@ -139,12 +139,12 @@ Index(
     jobs.c.id,
     postgresql_where=(jobs.c.status == JobStatus.TODO) & jobs.c.lock.isnot(None),
 )
-# At most one waiting job per queueing lock.
+# At most one waiting job per queueing lock; jobs without one are not indexed (revision 0003).
 Index(
     "uq_sqla_jobs_jobs_queueing_lock_todo",
     jobs.c.queueing_lock,
     unique=True,
-    postgresql_where=jobs.c.status == JobStatus.TODO,
+    postgresql_where=(jobs.c.status == JobStatus.TODO) & jobs.c.queueing_lock.isnot(None),
 )
 # Running jobs by worker: finds the jobs of a worker that stopped or died.
 Index(

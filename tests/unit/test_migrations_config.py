@@ -67,11 +67,15 @@ def test_alembic_config_refuses_what_is_not_a_database() -> None:
 def test_head_is_the_single_revision_of_the_sqla_jobs_branch() -> None:
     script = ScriptDirectory.from_config(migrations.alembic_config())
 
-    head = "0002_history_from_job_rows"
+    head = "0003_queueing_lock_index"
     assert migrations.head() == head
     assert script.get_heads() == [head]
     assert script.get_revision("sqla_jobs@head").revision == head
-    assert [revision.revision for revision in script.walk_revisions()] == [head, "0001_initial"]
+    assert [revision.revision for revision in script.walk_revisions()] == [
+        head,
+        "0002_history_from_job_rows",
+        "0001_initial",
+    ]
 
 
 def test_sql_renders_the_whole_schema_without_a_database(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,6 +94,7 @@ def test_sql_renders_the_whole_schema_without_a_database(monkeypatch: pytest.Mon
         "CREATE TRIGGER sqla_jobs_status_change",
         "FOR EACH ROW",
         f"UPDATE {VERSION_TABLE} SET version_num='0002_history_from_job_rows'",
+        f"UPDATE {VERSION_TABLE} SET version_num='0003_queueing_lock_index'",
         "COMMIT;",
     ]:
         assert statement in script
@@ -137,3 +142,12 @@ def test_libpq_url_helper_drops_a_sqlalchemy_driver_name() -> None:
     assert libpq_url("postgresql+psycopg://u@h/db") == "postgresql://u@h/db"
     assert libpq_url("postgres://u@h/db") == "postgresql://u@h/db"
     assert libpq_url("postgresql://u@/db?host=/tmp") == "postgresql://u@/db?host=/tmp"
+
+
+def test_revision_ids_fit_alembics_version_column() -> None:
+    """Alembic's version_num is a varchar(32): a longer id fails the upgrade at its very end."""
+    script = ScriptDirectory.from_config(migrations.alembic_config())
+
+    too_long = [r.revision for r in script.walk_revisions() if len(r.revision) > 32]
+
+    assert too_long == []
