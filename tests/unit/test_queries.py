@@ -192,3 +192,18 @@ def test_a_worker_and_the_command_line_run_without_importing_sqlalchemy() -> Non
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert loaded.strip() == "[]"
+
+
+def test_the_tables_metadata_is_still_exported_and_loads_sqlalchemy_on_first_use() -> None:
+    code = (
+        "import sys, sqla_jobs;"
+        "assert 'sqlalchemy' not in sys.modules;"
+        "from sqla_jobs import metadata;"
+        "from sqla_jobs.schema import metadata as tables;"
+        "assert metadata is tables is sqla_jobs.metadata;"
+        "print(sorted(metadata.tables))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "sqla_jobs_jobs" in out
