@@ -788,11 +788,9 @@ RENDERED_PATH = Path(__file__).with_name("_rendered_queries.py")
 
 def _split_string(sql: str) -> list[str]:
     """``sql`` as string literals, one per line of SQL, that Python joins back."""
-    return (
-        [f"{line!r}" for line in sql.splitlines(keepends=True)] + [","]
-        if "\n" in sql
-        else [f"{sql!r},"]
-    )
+    literals = [repr(line) for line in sql.splitlines(keepends=True)]
+    literals[-1] += ","
+    return literals
 
 
 def rendered_module() -> str:

@@ -28,20 +28,26 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConnectorError
 from ..queries import Query
+from ..statuses import NOTIFY_CHANNEL
+from .base import BaseAsyncConnector, BaseConnector, NotificationHandler, Params, Row, not_open
+from .memory_queries import (
+    ABORTING,
+    DOING,
+    ENDED_IN_ERROR,
+    FINISHED,
+    IMPLEMENTATIONS,
+    RUNNING,
+    TARGET,
+    TODO,
+    refused,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
-from ..statuses import NOTIFY_CHANNEL, JobStatus
-from .base import BaseAsyncConnector, BaseConnector, NotificationHandler, Params, Row, not_open
-from .memory_queries import ABORTING, DOING, IMPLEMENTATIONS, RUNNING, TARGET, TODO, refused
 
 #: The channel of the update trigger's abort notifications (``sqla_jobs.worker.ABORT_CHANNEL``;
 #: the worker sits above the connectors, so the name is repeated here and a test compares them).
 ABORT_CHANNEL = "sqla_jobs_abort"
-
-#: The statuses whose error the update trigger copies into the event, when a run ends in them.
-FINISHED = frozenset(status.value for status in JobStatus if status.is_finished)
-ENDED_IN_ERROR = frozenset({JobStatus.FAILED.value, JobStatus.ABORTED.value})
 
 #: Partial unique indexes on sqla_jobs_jobs: (name, column, statuses the index covers).
 UNIQUE_INDEXES = (

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConnectorError
 from ..queries import Query
-from ..statuses import JobStatus
+from ..statuses import FINISHED_STATUSES, JobStatus
 from .base import Params, Row, translate_error
 
 if TYPE_CHECKING:
@@ -34,8 +34,9 @@ TODO = JobStatus.TODO.value
 DOING = JobStatus.DOING.value
 ABORTING = JobStatus.ABORTING.value
 RUNNING = frozenset({DOING, ABORTING})
-_FINISHED = frozenset(status.value for status in JobStatus if status.is_finished)
-_ENDED_IN_ERROR = frozenset({JobStatus.FAILED.value, JobStatus.ABORTED.value})
+FINISHED = frozenset(status.value for status in FINISHED_STATUSES)
+#: The ends whose history step carries the job's last error.
+ENDED_IN_ERROR = frozenset({JobStatus.FAILED.value, JobStatus.ABORTED.value})
 STATUSES = frozenset(status.value for status in JobStatus)
 
 
@@ -347,6 +348,7 @@ def _unregister_worker(statement: Statement, params: Params) -> list[Row]:
 
 @_implements("requeue_worker_jobs")
 def _requeue_worker_jobs(statement: Statement, params: Params) -> list[Row]:
+    unstarted = set(_ids(params["unstarted"]))
     for job_id in _ids(params["ids"]):
         row = statement.db.jobs.get(job_id)
         if row is None or not _equal(row["worker_id"], params["worker_id"]):
@@ -357,14 +359,13 @@ def _requeue_worker_jobs(statement: Statement, params: Params) -> list[Row]:
             # A job asked to abort ends aborted rather than running again.
             statement.update_job(row, status=JobStatus.ABORTED.value, finished_at=statement.now)
         else:
-            unstarted = job_id in set(_ids(params["unstarted"]))
             statement.update_job(
                 row,
                 status=TODO,
                 finished_at=None,
                 worker_id=None,
                 started_at=None,
-                attempts=row["attempts"] - 1 if unstarted else row["attempts"],
+                attempts=row["attempts"] - 1 if job_id in unstarted else row["attempts"],
             )
     return []
 
@@ -444,8 +445,8 @@ def _job_history(statement: Statement, params: Params) -> list[Row]:
         steps.add((TODO, row["created_at"], None))
         if row["started_at"] is not None and row["status"] != TODO:
             steps.add((DOING, row["started_at"], None))
-        if row["status"] in _FINISHED and row["finished_at"] is not None:
-            error = row["last_error"] if row["status"] in _ENDED_IN_ERROR else None
+        if row["status"] in FINISHED and row["finished_at"] is not None:
+            error = row["last_error"] if row["status"] in ENDED_IN_ERROR else None
             steps.add((row["status"], row["finished_at"], error))
     ordered = sorted(steps, key=lambda step: (step[1], _HISTORY_STEPS.get(step[0], 3)))
     return [{"status": status, "at": at, "error": error} for status, at, error in ordered]

@@ -15,9 +15,6 @@ from psycopg.rows import dict_row
 
 from ..errors import ConnectorError
 from ..queries import Query
-
-if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
 from .base import (
     BaseAsyncConnector,
     BaseConnector,
@@ -30,6 +27,9 @@ from .base import (
     translate_error,
 )
 from .dbapi import copy_rows, copy_rows_async
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 _TUPLES_OK = ExecStatus.TUPLES_OK
 
