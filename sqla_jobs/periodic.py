@@ -13,7 +13,6 @@ six with seconds as the last field (``"* * * * * */10"``: every ten seconds).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime
 import inspect
@@ -23,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._aio import wait_event
 from .errors import ConnectorError
 from .jobs import JobSpec, dump_args
 from .manager import JobManager, PeriodicTick
@@ -211,8 +211,7 @@ class PeriodicDeferrer:
             else:
                 delay = 1.0
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+                await wait_event(stop, delay)
 
     async def _defer_due(self, done: list[float], until: float) -> bool:
         """Defer the ticks in (done, until], none older than ``max_delay``; False if the

@@ -14,6 +14,7 @@ import contextlib
 import contextvars
 import dataclasses
 import logging
+import random
 import signal
 import socket
 import threading
@@ -22,6 +23,7 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._aio import wait_event, within
 from .connectors.base import cannot_run_worker
 from .errors import ConnectorError, JobsError
 from .jobs import Job
@@ -48,6 +50,26 @@ _MAX_CLAIMS_IN_FLIGHT = 2
 # together ending together) cannot lift the prefetch above its floor.
 _PREFETCH_WINDOW = 0.03
 _RATE_TIME_CONSTANT = 0.05
+# Bounds on stopping, so that neither a hung statement nor a server that is down can keep a
+# stopping worker alive: side tasks (heartbeat, periodic deferrer, listener) get this long to
+# end after their current statement; the last writes (outcomes, jobs handed back, the workers
+# row) get this long between them; a cancelled worker gets this long in all.
+_SIDE_TASKS_STOP_TIMEOUT = 5.0
+_FINAL_WRITES_TIMEOUT = 5.0
+_CANCELLED_STOP_TIMEOUT = 15.0
+# How long a starting worker waits for its LISTEN before claiming without it (polling).
+_LISTEN_START_TIMEOUT = 5.0
+# Retries after a failed statement or a lost LISTEN connection wait this long, doubling per
+# failure up to the cap, each delay drawn at random from its upper half (jitter: workers that
+# lost the server together do not come back in lockstep).
+_RETRY_FIRST_DELAY = 0.1
+_RETRY_MAX_DELAY = 2.0
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds to wait after the ``failures``-th failure in a row (1 for the first)."""
+    ceiling = min(_RETRY_MAX_DELAY, _RETRY_FIRST_DELAY * 2 ** max(failures - 1, 0))
+    return random.uniform(ceiling / 2, ceiling)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -176,33 +198,55 @@ class _Completer:
             # One loop turn lets the outcomes of jobs finishing together join this batch.
             await asyncio.sleep(0)
             if not self._closing:
-                await self.flush()
+                await self.flush(until_closed=True)
 
     def close(self) -> None:
         self._closing = True
         self._pending.set()
 
-    async def flush(self) -> None:
-        """Write everything pending; on a database error keep it and retry later."""
+    @property
+    def pending_job_ids(self) -> list[int]:
+        """Jobs whose outcome is not written yet."""
+        return [*self._succeeded, *(outcome.job_id for outcome in self._others)]
+
+    async def flush(self, *, until_closed: bool = False) -> None:
+        """Write everything pending; after a failure keep it and try again, with backoff.
+
+        ``until_closed``: give up (keeping the outcomes) once `close` is called, for the final
+        flush, which has a bound of its own."""
+        failures = 0
         while self._succeeded or self._others:
             releases, self._releases = self._releases, False
             succeeded, self._succeeded = self._succeeded[:_MAX_FLUSH], self._succeeded[_MAX_FLUSH:]
             others, self._others = self._others[:_MAX_FLUSH], self._others[_MAX_FLUSH:]
             try:
                 await self._write(succeeded, others)
-            except ConnectorError as exc:
-                logger.warning(
-                    "Could not record %d job outcomes, retrying in 1 s: %s",
-                    len(succeeded) + len(others),
-                    exc,
-                )
+            except BaseException as exc:
+                # Kept for the next try, or for the final flush if this one was cancelled.
                 self._restore(succeeded, others, releases)
-                await asyncio.sleep(1)
+                if not isinstance(exc, Exception):
+                    raise
+                failures += 1
+                delay = retry_delay(failures)
+                count = len(succeeded) + len(others)
+                if isinstance(exc, ConnectorError):
+                    logger.warning(
+                        "Could not record %d job outcomes, retrying in %.1f s: %s",
+                        count,
+                        delay,
+                        exc,
+                    )
+                else:
+                    # Not a database error we know (a driver's own timeout, a bug): keep the
+                    # completer alive, and the traceback in the log.
+                    logger.exception(
+                        "Could not record %d job outcomes, retrying in %.1f s", count, delay
+                    )
+                if until_closed and self._closing:
+                    return
+                await asyncio.sleep(delay)
                 continue
-            except BaseException:
-                # Cancelled mid-write: keep the outcomes for the final flush.
-                self._restore(succeeded, others, releases)
-                raise
+            failures = 0
             if releases:
                 self._on_release()
         self._pending.clear()
@@ -251,10 +295,19 @@ class Worker:
         self._exhausted = False  # the last claim found fewer jobs than asked
         self._news_count = 0
         self._claims: set[asyncio.Task[Any]] = set()
+        self._claim_failures = 0  # in a row
         self._reserved = 0  # slots promised to claims in flight
         self._stopping = False
+        self._hurry = False  # stopping without the grace of shutdown_timeout (cancelled)
         self._stop_requested = asyncio.Event()
         self._shutting_down = asyncio.Event()
+        # Set when the heartbeat should act before its next beat: shutdown, or a LISTEN that
+        # came back (notifications were missed, abort requests among them).
+        self._heartbeat_wake = asyncio.Event()
+        self._aborts_missed = False
+        # Set once the LISTEN connection listens, or could not: the first claim waits for it
+        # (bounded), so that no job deferred after the claim goes unheard.
+        self._listen_settled = asyncio.Event()
         # A job waiting behind a lock becomes runnable once its predecessor's outcome is
         # written, and a retry once it is back in the queue.
         self._completer = _Completer(self.manager, self.options.delete_jobs, self._news)
@@ -288,18 +341,75 @@ class Worker:
         self._changed.set()
 
     async def run(self) -> None:
-        """Run until stopped (SIGINT/SIGTERM or `stop`), or drained with ``wait=False``."""
+        """Run until stopped (SIGINT/SIGTERM or `stop`), or drained with ``wait=False``.
+
+        Cancelling the task that runs this (an application's lifespan, a ``TaskGroup``) stops
+        the worker at once, cleanly: running jobs are cancelled and go back to the queue,
+        outcomes are written, connections are returned, each step bounded; then the
+        `CancelledError` propagates."""
         if not self.app.connector.can_run_worker:
             raise cannot_run_worker(self.app.connector)
         # Signals are handled from the start: a SIGTERM during start-up is a clean stop too.
         with self._signal_handlers():
-            self.app.import_tasks()
-            await self.manager.check_schema_async()
-            self.worker_id = await self.manager.register_worker_async(
-                name=self.name, queues=self._queues, concurrency=self.options.concurrency
-            )
-            self._completer.worker_id = self.worker_id
-            await self._run()
+            # The worker runs in a task of its own, stopped by flags, never by cancellation:
+            # drivers await with asyncio.wait_for, which on Python 3.11 can lose a cancellation
+            # (see sqla_jobs._aio), and a lost one must not leave the worker running.
+            body = asyncio.create_task(self._run_body(), name=f"sqla_jobs.worker {self.name}")
+            try:
+                await asyncio.shield(body)
+            except asyncio.CancelledError:
+                if body.done():
+                    raise
+                await self._stop_cancelled(body)
+                raise
+
+    async def _run_body(self) -> None:
+        self.app.import_tasks()
+        await self.manager.check_schema_async()
+        self.worker_id = await self.manager.register_worker_async(
+            name=self.name, queues=self._queues, concurrency=self.options.concurrency
+        )
+        self._completer.worker_id = self.worker_id
+        await self._run()
+
+    async def _stop_cancelled(self, body: asyncio.Task[None]) -> None:
+        """The task running `run` was cancelled: stop now, without waiting for running jobs,
+        and wait (bounded; further cancellations change nothing) for the stop to finish."""
+        logger.info(
+            "Worker cancelled: stopping now, running jobs go back to the queue",
+            extra={"worker": self.name, "worker_id": self.worker_id},
+        )
+        self._hurry = True
+        if not self._stopping:
+            self.stop()
+        self._cancel_running()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _CANCELLED_STOP_TIMEOUT
+        cancelled_body = False
+        while not body.done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                if cancelled_body:
+                    logger.error(
+                        "Worker %s did not stop within %.0f s of its cancellation; leaving it",
+                        self.name,
+                        _CANCELLED_STOP_TIMEOUT + 1,
+                    )
+                    return
+                logger.error(
+                    "Worker %s did not stop within %.0f s of its cancellation; cancelling it",
+                    self.name,
+                    _CANCELLED_STOP_TIMEOUT,
+                )
+                body.cancel()
+                cancelled_body = True
+                deadline = loop.time() + 1.0
+                continue
+            # A second cancellation only repeats the first: the stop is under way, bounded.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({body}, timeout=remaining)
+        if not body.cancelled() and (error := body.exception()) is not None:
+            logger.error("Worker %s failed while stopping", self.name, exc_info=error)
 
     async def _run(self) -> None:
         logger.info(
@@ -324,32 +434,88 @@ class Worker:
         if self.options.listen_notify and self.options.wait:
             listener = asyncio.create_task(self._listen(), name="sqla_jobs.listener")
             side_tasks.append(listener)
+        else:
+            self._listen_settled.set()
         try:
             await self._fetch_loop()
             await self._wait_for_running_jobs()
         finally:
-            if self._running:  # only when run() itself was cancelled or failed
+            if self._running:  # only when the fetch loop itself failed
                 self._cancel_running()
                 await asyncio.wait(list(self._running.values()), timeout=1)
             self._shutting_down.set()
+            self._heartbeat_wake.set()
             self._completer.close()
             if listener is not None:
                 listener.cancel()
             # Bounded: a statement or a driver that hangs must not hang the shutdown.
-            _, stuck = await asyncio.wait(side_tasks, timeout=10)
+            _, stuck = await asyncio.wait(side_tasks, timeout=_SIDE_TASKS_STOP_TIMEOUT)
             for task in stuck:
-                logger.warning("%s did not stop within 10 s; cancelling it", task.get_name())
+                logger.warning(
+                    "%s did not stop within %.0f s; cancelling it",
+                    task.get_name(),
+                    _SIDE_TASKS_STOP_TIMEOUT,
+                )
                 task.cancel()
-            await self._completer.flush()
-            self._give_back_unstarted(self._ready)  # when run() itself was cancelled or failed
+            for task in side_tasks:
+                if task.done() and not task.cancelled() and (error := task.exception()):
+                    logger.error("%s failed", task.get_name(), exc_info=error)
+            self._give_back_unstarted(self._ready)  # when the fetch loop itself failed
             self._ready.clear()
-            await self._requeue_interrupted()
-            with contextlib.suppress(JobsError):
-                await self.manager.unregister_worker_async(self.worker_id)
+            await self._final_writes()
             logger.info(
                 "Worker %s stopped after %d jobs",
                 self.name,
                 self.jobs_run,
+                extra={"worker": self.name, "worker_id": self.worker_id},
+            )
+
+    async def _final_writes(self) -> None:
+        """Record the outcomes still pending, hand back the jobs this worker will not run,
+        and remove its row: each bounded (a server that is down cannot hold up the stop), and
+        what could not be written is logged (the stalled-job sweep of a live worker recovers
+        those jobs after stalled_timeout)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _FINAL_WRITES_TIMEOUT
+
+        def remaining() -> float:
+            return max(deadline - loop.time(), 1.0)
+
+        try:
+            await within(remaining(), self._completer.flush())
+        except TimeoutError:
+            logger.error(
+                "Could not record the outcomes of jobs %s before stopping: they stay 'doing' "
+                "until another worker recovers them as stalled",
+                self._completer.pending_job_ids,
+                extra={"worker": self.name, "worker_id": self.worker_id},
+            )
+        interrupted = self._interrupted + list(self._running)
+        if interrupted:
+            try:
+                await within(
+                    remaining(),
+                    self.manager.requeue_async(
+                        self.worker_id, interrupted, unstarted=self._unstarted
+                    ),
+                )
+            except (JobsError, TimeoutError) as exc:
+                logger.error(
+                    "Could not put the interrupted jobs %s back in the queue (%s): they stay "
+                    "'doing' until another worker recovers them as stalled",
+                    interrupted,
+                    exc or "timed out",
+                    extra={"worker": self.name, "worker_id": self.worker_id},
+                )
+            else:
+                logger.warning("Jobs %s were interrupted and go back to the queue", interrupted)
+        try:
+            await within(remaining(), self.manager.unregister_worker_async(self.worker_id))
+        except (JobsError, TimeoutError) as exc:
+            logger.warning(
+                "Could not remove this worker's row (%s); other workers remove it once it is "
+                "stalled",
+                exc or "timed out",
                 extra={"worker": self.name, "worker_id": self.worker_id},
             )
 
@@ -364,6 +530,7 @@ class Worker:
         auto = prefetch is None
         # Auto starts as with prefetch=concurrency, then adapts at each claim.
         capacity = options.concurrency + (options.concurrency if prefetch is None else prefetch)
+        await self._wait_for_listen()
         self._rate_measured_at = time.monotonic()
         while not self._stopping:
             self._changed.clear()
@@ -386,13 +553,28 @@ class Worker:
                 self._exhausted = False
                 continue
             timeout = options.polling_interval if idle else None
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
-            except TimeoutError:
+            if not await wait_event(self._changed, timeout):
                 self._exhausted = False  # poll: scheduled jobs, missed notifications
         # Claims still in flight hold jobs this worker will not run: give them back.
         if self._claims:
             await asyncio.wait(self._claims, timeout=10)
+
+    async def _wait_for_listen(self) -> None:
+        """Claim only once LISTEN is in place (or has failed, or taken too long): a job
+        deferred between a first claim and a late LISTEN would wait for the next poll, and an
+        abort request for one of its jobs for the next heartbeat."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _LISTEN_START_TIMEOUT
+        while not self._listen_settled.is_set() and not self._stopping:
+            self._changed.clear()
+            if not await wait_event(self._changed, deadline - loop.time()):
+                logger.warning(
+                    "LISTEN is not in place after %.0f s; claiming jobs without it (polling "
+                    "every %.1f s until it is)",
+                    _LISTEN_START_TIMEOUT,
+                    self.options.polling_interval,
+                )
+                return
 
     def _claim_limit(self, capacity: int) -> int:
         """How many jobs to claim now to hold ``capacity`` (running, ready and being claimed);
@@ -449,10 +631,17 @@ class Worker:
             jobs = await self.manager.claim_async(
                 worker_id=self.worker_id, queues=self._queues, limit=limit
             )
-        except ConnectorError as exc:
-            logger.error("Could not claim jobs, retrying in 1 s: %s", exc)
-            await self._sleep_unless_stopped(1.0)
+        except Exception as exc:
+            self._claim_failures += 1
+            delay = retry_delay(self._claim_failures)
+            if isinstance(exc, ConnectorError):
+                logger.error("Could not claim jobs, retrying in %.1f s: %s", delay, exc)
+            else:
+                logger.exception("Could not claim jobs, retrying in %.1f s", delay)
+            await self._sleep_unless_stopped(delay)
             jobs = []
+        else:
+            self._claim_failures = 0
         finally:
             self._reserved -= limit
             this_claim = asyncio.current_task()
@@ -501,8 +690,7 @@ class Worker:
         self._changed.set()
 
     async def _sleep_unless_stopped(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop_requested.wait(), seconds)
+        await wait_event(self._stop_requested, seconds)
 
     # -- running -------------------------------------------------------------------------------
 
@@ -520,7 +708,7 @@ class Worker:
         except asyncio.CancelledError as exc:
             if exc.args != (ABORT_CHANNEL,) or job.id not in self._abort_requested:
                 # Shutdown ran out of time: the job goes back to the queue (see
-                # _requeue_interrupted).
+                # _final_writes).
                 self._interrupted.append(job.id)
                 raise
             # Cancelled at the request of abort_job (see _listen); the traceback says where.
@@ -606,13 +794,14 @@ class Worker:
         if not self._running:
             return
         futures = list(self._running.values())
+        timeout = 1.0 if self._hurry else self.options.shutdown_timeout
         logger.info("Waiting for %d running jobs to finish", len(futures))
-        _, pending = await asyncio.wait(futures, timeout=self.options.shutdown_timeout)
+        _, pending = await asyncio.wait(futures, timeout=timeout)
         if pending:
             logger.warning(
                 "%d jobs still running after %s s: they go back to the queue",
                 len(pending),
-                self.options.shutdown_timeout,
+                timeout,
             )
             self._cancel_running()
             await asyncio.wait(pending, timeout=1)
@@ -627,42 +816,65 @@ class Worker:
         self._interrupted.extend(ids)
         self._unstarted.extend(ids)
 
-    async def _requeue_interrupted(self) -> None:
-        interrupted = self._interrupted + list(self._running)
-        if not interrupted:
-            return
-        with contextlib.suppress(JobsError):
-            await self.manager.requeue_async(self.worker_id, interrupted, unstarted=self._unstarted)
-        logger.warning("Jobs %s were interrupted and go back to the queue", interrupted)
-
     # -- side tasks ----------------------------------------------------------------------------
 
     async def _listen(self) -> None:
+        """Hold a LISTEN connection for new jobs and abort requests, reconnecting (with
+        backoff) whenever it is lost; each time it is back, claim and look for abort requests
+        at once, for what was missed meanwhile."""
+
         def on_notification(channel: str, payload: str) -> None:
             if channel == NOTIFY_CHANNEL:
                 if self._queues is None or payload in self._queues:
                     self._news()
             elif channel == ABORT_CHANNEL:
-                self._request_abort(int(payload))
+                try:
+                    job_id = int(payload)
+                except ValueError:
+                    logger.warning("Ignoring an abort request for job %r: not a job id", payload)
+                    return
+                self._request_abort(job_id)
 
-        delay = 1.0
-        while True:
-            started = time.monotonic()
-            try:
-                await self.app.connector.listen([NOTIFY_CHANNEL, ABORT_CHANNEL], on_notification)
-            except Exception as exc:
-                if time.monotonic() - started > 60:
-                    delay = 1.0
-                logger.warning(
-                    "LISTEN connection lost (%s); polling every %.1f s until it is back, "
-                    "reconnecting in %.0f s",
-                    exc,
-                    self.options.polling_interval,
-                    delay,
+        lost_at: float | None = None
+        failures = 0
+
+        def on_listening() -> None:
+            nonlocal lost_at, failures
+            if lost_at is not None:
+                logger.info(
+                    "LISTEN re-established after %.1f s",
+                    time.monotonic() - lost_at,
+                    extra={"worker": self.name, "worker_id": self.worker_id},
                 )
+                lost_at = None
+                self._aborts_missed = True
+                self._heartbeat_wake.set()
                 self._news()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+            failures = 0
+            self._listen_settled.set()
+            self._changed.set()
+
+        while not self._shutting_down.is_set():
+            try:
+                await self.app.connector.listen(
+                    [NOTIFY_CHANNEL, ABORT_CHANNEL], on_notification, on_listening=on_listening
+                )
+            except Exception as exc:
+                failures += 1
+                delay = retry_delay(failures)
+                if lost_at is None:
+                    lost_at = time.monotonic()
+                    logger.warning(
+                        "LISTEN connection lost (%s); polling every %.1f s until it is back",
+                        exc,
+                        self.options.polling_interval,
+                        exc_info=not isinstance(exc, ConnectorError),
+                    )
+                else:
+                    logger.debug("LISTEN still failing, retrying in %.1f s: %s", delay, exc)
+                self._listen_settled.set()
+                self._news()
+                await wait_event(self._shutting_down, delay)
 
     def _request_abort(self, job_id: int) -> None:
         """Someone asked to abort this job (NOTIFY, or the heartbeat's poll): stop it if this
@@ -682,35 +894,52 @@ class Worker:
 
     async def _heartbeat(self) -> None:
         """Every heartbeat_interval, record that this worker is alive, then look after jobs
-        (`_look_after_jobs`); the first look is at once, at start."""
+        (`_look_after_jobs`); the first look is at once, at start. Woken early when LISTEN
+        comes back, to look for abort requests missed meanwhile."""
         await self._look_after_jobs()
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._shutting_down.wait(), self.options.heartbeat_interval)
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time() + self.options.heartbeat_interval
+        while not self._shutting_down.is_set():
+            await wait_event(self._heartbeat_wake, next_beat - loop.time())
+            self._heartbeat_wake.clear()
             if self._shutting_down.is_set():
                 return
+            if self._aborts_missed:
+                self._aborts_missed = False
+                await self._look_for_aborts()
+            if loop.time() < next_beat:
+                continue
+            next_beat = loop.time() + self.options.heartbeat_interval
             try:
                 if not await self.manager.heartbeat_async(self.worker_id):
                     await self._register_again()
-            except ConnectorError as exc:
-                logger.warning("Heartbeat failed: %s", exc)
+            except Exception as exc:
+                logger.warning("Heartbeat failed: %s", exc, exc_info=not isinstance(exc, JobsError))
                 self._recovery_not_before = time.monotonic() + self.options.stalled_timeout
                 continue
             await self._look_after_jobs()
 
-    async def _look_after_jobs(self) -> None:
-        """Abort this worker's jobs marked aborting (so that aborts reach a worker that does
-        not hear NOTIFY, or missed one), then recover the jobs of stalled workers."""
+    async def _look_for_aborts(self) -> None:
         try:
             for job_id in await self.manager.aborting_job_ids_async(self.worker_id):
                 self._request_abort(job_id)
-            if time.monotonic() >= self._recovery_not_before and not self._shutting_down.is_set():
-                await self._recover_stalled_jobs()
-        except ConnectorError as exc:
-            logger.warning("Could not look for abort requests and stalled jobs: %s", exc)
+        except Exception as exc:
+            error = not isinstance(exc, JobsError)
+            logger.warning("Could not look for abort requests: %s", exc, exc_info=error)
+
+    async def _look_after_jobs(self) -> None:
+        """Abort this worker's jobs marked aborting (so that aborts reach a worker that does
+        not hear NOTIFY, or missed one), then recover the jobs of stalled workers."""
+        await self._look_for_aborts()
+        if time.monotonic() < self._recovery_not_before or self._shutting_down.is_set():
+            return
+        try:
+            await self._recover_stalled_jobs()
+        except JobsError as exc:
+            logger.warning("Could not look for stalled jobs: %s", exc)
         except Exception:
             # Never let it end the heartbeat: a worker that stops heartbeating looks dead.
-            logger.exception("Looking for abort requests and stalled jobs failed")
+            logger.exception("Looking for stalled jobs failed")
 
     async def _recover_stalled_jobs(self) -> None:
         """Recover the running jobs of workers that stopped heartbeating (killed, lost) and

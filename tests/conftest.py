@@ -16,14 +16,19 @@ and aiopg; ``helpers.sqlalchemy_url()`` maps it for SQLAlchemy.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import faulthandler
 import itertools
 import os
+import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -33,6 +38,70 @@ from psycopg import sql
 from sqla_jobs import migrations
 
 __all__ = ["sqlalchemy_url"]
+
+# Where the hang diagnostics go: the real stderr, not a test's captured output (which a run
+# killed by the backstop below would lose). Duplicated in pytest_configure, when pytest's own
+# capture is suspended.
+_diagnostics: Any = sys.stderr
+# A test still running this long after its timeout is not interruptible by pytest-timeout's
+# signal (blocked in C code): the whole run is ended, with every thread's stack.
+_BACKSTOP_GRACE = 60.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _diagnostics
+    _diagnostics = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+
+
+def _timeout_of(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        return float(marker.args[0])
+    if marker is not None and "timeout" in marker.kwargs:
+        return float(marker.kwargs["timeout"])
+    return float(item.config.getini("timeout") or 0)
+
+
+def _dump_stacks(nodeid: str, after: float) -> None:
+    """Every thread's stack and every asyncio task's, for a test that looks hung."""
+    out = _diagnostics
+    print(f"\n+++ {nodeid} still running after {after:.0f} s: stacks follow +++", file=out)
+    faulthandler.dump_traceback(file=out, all_threads=True)
+    # Read from this thread while the loop's own may change them: a best-effort snapshot.
+    tasks: list[asyncio.Task[Any]] = []
+    for _ in range(3):
+        with contextlib.suppress(RuntimeError):
+            tasks = list(asyncio.tasks._all_tasks)  # type: ignore[attr-defined]
+            break
+    for task in tasks:
+        if not task.done():
+            print(f"--- asyncio {task!r}", file=out)
+            with contextlib.suppress(Exception):
+                task.print_stack(file=out)
+    print(f"+++ end of stacks for {nodeid} +++", file=out, flush=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    seconds = _timeout_of(item)
+    if seconds <= 0:
+        yield
+        return
+    started = time.monotonic()
+    # Just before pytest-timeout fails the test: its report then follows the stacks.
+    dump = threading.Timer(
+        max(seconds - 1.0, seconds * 0.9),
+        lambda: _dump_stacks(item.nodeid, time.monotonic() - started),
+    )
+    dump.daemon = True
+    dump.start()
+    faulthandler.dump_traceback_later(seconds + _BACKSTOP_GRACE, exit=True, file=_diagnostics)
+    try:
+        yield
+    finally:
+        dump.cancel()
+        faulthandler.cancel_dump_traceback_later()
+
 
 # Names carry the pid: pytest processes sharing one server (xdist workers) never meet.
 _PREFIX = f"sqla_jobs_test_{os.getpid()}"

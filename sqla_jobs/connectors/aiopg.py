@@ -12,6 +12,7 @@ from ..queries import Query
 from .base import (
     BaseAsyncConnector,
     BaseConnector,
+    ListeningHandler,
     NotificationHandler,
     Params,
     Row,
@@ -99,7 +100,13 @@ class AiopgConnector(BaseAsyncConnector):
         except psycopg2.Error as exc:
             raise translate_psycopg2(exc, self._target, query) from None
 
-    async def listen(self, channels: Iterable[str], on_notification: NotificationHandler) -> None:
+    async def listen(
+        self,
+        channels: Iterable[str],
+        on_notification: NotificationHandler,
+        *,
+        on_listening: ListeningHandler | None = None,
+    ) -> None:
         try:
             conn = await aiopg.connect(self._dsn, enable_hstore=False, **self._connect_kwargs)
         except psycopg2.Error as exc:
@@ -108,6 +115,8 @@ class AiopgConnector(BaseAsyncConnector):
             async with conn.cursor() as cursor:
                 for channel in channels:
                     await cursor.execute(f'LISTEN "{channel}"')
+            if on_listening is not None:
+                on_listening()
             while True:
                 notification = await conn.notifies.get()
                 result = on_notification(notification.channel, notification.payload)

@@ -32,6 +32,8 @@ Params = Mapping[str, Any]
 Row = dict[str, Any]
 #: Called with (channel, payload) for each notification received.
 NotificationHandler = Callable[[str, str], Awaitable[None] | None]
+#: Called once LISTEN is in place on every channel: notifications sent from then on arrive.
+ListeningHandler = Callable[[], None]
 
 _UNDEFINED_TABLE = "42P01"
 _UNDEFINED_OBJECT = "42704"
@@ -98,7 +100,13 @@ class BaseConnector(abc.ABC):
             raise NotImplementedError(f"{type(self).__name__} cannot COPY from async code")
         await asyncio.to_thread(self.copy_rows, table, columns, rows)
 
-    async def listen(self, channels: Iterable[str], on_notification: NotificationHandler) -> None:
+    async def listen(
+        self,
+        channels: Iterable[str],
+        on_notification: NotificationHandler,
+        *,
+        on_listening: ListeningHandler | None = None,
+    ) -> None:
         raise cannot_run_worker(self)
 
     def describe(self) -> str:
@@ -153,9 +161,16 @@ class BaseAsyncConnector(BaseConnector):
     async def fetch_all_async(self, query: Query, params: Params | None = None) -> list[Row]: ...
 
     @abc.abstractmethod
-    async def listen(self, channels: Iterable[str], on_notification: NotificationHandler) -> None:
-        """LISTEN on the channels on a dedicated connection and call ``on_notification`` for
-        each notification, until cancelled."""
+    async def listen(
+        self,
+        channels: Iterable[str],
+        on_notification: NotificationHandler,
+        *,
+        on_listening: ListeningHandler | None = None,
+    ) -> None:
+        """LISTEN on the channels on a dedicated connection, call ``on_listening`` once every
+        channel listens, then ``on_notification`` for each notification, until cancelled (or
+        the connection fails: a `ConnectorError`)."""
 
 
 def cannot_run_worker(connector: BaseConnector) -> SyncConnectorCannotRunWorker:

@@ -29,7 +29,15 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConnectorError
 from ..queries import Query
 from ..statuses import NOTIFY_CHANNEL
-from .base import BaseAsyncConnector, BaseConnector, NotificationHandler, Params, Row, not_open
+from .base import (
+    BaseAsyncConnector,
+    BaseConnector,
+    ListeningHandler,
+    NotificationHandler,
+    Params,
+    Row,
+    not_open,
+)
 from .memory_queries import (
     ABORTING,
     DOING,
@@ -131,10 +139,18 @@ class InMemoryConnector(BaseAsyncConnector):
         await asyncio.sleep(0)
         return self.run(query, params)
 
-    async def listen(self, channels: Iterable[str], on_notification: NotificationHandler) -> None:
+    async def listen(
+        self,
+        channels: Iterable[str],
+        on_notification: NotificationHandler,
+        *,
+        on_listening: ListeningHandler | None = None,
+    ) -> None:
         listener = _Listener(asyncio.get_running_loop(), frozenset(channels), asyncio.Queue())
         with self._mutex:
             self._listeners.append(listener)
+        if on_listening is not None:
+            on_listening()
         try:
             while True:
                 channel, payload = await listener.queue.get()

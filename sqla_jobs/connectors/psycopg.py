@@ -18,6 +18,7 @@ from ..queries import Query
 from .base import (
     BaseAsyncConnector,
     BaseConnector,
+    ListeningHandler,
     NotificationHandler,
     Params,
     Row,
@@ -161,7 +162,13 @@ class PsycopgConnector(BaseAsyncConnector):
         except psycopg.Error as exc:
             raise _translate(exc, self._target, None) from None
 
-    async def listen(self, channels: Iterable[str], on_notification: NotificationHandler) -> None:
+    async def listen(
+        self,
+        channels: Iterable[str],
+        on_notification: NotificationHandler,
+        *,
+        on_listening: ListeningHandler | None = None,
+    ) -> None:
         try:
             conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs)
         except psycopg.Error as exc:
@@ -169,6 +176,8 @@ class PsycopgConnector(BaseAsyncConnector):
         try:
             for channel in channels:
                 await conn.execute(f'LISTEN "{channel}"')
+            if on_listening is not None:
+                on_listening()
             async for notification in conn.notifies():
                 result = on_notification(notification.channel, notification.payload)
                 if result is not None:

@@ -17,6 +17,7 @@ from ..queries import Query
 from .base import (
     BaseAsyncConnector,
     BaseConnector,
+    ListeningHandler,
     NotificationHandler,
     Params,
     Row,
@@ -151,7 +152,13 @@ class SQLAlchemyAsyncConnector(BaseAsyncConnector):
         except sqlalchemy.exc.TimeoutError as exc:
             raise pool_timeout_error(exc, target=self._target) from None
 
-    async def listen(self, channels: Iterable[str], on_notification: NotificationHandler) -> None:
+    async def listen(
+        self,
+        channels: Iterable[str],
+        on_notification: NotificationHandler,
+        *,
+        on_listening: ListeningHandler | None = None,
+    ) -> None:
         if not self._open:
             raise not_open(self)
         try:
@@ -161,7 +168,7 @@ class SQLAlchemyAsyncConnector(BaseAsyncConnector):
         except sqlalchemy.exc.TimeoutError as exc:
             raise pool_timeout_error(exc, target=self._target) from None
         try:
-            await self._listen_on(conn, channels, on_notification)
+            await self._listen_on(conn, channels, on_notification, on_listening)
         finally:
             # A connection that listened must not go back to the pool: it would keep
             # collecting notifications for whoever borrows it next.
@@ -173,10 +180,13 @@ class SQLAlchemyAsyncConnector(BaseAsyncConnector):
         conn: AsyncConnection,
         channels: Iterable[str],
         on_notification: NotificationHandler,
+        on_listening: ListeningHandler | None,
     ) -> None:
         try:
             for channel in channels:
                 await conn.exec_driver_sql(f'LISTEN "{channel}"')
+            if on_listening is not None:
+                on_listening()
             raw = await conn.get_raw_connection()
             driver_connection = raw.driver_connection
             assert isinstance(driver_connection, psycopg.AsyncConnection)

@@ -1,0 +1,38 @@
+"""asyncio waits that never lose a cancellation.
+
+On Python 3.11, ``asyncio.wait_for`` returns normally when its task is cancelled in the same
+loop turn as the awaited thing completes: the cancellation is lost (CPython issue #86296, fixed
+in 3.12 by building ``wait_for`` on ``asyncio.timeout``). A worker waiting for news with
+``wait_for`` and cancelled at that moment ran on for ever. These helpers are built on
+``asyncio.timeout`` and ``asyncio.wait``, which keep every cancellation; sqla_jobs uses no
+``asyncio.wait_for``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+async def wait_event(event: asyncio.Event, seconds: float | None) -> bool:
+    """Wait until ``event`` is set or ``seconds`` pass (None: no limit); whether it is set."""
+    if event.is_set():
+        return True
+    if seconds is None:
+        await event.wait()
+        return True
+    try:
+        async with asyncio.timeout(max(seconds, 0.0)):
+            await event.wait()
+    except TimeoutError:
+        return event.is_set()
+    return True
+
+
+async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """``await awaitable``, raising `TimeoutError` after ``seconds``."""
+    async with asyncio.timeout(seconds):
+        return await awaitable
