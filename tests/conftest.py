@@ -46,6 +46,8 @@ _diagnostics: Any = sys.stderr
 # A test still running this long after its timeout is not interruptible by pytest-timeout's
 # signal (blocked in C code): the whole run is ended, with every thread's stack.
 _BACKSTOP_GRACE = 60.0
+_SESSION_TEARDOWN_LIMIT = 600.0
+_dump_key = pytest.StashKey[threading.Timer]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -95,12 +97,25 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     )
     dump.daemon = True
     dump.start()
+    item.stash[_dump_key] = dump
     faulthandler.dump_traceback_later(seconds + _BACKSTOP_GRACE, exit=True, file=_diagnostics)
     try:
         yield
     finally:
         dump.cancel()
         faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    if nextitem is None:
+        # The last test's teardown is also the session's (every database dropped, the
+        # throwaway server stopped): bounded on its own, not by that test's timeout.
+        if (dump := item.stash.get(_dump_key, None)) is not None:
+            dump.cancel()
+        faulthandler.cancel_dump_traceback_later()
+        faulthandler.dump_traceback_later(_SESSION_TEARDOWN_LIMIT, exit=True, file=_diagnostics)
+    yield
 
 
 # Names carry the pid: pytest processes sharing one server (xdist workers) never meet.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -16,6 +17,7 @@ from .base import (
     NotificationHandler,
     Params,
     Row,
+    idle_connection_is_dead,
     not_open,
     rows_from_cursor,
 )
@@ -45,6 +47,7 @@ class AiopgConnector(BaseAsyncConnector):
         self._pool_args = pool_args
         self._pool_factory = pool_factory
         self._pool: Any = None
+        self._open_lock = asyncio.Lock()
         self._connect_kwargs = {
             k: v
             for k, v in pool_args.items()
@@ -72,13 +75,15 @@ class AiopgConnector(BaseAsyncConnector):
         return Psycopg2Connector(self._dsn, **self._connect_kwargs)
 
     async def open_async(self) -> None:
-        if self._pool is not None:
-            return
-        args = {"enable_hstore": False, **self._pool_args}
-        try:
-            self._pool = await self._pool_factory(self._dsn, **args)
-        except psycopg2.Error as exc:
-            raise translate_psycopg2(exc, self._target, None, connecting=True) from None
+        # Two tasks opening at once (a web app's startup and its first request) get one pool.
+        async with self._open_lock:
+            if self._pool is not None:
+                return
+            args = {"enable_hstore": False, **self._pool_args}
+            try:
+                self._pool = await self._pool_factory(self._dsn, **args)
+            except psycopg2.Error as exc:
+                raise translate_psycopg2(exc, self._target, None, connecting=True) from None
 
     async def close_async(self) -> None:
         if self._pool is not None:
@@ -91,12 +96,17 @@ class AiopgConnector(BaseAsyncConnector):
     async def fetch_all_async(self, query: Query, params: Params | None = None) -> list[Row]:
         if self._pool is None:
             raise not_open(self)
+        pool = self._pool
         try:
-            async with self._pool.acquire() as conn, conn.cursor() as cursor:
-                await cursor.execute(query.sql, params)
-                if cursor.description is None:
-                    return []
-                return rows_from_cursor(cursor.description, await cursor.fetchall())
+            conn = await _acquire_alive(pool)
+            try:
+                async with conn.cursor() as cursor:
+                    await cursor.execute(query.sql, params)
+                    if cursor.description is None:
+                        return []
+                    return rows_from_cursor(cursor.description, await cursor.fetchall())
+            finally:
+                pool.release(conn)
         except psycopg2.Error as exc:
             raise translate_psycopg2(exc, self._target, query) from None
 
@@ -126,3 +136,15 @@ class AiopgConnector(BaseAsyncConnector):
             raise translate_psycopg2(exc, self._target, None) from None
         finally:
             conn.close()
+
+
+async def _acquire_alive(pool: Any) -> Any:
+    """A pooled connection that the server has not closed (`idle_connection_is_dead`):
+    closed ones are dropped (aiopg connects anew in their place), at most the pool's size."""
+    for _ in range(pool.maxsize or 1):
+        conn = await pool.acquire()
+        if not conn.closed and not idle_connection_is_dead(conn.raw.fileno()):
+            return conn
+        await conn.close()
+        pool.release(conn)
+    return await pool.acquire()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import select
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -122,6 +124,7 @@ class BaseAsyncConnector(BaseConnector):
 
     def __init__(self) -> None:
         self._sync: BaseConnector | None = None
+        self._sync_lock = threading.Lock()
 
     @abc.abstractmethod
     def _make_sync_connector(self) -> BaseConnector:
@@ -130,7 +133,10 @@ class BaseAsyncConnector(BaseConnector):
     @property
     def sync_connector(self) -> BaseConnector:
         if self._sync is None:
-            self._sync = self._make_sync_connector()
+            # Two threads deferring at once from sync code must not build two twins (two pools).
+            with self._sync_lock:
+                if self._sync is None:
+                    self._sync = self._make_sync_connector()
         return self._sync
 
     # -- sync side delegates to the twin --
@@ -197,26 +203,31 @@ def translate_error(
     constraint_name: str | None = None,
     query: Query | None = None,
     connecting: bool = False,
+    lost: bool = False,
 ) -> ConnectorError:
     """Turn a driver exception into a sqla_jobs error whose message names the fix.
 
-    ``connecting`` says the error came while getting a connection, not from a statement.
+    ``connecting``: the error came while getting a connection (nothing was sent). ``lost``:
+    the connection failed under a statement, which may or may not have taken effect.
     """
     text = str(exc).strip()
     detail = " ".join(text.split()) if text else type(exc).__name__
+    if not connecting and (lost or (sqlstate or "").startswith(_OPERATOR_INTERVENTION)):
+        during = f" during {query.name}" if query is not None else ""
+        stop = "" if detail.endswith((".", "?", "!")) else "."
+        return ConnectionFailed(
+            f"Lost the connection to PostgreSQL{during} ({target}): {detail}{stop} The "
+            "statement may or may not have taken effect (a defer may have written its job); "
+            "the next statement gets a new connection. If this repeats, check that the server "
+            "is running and reachable.",
+            sqlstate=sqlstate,
+        )
     if connecting or (sqlstate or "").startswith("08"):
         stop = "" if detail.endswith((".", "?", "!")) else "."
         return ConnectionFailed(
             f"Could not connect to PostgreSQL ({target}): {detail}{stop} Check the connection "
             "settings (DATABASE_URL, the connector's conninfo/dsn or keyword arguments, the "
             "PG* environment variables) and that the server is running.",
-            sqlstate=sqlstate,
-        )
-    if (sqlstate or "").startswith(_OPERATOR_INTERVENTION):
-        return ConnectionFailed(
-            f"PostgreSQL closed the connection ({target}): {detail}. The statement may not "
-            "have run; the next one gets a new connection, so retrying is safe unless the "
-            "server is going down.",
             sqlstate=sqlstate,
         )
     if sqlstate in (_UNDEFINED_TABLE, _UNDEFINED_OBJECT) and "sqla_jobs" in detail:
@@ -231,6 +242,28 @@ def translate_error(
         sqlstate=sqlstate,
         constraint_name=constraint_name,
     )
+
+
+#: Dead connections dropped at most for one statement, where a pool's size is not known: after
+#: that many, the next connection is used as it is.
+MAX_DEAD_CONNECTIONS = 32
+
+
+def idle_connection_is_dead(fileno: int) -> bool:
+    """Whether the server has closed an idle connection, checked without a round trip.
+
+    An idle connection in autocommit mode expects nothing from the server, so anything to read
+    on its socket is the server's goodbye: the FATAL of a shutdown or of
+    ``pg_terminate_backend``, or the end of the stream after a crash. Such a connection is
+    dropped before a statement is sent on it, so that a restarted server costs no failed
+    statement. A connection whose server vanished without a word still looks alive: its
+    statement then fails (or times out) and the connection is replaced."""
+    poller = select.poll()
+    try:
+        poller.register(fileno, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True
 
 
 def rows_from_cursor(description: Any, rows: Iterable[tuple[Any, ...]]) -> list[Row]:

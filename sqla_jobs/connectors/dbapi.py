@@ -102,13 +102,16 @@ async def copy_rows_async(
         raise translate_driver_error(exc, target, None) from None
 
 
-def translate_driver_error(exc: Exception, target: str, query: Query | None) -> ConnectorError:
-    """A sqla_jobs error for a psycopg 3 or psycopg2 error."""
+def translate_driver_error(
+    exc: Exception, target: str, query: Query | None, *, connecting: bool = False
+) -> ConnectorError:
+    """A sqla_jobs error for a psycopg 3 or psycopg2 error; ``connecting``: raised while
+    getting a connection."""
     if isinstance(exc, psycopg.Error):
-        sqlstate, connecting = exc.sqlstate, isinstance(exc, psycopg.OperationalError)
+        sqlstate, operational = exc.sqlstate, isinstance(exc, psycopg.OperationalError)
     else:
         sqlstate = getattr(exc, "pgcode", None)
-        connecting = type(exc).__name__ == "OperationalError"  # psycopg2's, not imported here
+        operational = type(exc).__name__ == "OperationalError"  # psycopg2's, not imported here
     diag = getattr(exc, "diag", None)
     return translate_error(
         exc,
@@ -116,6 +119,7 @@ def translate_driver_error(exc: Exception, target: str, query: Query | None) -> 
         sqlstate=sqlstate,
         constraint_name=getattr(diag, "constraint_name", None),
         query=query,
+        connecting=connecting,
         # A statement error carries a SQLSTATE; a lost connection has none.
-        connecting=connecting and not sqlstate,
+        lost=operational and not sqlstate,
     )

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,7 @@ from .base import (
     NotificationHandler,
     Params,
     Row,
+    idle_connection_is_dead,
     not_open,
     redact,
     rows_from_cursor,
@@ -51,6 +54,41 @@ def _describe(conninfo: str, kwargs: dict[str, Any]) -> str:
         return "<invalid connection string>"
 
 
+def _is_dead(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    return conn.closed or idle_connection_is_dead(conn.fileno())
+
+
+async def _getconn_alive(
+    pool: psycopg_pool.AsyncConnectionPool[Any],
+) -> psycopg.AsyncConnection[Any]:
+    """A connection from the pool that the server has not closed (see
+    `idle_connection_is_dead`): a closed one is discarded, and the pool replaces it. After a
+    restart every pooled connection may be dead: at most that many are discarded, then the
+    pool's new one is used."""
+    conn: psycopg.AsyncConnection[Any]
+    for _ in range(pool.max_size):
+        conn = await pool.getconn()
+        if not _is_dead(conn):
+            return conn
+        await conn.close()
+        await pool.putconn(conn)
+    conn = await pool.getconn()
+    return conn
+
+
+def _getconn_alive_sync(pool: psycopg_pool.ConnectionPool[Any]) -> psycopg.Connection[Any]:
+    """`_getconn_alive` for a sync pool."""
+    conn: psycopg.Connection[Any]
+    for _ in range(pool.max_size):
+        conn = pool.getconn()
+        if not _is_dead(conn):
+            return conn
+        conn.close()
+        pool.putconn(conn)
+    conn = pool.getconn()
+    return conn
+
+
 def _translate(
     exc: psycopg.Error, target: str, query: Query | None, connecting: bool = False
 ) -> ConnectorError:
@@ -60,9 +98,8 @@ def _translate(
         sqlstate=exc.sqlstate,
         constraint_name=exc.diag.constraint_name,
         query=query,
-        connecting=connecting
-        or isinstance(exc, psycopg_pool.PoolTimeout)
-        or (isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None),
+        connecting=connecting or isinstance(exc, psycopg_pool.PoolTimeout),
+        lost=isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None,
     )
 
 
@@ -87,6 +124,7 @@ class PsycopgConnector(BaseAsyncConnector):
         self._conninfo: str = pool_args.get("conninfo", "")
         self._kwargs: dict[str, Any] = _connection_kwargs(pool_args.get("kwargs"))
         self._pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
+        self._open_lock = asyncio.Lock()
         self._target = _describe(self._conninfo, self._kwargs)
 
     def describe(self) -> str:
@@ -105,18 +143,20 @@ class PsycopgConnector(BaseAsyncConnector):
         return SyncPsycopgConnector(conninfo=self._conninfo, kwargs=kwargs, min_size=1)
 
     async def open_async(self) -> None:
-        if self._pool is not None:
-            return
-        # One direct connection first: a wrong DSN or a down server fails now, with libpq's
-        # own message, rather than after the pool's 30 s of retries.
-        try:
-            conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs)
-        except psycopg.Error as exc:
-            raise _translate(exc, self._target, None, connecting=True) from None
-        await conn.close()
-        pool = self._pool_factory(**{**self._pool_args, "kwargs": self._kwargs, "open": False})
-        await pool.open()
-        self._pool = pool
+        # Two tasks opening at once (a web app's startup and its first request) get one pool.
+        async with self._open_lock:
+            if self._pool is not None:
+                return
+            # One direct connection first: a wrong DSN or a down server fails now, with
+            # libpq's own message, rather than after the pool's 30 s of retries.
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs)
+            except psycopg.Error as exc:
+                raise _translate(exc, self._target, None, connecting=True) from None
+            await conn.close()
+            pool = self._pool_factory(**{**self._pool_args, "kwargs": self._kwargs, "open": False})
+            await pool.open()
+            self._pool = pool
 
     async def close_async(self) -> None:
         if self._pool is not None:
@@ -134,7 +174,7 @@ class PsycopgConnector(BaseAsyncConnector):
             # under the connection's lock (a no-op in autocommit) and usage statistics, a
             # quarter of the checkout's cost. putconn still discards a broken connection, or
             # one returned mid-statement (cancelled), and the pool replaces it.
-            conn = await pool.getconn()
+            conn = await _getconn_alive(pool)
             try:
                 # dict_row builds each row straight from the result (no Column objects).
                 cursor = conn.cursor(row_factory=dict_row)
@@ -154,11 +194,15 @@ class PsycopgConnector(BaseAsyncConnector):
     async def copy_rows_async(
         self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
     ) -> None:
-        if self._pool is None:
+        pool = self._pool
+        if pool is None:
             raise not_open(self)
         try:
-            async with self._pool.connection() as conn:
+            conn = await _getconn_alive(pool)
+            try:
                 await copy_rows_async(conn, table, columns, rows, target=self._target)
+            finally:
+                await pool.putconn(conn)
         except psycopg.Error as exc:
             raise _translate(exc, self._target, None) from None
 
@@ -205,35 +249,43 @@ class SyncPsycopgConnector(BaseConnector):
         self._conninfo: str = pool_args.get("conninfo", "")
         self._kwargs: dict[str, Any] = _connection_kwargs(pool_args.get("kwargs"))
         self._pool: psycopg_pool.ConnectionPool[Any] | None = None
+        # Deferring opens the pool on first use, maybe from two threads at once: one pool.
+        self._open_lock = threading.Lock()
         self._target = _describe(self._conninfo, self._kwargs)
 
     def describe(self) -> str:
         return self._target
 
     def open(self) -> None:
-        if self._pool is not None:
-            return
-        try:
-            psycopg.Connection.connect(self._conninfo, **self._kwargs).close()
-        except psycopg.Error as exc:
-            raise _translate(exc, self._target, None, connecting=True) from None
-        pool = self._pool_factory(**{**self._pool_args, "kwargs": self._kwargs, "open": False})
-        pool.open()
-        self._pool = pool
+        with self._open_lock:
+            if self._pool is not None:
+                return
+            try:
+                psycopg.Connection.connect(self._conninfo, **self._kwargs).close()
+            except psycopg.Error as exc:
+                raise _translate(exc, self._target, None, connecting=True) from None
+            pool = self._pool_factory(**{**self._pool_args, "kwargs": self._kwargs, "open": False})
+            pool.open()
+            self._pool = pool
 
     def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            pool.close()
+        with self._open_lock:
+            if self._pool is not None:
+                pool, self._pool = self._pool, None
+                pool.close()
 
     @contextlib.contextmanager
     def _connection(self, query: Query | None) -> Iterator[psycopg.Connection[Any]]:
         if self._pool is None:
             self.open()
-        assert self._pool is not None
+        pool = self._pool
+        assert pool is not None
         try:
-            with self._pool.connection() as conn:
+            conn = _getconn_alive_sync(pool)
+            try:
                 yield conn
+            finally:
+                pool.putconn(conn)
         except psycopg.Error as exc:
             raise _translate(exc, self._target, query) from None
 

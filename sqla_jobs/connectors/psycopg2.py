@@ -16,7 +16,7 @@ from sqlalchemy.pool import NullPool
 
 from ..errors import ConnectorError
 from ..queries import Query
-from .base import BaseConnector, Params, Row, redact, translate_error
+from .base import BaseConnector, Params, Row, idle_connection_is_dead, redact, translate_error
 from .dbapi import copy_rows, fetch_all
 
 PoolFactory = Callable[..., psycopg2.pool.AbstractConnectionPool]
@@ -32,7 +32,8 @@ def translate_psycopg2(
         sqlstate=exc.pgcode,
         constraint_name=diag.constraint_name if diag is not None else None,
         query=query,
-        connecting=connecting or (isinstance(exc, psycopg2.OperationalError) and not exc.pgcode),
+        connecting=connecting,
+        lost=isinstance(exc, psycopg2.OperationalError) and not exc.pgcode,
     )
 
 
@@ -101,7 +102,7 @@ class Psycopg2Connector(BaseConnector):
         assert pool is not None
         with self._slots:
             try:
-                conn = pool.getconn()
+                conn = self._getconn_alive(pool)
             except psycopg2.Error as exc:
                 raise translate_psycopg2(exc, self._target, query, connecting=True) from None
             broken = False
@@ -113,6 +114,16 @@ class Psycopg2Connector(BaseConnector):
                 raise translate_psycopg2(exc, self._target, query) from None
             finally:
                 pool.putconn(conn, close=broken)
+
+    def _getconn_alive(self, pool: psycopg2.pool.AbstractConnectionPool) -> Any:
+        """A pooled connection that the server has not closed (`idle_connection_is_dead`):
+        closed ones are dropped (a new one is made in their place), at most the pool's size."""
+        for _ in range(self._maxconn):
+            conn = pool.getconn()
+            if not conn.closed and not idle_connection_is_dead(conn.fileno()):
+                return conn
+            pool.putconn(conn, close=True)
+        return pool.getconn()
 
     def fetch_all(self, query: Query, params: Params | None = None) -> list[Row]:
         with self._connection(query) as conn:

@@ -20,7 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import ConnectionFailed, ConnectorError, JobsError
 from ..queries import Query
-from .base import BaseConnector, Params, Row, translate_error
+from .base import (
+    MAX_DEAD_CONNECTIONS,
+    BaseConnector,
+    Params,
+    Row,
+    idle_connection_is_dead,
+    translate_error,
+)
 from .dbapi import copy_rows, driver_errors, fetch_all, translate_driver_error
 
 #: SQLAlchemy drivers whose paramstyle is the ``%(name)s`` our rendered statements use.
@@ -89,9 +96,10 @@ def check_engine_arguments(
 
 
 def translate_dbapi_error(
-    exc: sqlalchemy.exc.DBAPIError, *, target: str, query: Query | None
+    exc: sqlalchemy.exc.DBAPIError, *, target: str, query: Query | None, connecting: bool = False
 ) -> ConnectorError:
-    """A sqla_jobs error for an error SQLAlchemy raised around a psycopg/psycopg2 one."""
+    """A sqla_jobs error for an error SQLAlchemy raised around a psycopg/psycopg2 one;
+    ``connecting``: raised while getting a connection."""
     orig: Any = exc.orig
     sqlstate = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
     diag = getattr(orig, "diag", None)
@@ -101,8 +109,9 @@ def translate_dbapi_error(
         sqlstate=sqlstate,
         constraint_name=getattr(diag, "constraint_name", None),
         query=query,
+        connecting=connecting,
         # A statement error carries a SQLSTATE; a refused or lost connection has none.
-        connecting=isinstance(exc, sqlalchemy.exc.OperationalError) and not sqlstate,
+        lost=isinstance(exc, sqlalchemy.exc.OperationalError) and not sqlstate,
     )
 
 
@@ -153,6 +162,20 @@ class SQLAlchemyConnector(BaseConnector):
         if self._owns_engine:
             self.engine.dispose()
 
+    def _raw_connection_alive(self) -> Any:
+        """A pooled connection that the server has not closed (`idle_connection_is_dead`):
+        closed ones are invalidated (the pool connects anew in their place)."""
+        for _ in range(MAX_DEAD_CONNECTIONS):
+            pooled = self.engine.raw_connection()
+            driver_connection: Any = pooled.driver_connection
+            if not driver_connection.closed and not idle_connection_is_dead(
+                driver_connection.fileno()
+            ):
+                return pooled
+            pooled.invalidate()
+            pooled.close()
+        return self.engine.raw_connection()
+
     @contextlib.contextmanager
     def _driver_connection(self, query: Query | None) -> Iterator[Any]:
         """A connection from the engine's pool as the bare driver connection, in autocommit
@@ -160,11 +183,13 @@ class SQLAlchemyConnector(BaseConnector):
         (whose per-call work costs more than PostgreSQL's insert). Engine events and
         ``echo`` do not see these statements; pool events do."""
         try:
-            pooled = self.engine.raw_connection()
+            pooled = self._raw_connection_alive()
         except driver_errors() as exc:  # the pool lets the driver's connect errors through
-            raise translate_driver_error(exc, self._target, query) from None
+            raise translate_driver_error(exc, self._target, query, connecting=True) from None
         except sqlalchemy.exc.DBAPIError as exc:
-            raise translate_dbapi_error(exc, target=self._target, query=query) from None
+            raise translate_dbapi_error(
+                exc, target=self._target, query=query, connecting=True
+            ) from None
         except sqlalchemy.exc.TimeoutError as exc:
             raise pool_timeout_error(exc, target=self._target) from None
         driver_connection: Any = pooled.driver_connection

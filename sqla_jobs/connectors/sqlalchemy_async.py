@@ -15,12 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from ..errors import ConnectorError
 from ..queries import Query
 from .base import (
+    MAX_DEAD_CONNECTIONS,
     BaseAsyncConnector,
     BaseConnector,
     ListeningHandler,
     NotificationHandler,
     Params,
     Row,
+    idle_connection_is_dead,
     not_open,
     translate_error,
 )
@@ -108,7 +110,9 @@ class SQLAlchemyAsyncConnector(BaseAsyncConnector):
             async with self.engine.connect():
                 pass
         except sqlalchemy.exc.DBAPIError as exc:
-            raise translate_dbapi_error(exc, target=self._target, query=None) from None
+            raise translate_dbapi_error(
+                exc, target=self._target, query=None, connecting=True
+            ) from None
         except sqlalchemy.exc.TimeoutError as exc:
             raise pool_timeout_error(exc, target=self._target) from None
         self._open = True
@@ -120,15 +124,33 @@ class SQLAlchemyAsyncConnector(BaseAsyncConnector):
             await self.engine.dispose()
         self.close()
 
+    async def _connect_alive(self) -> AsyncConnection:
+        """A pooled connection that the server has not closed (`idle_connection_is_dead`):
+        closed ones are invalidated (the pool connects anew in their place)."""
+        for _ in range(MAX_DEAD_CONNECTIONS):
+            conn = await self._autocommit.connect()
+            raw = await conn.get_raw_connection()
+            driver_connection: Any = raw.driver_connection
+            if not driver_connection.closed and not idle_connection_is_dead(
+                driver_connection.fileno()
+            ):
+                return conn
+            await conn.invalidate()
+            await conn.close()
+        return await self._autocommit.connect()
+
     async def fetch_all_async(self, query: Query, params: Params | None = None) -> list[Row]:
         if not self._open:
             raise not_open(self)
         try:
-            async with self._autocommit.connect() as conn:
+            conn = await self._connect_alive()
+            try:
                 result = await conn.exec_driver_sql(query.sql, dict(params or {}))
                 if not result.returns_rows:
                     return []
                 return [dict(row) for row in result.mappings()]
+            finally:
+                await conn.close()
         except sqlalchemy.exc.DBAPIError as exc:
             raise translate_dbapi_error(exc, target=self._target, query=query) from None
         except sqlalchemy.exc.TimeoutError as exc:
@@ -143,10 +165,13 @@ class SQLAlchemyAsyncConnector(BaseAsyncConnector):
         if not self._open:
             raise not_open(self)
         try:
-            async with self._autocommit.connect() as conn:
+            conn = await self._connect_alive()
+            try:
                 raw = await conn.get_raw_connection()
                 driver_connection: Any = raw.driver_connection
                 await copy_rows_async(driver_connection, table, columns, rows, target=self._target)
+            finally:
+                await conn.close()
         except sqlalchemy.exc.DBAPIError as exc:
             raise translate_dbapi_error(exc, target=self._target, query=None) from None
         except sqlalchemy.exc.TimeoutError as exc:
@@ -164,7 +189,9 @@ class SQLAlchemyAsyncConnector(BaseAsyncConnector):
         try:
             conn = await self._autocommit.connect()
         except sqlalchemy.exc.DBAPIError as exc:
-            raise translate_dbapi_error(exc, target=self._target, query=None) from None
+            raise translate_dbapi_error(
+                exc, target=self._target, query=None, connecting=True
+            ) from None
         except sqlalchemy.exc.TimeoutError as exc:
             raise pool_timeout_error(exc, target=self._target) from None
         try:
@@ -208,5 +235,5 @@ def _translate_psycopg(exc: psycopg.Error, target: str) -> ConnectorError:
         target=target,
         sqlstate=exc.sqlstate,
         constraint_name=exc.diag.constraint_name,
-        connecting=isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None,
+        lost=isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None,
     )

