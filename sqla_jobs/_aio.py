@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
+_RECANCEL_INTERVAL = 0.25
 
 
 async def wait_event(event: asyncio.Event, seconds: float | None) -> bool:
@@ -36,3 +37,20 @@ async def within(seconds: float, awaitable: Awaitable[T]) -> T:
     """``await awaitable``, raising `TimeoutError` after ``seconds``."""
     async with asyncio.timeout(seconds):
         return await awaitable
+
+
+async def cancel_and_wait(task: asyncio.Task[Any], seconds: float) -> bool:
+    """Cancel ``task`` and wait up to ``seconds`` for it to end; whether it ended.
+
+    The cancellation is sent again every quarter second: one that a library lost (its
+    ``wait_for``, see above) lands at the task's next ``await``. A quarter second leaves the
+    task time to run its clean-up (close a connection) between two."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not task.done():
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return False
+        task.cancel()
+        await asyncio.wait({task}, timeout=min(_RECANCEL_INTERVAL, remaining))
+    return True

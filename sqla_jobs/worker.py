@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._aio import wait_event, within
+from ._aio import cancel_and_wait, wait_event, within
 from .connectors.base import cannot_run_worker
 from .errors import ConnectorError, JobsError
 from .jobs import Job
@@ -401,9 +401,10 @@ class Worker:
                     self.name,
                     _CANCELLED_STOP_TIMEOUT,
                 )
-                body.cancel()
                 cancelled_body = True
                 deadline = loop.time() + 1.0
+                with contextlib.suppress(asyncio.CancelledError):
+                    await cancel_and_wait(body, 1.0)
                 continue
             # A second cancellation only repeats the first: the stop is under way, bounded.
             with contextlib.suppress(asyncio.CancelledError):
@@ -446,9 +447,11 @@ class Worker:
             self._shutting_down.set()
             self._heartbeat_wake.set()
             self._completer.close()
+            # Bounded: a statement or a driver that hangs must not hang the shutdown. The
+            # listener (its own connection, idle) is cancelled; the others stop between two
+            # statements, and are cancelled if they take too long.
             if listener is not None:
-                listener.cancel()
-            # Bounded: a statement or a driver that hangs must not hang the shutdown.
+                await cancel_and_wait(listener, _SIDE_TASKS_STOP_TIMEOUT)
             _, stuck = await asyncio.wait(side_tasks, timeout=_SIDE_TASKS_STOP_TIMEOUT)
             for task in stuck:
                 logger.warning(
@@ -456,7 +459,7 @@ class Worker:
                     task.get_name(),
                     _SIDE_TASKS_STOP_TIMEOUT,
                 )
-                task.cancel()
+                await cancel_and_wait(task, 1.0)
             for task in side_tasks:
                 if task.done() and not task.cancelled() and (error := task.exception()):
                     logger.error("%s failed", task.get_name(), exc_info=error)
