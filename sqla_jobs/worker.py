@@ -60,15 +60,18 @@ _CANCELLED_STOP_TIMEOUT = 15.0
 # How long a starting worker waits for its LISTEN before claiming without it (polling).
 _LISTEN_START_TIMEOUT = 5.0
 # Retries after a failed statement or a lost LISTEN connection wait this long, doubling per
-# failure up to the cap, each delay drawn at random from its upper half (jitter: workers that
+# failure up to a cap, each delay drawn at random from its upper half (jitter: workers that
 # lost the server together do not come back in lockstep).
 _RETRY_FIRST_DELAY = 0.1
-_RETRY_MAX_DELAY = 2.0
+_RETRY_MAX_DELAY = 1.0
+# LISTEN tries again sooner: once it is back, the worker claims at once, so this bounds how
+# long a job deferred just after an outage waits.
+_LISTEN_RETRY_MAX_DELAY = 0.5
 
 
-def retry_delay(failures: int) -> float:
+def retry_delay(failures: int, cap: float = _RETRY_MAX_DELAY) -> float:
     """Seconds to wait after the ``failures``-th failure in a row (1 for the first)."""
-    ceiling = min(_RETRY_MAX_DELAY, _RETRY_FIRST_DELAY * 2 ** max(failures - 1, 0))
+    ceiling = min(cap, _RETRY_FIRST_DELAY * 2 ** max(failures - 1, 0))
     return random.uniform(ceiling / 2, ceiling)
 
 
@@ -864,7 +867,7 @@ class Worker:
                 )
             except Exception as exc:
                 failures += 1
-                delay = retry_delay(failures)
+                delay = retry_delay(failures, _LISTEN_RETRY_MAX_DELAY)
                 if lost_at is None:
                     lost_at = time.monotonic()
                     logger.warning(

@@ -58,35 +58,11 @@ def _is_dead(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bo
     return conn.closed or idle_connection_is_dead(conn.fileno())
 
 
-async def _getconn_alive(
-    pool: psycopg_pool.AsyncConnectionPool[Any],
-) -> psycopg.AsyncConnection[Any]:
-    """A connection from the pool that the server has not closed (see
-    `idle_connection_is_dead`): a closed one is discarded, and the pool replaces it. After a
-    restart every pooled connection may be dead: at most that many are discarded, then the
-    pool's new one is used."""
-    conn: psycopg.AsyncConnection[Any]
-    for _ in range(pool.max_size):
-        conn = await pool.getconn()
-        if not _is_dead(conn):
-            return conn
-        await conn.close()
-        await pool.putconn(conn)
-    conn = await pool.getconn()
-    return conn
-
-
-def _getconn_alive_sync(pool: psycopg_pool.ConnectionPool[Any]) -> psycopg.Connection[Any]:
-    """`_getconn_alive` for a sync pool."""
-    conn: psycopg.Connection[Any]
-    for _ in range(pool.max_size):
-        conn = pool.getconn()
-        if not _is_dead(conn):
-            return conn
-        conn.close()
-        pool.putconn(conn)
-    conn = pool.getconn()
-    return conn
+# While the server seems gone (a pooled connection found closed, or lost under a statement),
+# a statement waits at most this long for the pool, which reconnects in the background after
+# growing pauses (1, 2, 4 s...), then connects by itself: at once refused while the server is
+# down, at once through when it is back.
+_OUTAGE_POOL_WAIT = 0.2
 
 
 def _translate(
@@ -125,6 +101,7 @@ class PsycopgConnector(BaseAsyncConnector):
         self._kwargs: dict[str, Any] = _connection_kwargs(pool_args.get("kwargs"))
         self._pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
         self._open_lock = asyncio.Lock()
+        self._outage = False  # the server seems gone: see _checkout
         self._target = _describe(self._conninfo, self._kwargs)
 
     def describe(self) -> str:
@@ -165,6 +142,43 @@ class PsycopgConnector(BaseAsyncConnector):
         if self._sync is not None:
             self._sync.close()
 
+    async def _checkout(
+        self, pool: psycopg_pool.AsyncConnectionPool[Any]
+    ) -> tuple[psycopg.AsyncConnection[Any], bool]:
+        """A connection the server has not closed (`idle_connection_is_dead`), and whether
+        it is the pool's: a closed one is discarded, and the pool replaces it. While the
+        server seems gone, a direct connection when the pool has none ready (see
+        _OUTAGE_POOL_WAIT)."""
+        conn: psycopg.AsyncConnection[Any]
+        for _ in range(max(pool.max_size, 1)):
+            try:
+                conn = await pool.getconn(_OUTAGE_POOL_WAIT if self._outage else None)
+            except psycopg_pool.PoolTimeout:
+                if not self._outage:
+                    raise
+                break
+            if not _is_dead(conn):
+                self._outage = False
+                return conn, True
+            self._outage = True
+            await conn.close()
+            await pool.putconn(conn)
+        try:
+            return await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs), False
+        except psycopg.Error as exc:
+            raise _translate(exc, self._target, None, connecting=True) from None
+
+    @staticmethod
+    async def _checkin(
+        pool: psycopg_pool.AsyncConnectionPool[Any],
+        conn: psycopg.AsyncConnection[Any],
+        pooled: bool,
+    ) -> None:
+        if pooled:
+            await pool.putconn(conn)
+        else:
+            await conn.close()
+
     async def fetch_all_async(self, query: Query, params: Params | None = None) -> list[Row]:
         pool = self._pool
         if pool is None:
@@ -174,7 +188,7 @@ class PsycopgConnector(BaseAsyncConnector):
             # under the connection's lock (a no-op in autocommit) and usage statistics, a
             # quarter of the checkout's cost. putconn still discards a broken connection, or
             # one returned mid-statement (cancelled), and the pool replaces it.
-            conn = await _getconn_alive(pool)
+            conn, pooled = await self._checkout(pool)
             try:
                 # dict_row builds each row straight from the result (no Column objects).
                 cursor = conn.cursor(row_factory=dict_row)
@@ -184,8 +198,10 @@ class PsycopgConnector(BaseAsyncConnector):
                 rows: list[Row] = await cursor.fetchall()
                 return rows
             finally:
-                await pool.putconn(conn)
+                await self._checkin(pool, conn, pooled)
         except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError):
+                self._outage = True
             raise _translate(exc, self._target, query) from None
 
     supports_copy = True  # through the sync twin
@@ -198,11 +214,11 @@ class PsycopgConnector(BaseAsyncConnector):
         if pool is None:
             raise not_open(self)
         try:
-            conn = await _getconn_alive(pool)
+            conn, pooled = await self._checkout(pool)
             try:
                 await copy_rows_async(conn, table, columns, rows, target=self._target)
             finally:
-                await pool.putconn(conn)
+                await self._checkin(pool, conn, pooled)
         except psycopg.Error as exc:
             raise _translate(exc, self._target, None) from None
 
@@ -249,6 +265,7 @@ class SyncPsycopgConnector(BaseConnector):
         self._conninfo: str = pool_args.get("conninfo", "")
         self._kwargs: dict[str, Any] = _connection_kwargs(pool_args.get("kwargs"))
         self._pool: psycopg_pool.ConnectionPool[Any] | None = None
+        self._outage = False  # the server seems gone: see _checkout
         # Deferring opens the pool on first use, maybe from two threads at once: one pool.
         self._open_lock = threading.Lock()
         self._target = _describe(self._conninfo, self._kwargs)
@@ -281,13 +298,41 @@ class SyncPsycopgConnector(BaseConnector):
         pool = self._pool
         assert pool is not None
         try:
-            conn = _getconn_alive_sync(pool)
+            conn, pooled = self._checkout(pool)
             try:
                 yield conn
             finally:
-                pool.putconn(conn)
+                if pooled:
+                    pool.putconn(conn)
+                else:
+                    conn.close()
         except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError):
+                self._outage = True
             raise _translate(exc, self._target, query) from None
+
+    def _checkout(
+        self, pool: psycopg_pool.ConnectionPool[Any]
+    ) -> tuple[psycopg.Connection[Any], bool]:
+        """`PsycopgConnector._checkout`, for a sync pool."""
+        conn: psycopg.Connection[Any]
+        for _ in range(max(pool.max_size, 1)):
+            try:
+                conn = pool.getconn(_OUTAGE_POOL_WAIT if self._outage else None)
+            except psycopg_pool.PoolTimeout:
+                if not self._outage:
+                    raise
+                break
+            if not _is_dead(conn):
+                self._outage = False
+                return conn, True
+            self._outage = True
+            conn.close()
+            pool.putconn(conn)
+        try:
+            return psycopg.Connection.connect(self._conninfo, **self._kwargs), False
+        except psycopg.Error as exc:
+            raise _translate(exc, self._target, None, connecting=True) from None
 
     def fetch_all(self, query: Query, params: Params | None = None) -> list[Row]:
         with self._connection(query) as conn:

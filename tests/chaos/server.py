@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 
@@ -34,10 +35,15 @@ class ChaosServer:
         self._user: str | None = self._server.system_user
         self._pg_ctl = str(_commands.POSTGRES_BIN_PATH / "pg_ctl")
         self.log = self.pgdata / "log"
+        self._first_postmaster = int(info.pid)
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             for name, value in _SETTINGS.items():
                 conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
             conn.execute("SELECT pg_reload_conf()")
+
+    @staticmethod
+    def dbname(url: str) -> str:
+        return urlsplit(url).path.lstrip("/")
 
     def url(self, dbname: str) -> str:
         return f"postgresql://postgres@/{dbname}?host={self.socket_dir}&port={self.port}"
@@ -108,8 +114,9 @@ class ChaosServer:
     def close(self) -> None:
         # The wheel's clean-up stops only the process it started: a restarted server is
         # stopped here first.
-        with contextlib.suppress(subprocess.SubprocessError):
-            if self.is_up():
+        with contextlib.suppress(subprocess.SubprocessError, OSError, ValueError):
+            pid = int((self.pgdata / "postmaster.pid").read_text().split()[0])
+            if pid != self._first_postmaster:
                 self.stop("immediate")
         self._server.cleanup()
         with contextlib.suppress(OSError):
