@@ -42,9 +42,7 @@ def test_a_waiting_worker_rides_out_the_fault_and_runs_the_next_job_at_once(
     task = app.configure_task("chaos.run")
     dbname = chaos_server.dbname(chaos_db)
     try:
-        assert wait_until(lambda: chaos_server.backend_pids(dbname, "LISTEN%"), 20), (
-            worker.output()
-        )
+        assert wait_until(lambda: chaos_server.backend_pids(dbname, "LISTEN%"), 20), worker.output()
         first = task.defer()
         assert wait_until(lambda: ledger.finished(first), 10), worker.output()
 
@@ -71,6 +69,6 @@ def test_a_waiting_worker_rides_out_the_fault_and_runs_the_next_job_at_once(
             f"{connector_kind}, {fault}: next job ran {took:.2f} s after its defer"
             + (f"; defer during the outage: {outage_error[:90]}..." if outage_error else "")
         )
-        assert took <= START_BOUND, f"the job started {took:.2f} s after its defer\n{worker.output()}"
+        assert took <= START_BOUND, f"started {took:.2f} s after its defer:\n{worker.output()}"
     finally:
         app.close()
