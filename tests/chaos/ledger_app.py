@@ -62,6 +62,14 @@ async def run(context: sqla_jobs.JobContext, seconds: float = 0.0, key: str = ""
     """Record a run: its start at once, its end after ``seconds``. The ledger's exclusion
     constraint refuses two runs of one ``key`` that overlap in time (the locks scenario)."""
     job = context.job
+    if not seconds and not key:
+        # An instant run: one row, one statement.
+        await _ledger_execute(
+            "INSERT INTO chaos_ledger (job_id, attempt, pid, started_at, finished_at) "
+            "VALUES (%s, %s, %s, clock_timestamp(), clock_timestamp())",
+            (job.id, job.attempts, os.getpid()),
+        )
+        return
     row = await _ledger_execute(
         "INSERT INTO chaos_ledger (job_id, attempt, pid, key, started_at) "
         "VALUES (%s, %s, %s, %s, clock_timestamp()) RETURNING id",
