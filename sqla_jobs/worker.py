@@ -292,6 +292,8 @@ class Worker:
         # Read from task threads through JobContext.should_abort(); set membership is atomic.
         self._abort_requested: set[int] = set()
         self._sync_jobs: set[int] = set()  # running jobs of sync tasks
+        # Jobs cancelled by the shutdown (not by an abort request, nor by their own code).
+        self._interrupting: set[int] = set()
         # Set whenever the fetcher may have something to do: a slot freed, a claim returned,
         # news from the queue, a stop request.
         self._changed = asyncio.Event()
@@ -712,42 +714,30 @@ class Worker:
                 raise _UnknownTask(self._unknown_task_message(job))
             await self._call(task, job)
         except asyncio.CancelledError as exc:
-            if exc.args != (ABORT_CHANNEL,) or job.id not in self._abort_requested:
-                # Shutdown ran out of time: the job goes back to the queue (see
-                # _final_writes).
+            current = asyncio.current_task()
+            if job.id in self._interrupting or (
+                job.id not in self._abort_requested and current and current.cancelling()
+            ):
+                # Shutdown ran out of time (or the loop is closing): the job goes back to the
+                # queue (see _final_writes).
                 self._interrupted.append(job.id)
                 raise
-            # Cancelled at the request of abort_job (see _listen); the traceback says where.
-            logger.warning("Job %d (%s) aborted", job.id, job.task_name, extra=_log_extra(job))
             error = "".join(traceback.format_exception(exc))[-_MAX_ERROR_LENGTH:]
-            outcome = Outcome(job.id, JobStatus.ABORTED, f"Aborted on request.\n{error}")
+            if job.id in self._abort_requested:
+                # Cancelled at the request of abort_job (see _listen); the traceback says where.
+                logger.warning("Job %d (%s) aborted", job.id, job.task_name, extra=_log_extra(job))
+                outcome = Outcome(job.id, JobStatus.ABORTED, f"Aborted on request.\n{error}")
+            else:
+                # The task raised CancelledError itself (a library's timeout, say): an error
+                # like any other, not a stop of the worker.
+                outcome = self._failure_outcome(task, job, exc, error)
         except _UnknownTask as exc:
             logger.error("%s", exc, extra=_log_extra(job))
             outcome = Outcome(job.id, JobStatus.FAILED, str(exc))
         except (Exception, SystemExit) as exc:
             # SystemExit too: one task calling sys.exit() must not stop the worker.
             error = "".join(traceback.format_exception(exc))[-_MAX_ERROR_LENGTH:]
-            if job.id in self._abort_requested:
-                logger.warning(
-                    "Job %d (%s) aborted: %r", job.id, job.task_name, exc, extra=_log_extra(job)
-                )
-                outcome = Outcome(job.id, JobStatus.ABORTED, f"Aborted on request.\n{error}")
-            elif (delay := task.retry_delay(job.attempts, exc) if task else None) is not None:
-                logger.warning(
-                    "Job %d (%s) failed on attempt %d, retrying in %.1f s: %r",
-                    job.id,
-                    job.task_name,
-                    job.attempts,
-                    delay,
-                    exc,
-                    extra=_log_extra(job),
-                )
-                outcome = Outcome.retry(job.id, error, delay)
-            else:
-                logger.exception(
-                    "Job %d (%s) failed: %r", job.id, job.task_name, exc, extra=_log_extra(job)
-                )
-                outcome = Outcome(job.id, JobStatus.FAILED, error)
+            outcome = self._failure_outcome(task, job, exc, error)
         else:
             if job.id in self._abort_requested:
                 # A sync task that returned after an abort request (or an async one that
@@ -766,6 +756,38 @@ class Worker:
         releases = job.lock is not None or outcome.status is JobStatus.TODO
         self._completer.add(outcome, releases=releases)
 
+    def _failure_outcome(
+        self, task: Task | None, job: Job, exc: BaseException, error: str
+    ) -> Outcome:
+        """What a job that raised ``exc`` becomes: aborted (it was asked to stop), retried
+        (its task's retry strategy says so), or failed."""
+        if job.id in self._abort_requested:
+            logger.warning(
+                "Job %d (%s) aborted: %r", job.id, job.task_name, exc, extra=_log_extra(job)
+            )
+            return Outcome(job.id, JobStatus.ABORTED, f"Aborted on request.\n{error}")
+        delay = task.retry_delay(job.attempts, exc) if task else None
+        if delay is not None:
+            logger.warning(
+                "Job %d (%s) failed on attempt %d, retrying in %.1f s: %r",
+                job.id,
+                job.task_name,
+                job.attempts,
+                delay,
+                exc,
+                extra=_log_extra(job),
+            )
+            return Outcome.retry(job.id, error, delay)
+        logger.error(
+            "Job %d (%s) failed: %r",
+            job.id,
+            job.task_name,
+            exc,
+            exc_info=exc,
+            extra=_log_extra(job),
+        )
+        return Outcome(job.id, JobStatus.FAILED, error)
+
     async def _call(self, task: Task, job: Job) -> None:
         args: tuple[Any, ...] = ()
         if task.pass_context:
@@ -783,7 +805,7 @@ class Worker:
             return
         self._sync_jobs.add(job.id)
         try:
-            await _in_daemon_thread(f"sqla_jobs-job-{job.id}", task.func, *args, **job.args)
+            await _DaemonThread(f"sqla_jobs-job-{job.id}").run(task.func, *args, **job.args)
         finally:
             self._sync_jobs.discard(job.id)
 
@@ -814,7 +836,8 @@ class Worker:
 
     def _cancel_running(self) -> None:
         for job_id, future in self._running.items():
-            self._abort_requested.add(job_id)
+            self._interrupting.add(job_id)
+            self._abort_requested.add(job_id)  # sync tasks see should_abort()
             future.cancel()
 
     def _give_back_unstarted(self, job_ids: Iterable[int]) -> None:
@@ -1038,34 +1061,42 @@ class _UnknownTask(Exception):
     pass
 
 
-async def _in_daemon_thread(name: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a sync task in a thread of its own.
+class _DaemonThread:
+    """Runs a sync task in a thread of its own.
 
     A daemon thread, unlike a thread pool's: a sync job that outlives the shutdown timeout
     (its job is back in the queue by then) does not keep the process from exiting.
     """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-    context = contextvars.copy_context()
 
-    def settle(result: Any, error: BaseException | None) -> None:
-        if future.cancelled():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
+    def __init__(self, name: str) -> None:
+        self._name = name
 
-    def run() -> None:
-        try:
-            result = context.run(func, *args, **kwargs)
-        except BaseException as exc:
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, result, None)
+    async def run(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        context = contextvars.copy_context()
 
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return await future
+        def settle(result: Any, error: BaseException | None) -> None:
+            if future.cancelled():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        def run() -> None:
+            try:
+                result = context.run(func, *args, **kwargs)
+            except BaseException as exc:
+                outcome: tuple[Any, BaseException | None] = (None, exc)
+            else:
+                outcome = (result, None)
+            # The loop is gone if the worker stopped (and its host closed the loop) first.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, *outcome)
+
+        threading.Thread(target=run, name=self._name, daemon=True).start()
+        return await future
 
 
 def _by_priority(job: Job) -> int:

@@ -661,3 +661,27 @@ async def test_prune_jobs_refuses_bad_arguments_naming_the_fix(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         await async_app.job_manager.prune_jobs_async(**arguments)
+
+
+async def test_a_task_raising_cancelled_error_itself_fails_its_job_and_the_worker_goes_on(
+    async_app: sqla_jobs.App, database: Database
+) -> None:
+    """A CancelledError that no one asked for (a library's timeout, a task's own `raise`) is
+    the task's error: its job fails with the traceback, and is neither left running nor
+    taken for a stop of the worker."""
+
+    @async_app.task(name="tests.raises_cancelled")
+    async def raises_cancelled() -> None:
+        raise asyncio.CancelledError("the task's own")
+
+    @async_app.task(name="tests.fine")
+    async def fine() -> None:
+        pass
+
+    failed_id = await raises_cancelled.defer_async()
+    fine_id = await fine.defer_async()
+    await drain(async_app)
+
+    assert status_of(database, failed_id) == "failed"
+    assert "CancelledError: the task's own" in database.job(failed_id)["last_error"]
+    assert status_of(database, fine_id) == "succeeded"
