@@ -102,6 +102,12 @@ heartbeat = Query(
     prepared=True,
 )
 
+notify = Query(
+    "notify",
+    "SELECT pg_notify(%(channel)s, %(payload)s) AS pg_notify_1",
+    prepared=False,
+)
+
 unregister_worker = Query(
     "unregister_worker",
     "DELETE FROM sqla_jobs_workers WHERE sqla_jobs_workers.id = %(worker_id)s",
@@ -285,6 +291,7 @@ ALL = (
     finish_jobs,
     register_worker,
     heartbeat,
+    notify,
     unregister_worker,
     requeue_worker_jobs,
     list_workers,

@@ -347,6 +347,10 @@ class JobManager:
         row = await self.connector.fetch_one_async(queries.heartbeat, {"worker_id": worker_id})
         return row is not None
 
+    async def notify_async(self, channel: str, payload: str) -> None:
+        """Send a notification on ``channel`` (the worker checks that its LISTEN hears one)."""
+        await self.connector.execute_async(queries.notify, {"channel": channel, "payload": payload})
+
     async def unregister_worker_async(self, worker_id: int) -> None:
         await self.connector.execute_async(queries.unregister_worker, {"worker_id": worker_id})
 

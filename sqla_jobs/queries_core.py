@@ -354,6 +354,12 @@ heartbeat = render(
     .returning(workers.c.id),
     prepared=True,
 )
+# A NOTIFY sent through the worker's own connections, to check that its LISTEN hears it (it
+# does not behind PgBouncer in transaction mode).
+notify = render(
+    "notify",
+    select(func.pg_notify(bindparam("channel", type_=Text), bindparam("payload", type_=Text))),
+)
 unregister_worker = render(
     "unregister_worker",
     delete(workers).where(workers.c.id == bindparam("worker_id", type_=BigInteger)),

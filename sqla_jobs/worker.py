@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -59,6 +60,10 @@ _FINAL_WRITES_TIMEOUT = 5.0
 _CANCELLED_STOP_TIMEOUT = 15.0
 # How long a starting worker waits for its LISTEN before claiming without it (polling).
 _LISTEN_START_TIMEOUT = 5.0
+# Once listening, the worker sends itself a notification through its pool and gives up on
+# LISTEN (with a warning) if it has not heard it within this long: PgBouncer in transaction
+# mode takes the LISTEN and forwards no notification.
+_PROBE_TIMEOUT = 5.0
 # Retries after a failed statement or a lost LISTEN connection wait this long, doubling per
 # failure up to a cap, each delay drawn at random from its upper half (jitter: workers that
 # lost the server together do not come back in lockstep).
@@ -313,6 +318,10 @@ class Worker:
         # Set once the LISTEN connection listens, or could not: the first claim waits for it
         # (bounded), so that no job deferred after the claim goes unheard.
         self._listen_settled = asyncio.Event()
+        self._probe_heard = asyncio.Event()
+        self._probe_payload = f"sqla_jobs.probe.{uuid.uuid4().hex}"
+        self._notify_unusable = False  # LISTEN hears nothing: poll only
+        self._side_tasks: set[asyncio.Task[Any]] = set()
         # A job waiting behind a lock becomes runnable once its predecessor's outcome is
         # written, and a retry once it is back in the queue.
         self._completer = _Completer(self.manager, self.options.delete_jobs, self._news)
@@ -455,8 +464,8 @@ class Worker:
             # Bounded: a statement or a driver that hangs must not hang the shutdown. The
             # listener (its own connection, idle) is cancelled; the others stop between two
             # statements, and are cancelled if they take too long.
-            if listener is not None:
-                await cancel_and_wait(listener, _SIDE_TASKS_STOP_TIMEOUT)
+            for task in [*self._side_tasks, *([listener] if listener is not None else [])]:
+                await cancel_and_wait(task, _SIDE_TASKS_STOP_TIMEOUT)
             _, stuck = await asyncio.wait(side_tasks, timeout=_SIDE_TASKS_STOP_TIMEOUT)
             for task in stuck:
                 logger.warning(
@@ -854,7 +863,9 @@ class Worker:
 
         def on_notification(channel: str, payload: str) -> None:
             if channel == NOTIFY_CHANNEL:
-                if self._queues is None or payload in self._queues:
+                if payload == self._probe_payload:
+                    self._probe_heard.set()
+                elif self._queues is None or payload in self._queues:
                     self._news()
             elif channel == ABORT_CHANNEL:
                 try:
@@ -882,8 +893,11 @@ class Worker:
             failures = 0
             self._listen_settled.set()
             self._changed.set()
+            if not self._probe_heard.is_set():
+                self._start_side_task(self._probe_listen(listener), "sqla_jobs.listen_probe")
 
-        while not self._shutting_down.is_set():
+        listener = asyncio.current_task()
+        while not self._shutting_down.is_set() and not self._notify_unusable:
             try:
                 await self.app.connector.listen(
                     [NOTIFY_CHANNEL, ABORT_CHANNEL], on_notification, on_listening=on_listening
@@ -904,6 +918,37 @@ class Worker:
                 self._listen_settled.set()
                 self._news()
                 await wait_event(self._shutting_down, delay)
+
+    async def _probe_listen(self, listener: asyncio.Task[Any] | None) -> None:
+        """Send this worker a notification through its pool; if its LISTEN does not hear it,
+        say why, stop listening and poll."""
+        try:
+            await self.manager.notify_async(NOTIFY_CHANNEL, self._probe_payload)
+        except Exception as exc:
+            # The connection is failing: the listener's own retries deal with it.
+            logger.debug("Could not send the LISTEN probe: %s", exc)
+            return
+        if await wait_event(self._probe_heard, _PROBE_TIMEOUT) or self._shutting_down.is_set():
+            return
+        self._notify_unusable = True
+        logger.warning(
+            "This worker's LISTEN hears no notification (a NOTIFY it sent through its own "
+            "connections did not arrive within %.0f s): PgBouncer in transaction or statement "
+            "pooling mode takes LISTEN but forwards no notification. Polling every %.1f s "
+            "instead. Connect the worker to PostgreSQL directly (or through PgBouncer in "
+            "session mode) to be woken at once, or pass listen_notify=False "
+            "(--no-listen-notify) to skip LISTEN.",
+            _PROBE_TIMEOUT,
+            self.options.polling_interval,
+            extra={"worker": self.name, "worker_id": self.worker_id},
+        )
+        if listener is not None:
+            await cancel_and_wait(listener, _SIDE_TASKS_STOP_TIMEOUT)
+
+    def _start_side_task(self, coroutine: Any, name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
 
     def _request_abort(self, job_id: int) -> None:
         """Someone asked to abort this job (NOTIFY, or the heartbeat's poll): stop it if this

@@ -250,6 +250,8 @@ class Statement:
         self.deleted: list[int] = []
         #: Writes to the other tables, done once the jobs' changes are accepted.
         self.on_commit: list[Callable[[], None]] = []
+        #: Notifications the statement sends itself (pg_notify), after the triggers'.
+        self.sent: list[Notification] = []
 
     def next_id(self, table: str) -> int:
         """The next value of ``table``'s identity sequence (never handed out twice)."""
@@ -310,6 +312,8 @@ class Statement:
             db.jobs[job_id] = new
             if new["status"] != old["status"]:
                 self._status_changed(old, new, notifications)
+        for notification in self.sent:
+            notifications[notification] = None
         return list(notifications)
 
     def _status_changed(self, old: Row, new: Row, notifications: dict[Notification, None]) -> None:

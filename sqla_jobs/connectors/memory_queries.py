@@ -340,6 +340,12 @@ def _heartbeat(statement: Statement, params: Params) -> list[Row]:
     return [{"id": worker["id"]}]
 
 
+@_implements("notify")
+def _notify(statement: Statement, params: Params) -> list[Row]:
+    statement.sent.append((params["channel"], params["payload"]))
+    return [{"pg_notify": ""}]
+
+
 @_implements("unregister_worker")
 def _unregister_worker(statement: Statement, params: Params) -> list[Row]:
     statement.db.workers.pop(params["worker_id"], None)

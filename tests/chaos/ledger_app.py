@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 import psycopg
+import psycopg_pool
 
 import sqla_jobs
 
@@ -26,6 +27,13 @@ def _connector() -> sqla_jobs.BaseConnector:
     kind = os.environ.get("CHAOS_CONNECTOR", "psycopg")
     if kind == "psycopg":
         return sqla_jobs.PsycopgConnector(conninfo=URL, kwargs={"connect_timeout": 5})
+    if kind == "psycopg_pgbouncer":
+        # As the README shows for PgBouncer in transaction mode.
+        return sqla_jobs.PsycopgConnector(
+            pool_factory=psycopg_pool.AsyncNullConnectionPool,
+            conninfo=URL,
+            kwargs={"prepare_threshold": None},
+        )
     if kind == "aiopg":
         return sqla_jobs.AiopgConnector(URL)
     if kind == "sqlalchemy_async":
@@ -44,7 +52,10 @@ async def _ledger_execute(sql: str, params: tuple[Any, ...]) -> Any:
     for _ in range(600):
         try:
             if _ledger is None or _ledger.closed:
-                _ledger = await psycopg.AsyncConnection.connect(URL, autocommit=True)
+                # No prepared statements: the ledger may be reached through PgBouncer.
+                _ledger = await psycopg.AsyncConnection.connect(
+                    URL, autocommit=True, prepare_threshold=None
+                )
             cursor = await _ledger.execute(sql, params)
             return await cursor.fetchone() if cursor.description else None
         except psycopg.OperationalError:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -121,6 +123,72 @@ class ChaosServer:
         self._server.cleanup()
         with contextlib.suppress(OSError):
             self.pgdata.parent.rmdir()
+
+
+class PgBouncer:
+    """Debian's ``pgbouncer`` in front of a `ChaosServer`, in the pooling mode asked for, on a
+    free TCP port of 127.0.0.1 (run as the server's unprivileged user when we are root)."""
+
+    def __init__(self, server: ChaosServer, mode: str) -> None:
+        executable = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        self.directory = Path(tempfile.mkdtemp(prefix="sqla_jobs_pgbouncer_"))
+        self.directory.chmod(0o777)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        (self.directory / "users.txt").write_text('"postgres" ""\n')
+        ini = self.directory / "pgbouncer.ini"
+        ini.write_text(
+            "[databases]\n"
+            f"* = host={server.socket_dir} port={server.port}\n"
+            "[pgbouncer]\n"
+            "listen_addr = 127.0.0.1\n"
+            f"listen_port = {self.port}\n"
+            "unix_socket_dir =\n"
+            "auth_type = trust\n"
+            f"auth_file = {self.directory / 'users.txt'}\n"
+            f"pool_mode = {mode}\n"
+            "max_client_conn = 500\n"
+            "default_pool_size = 20\n"
+            "ignore_startup_parameters = extra_float_digits\n"
+            f"logfile = {self.directory / 'pgbouncer.log'}\n"
+            f"pidfile = {self.directory / 'pgbouncer.pid'}\n"
+        )
+        for path in self.directory.iterdir():
+            path.chmod(0o666)
+        self.process = subprocess.Popen(
+            [executable, str(ini)],
+            user=server._user if os.geteuid() == 0 else None,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        if not wait_until(self._accepts, 10):
+            self.close()
+            raise RuntimeError(f"pgbouncer did not start: {self.log()}")
+
+    def _accepts(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def log(self) -> str:
+        path = self.directory / "pgbouncer.log"
+        return path.read_text() if path.exists() else ""
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def wait_until(condition: Any, within: float, step: float = 0.02) -> bool:
