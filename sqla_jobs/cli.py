@@ -284,6 +284,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "shutdown_timeout": args.shutdown_timeout,
         "heartbeat_interval": args.heartbeat_interval,
         "stalled_timeout": args.stalled_timeout,
+        "database_timeout": args.database_timeout,
         "fetch_batch": args.fetch_batch,
         "prefetch": args.prefetch,
         "periodic": args.periodic,
@@ -772,6 +773,14 @@ def _add_worker_options(worker: argparse.ArgumentParser) -> None:
         help="seconds without a heartbeat after which a worker counts as dead and live workers "
         "recover its running jobs; more than --heartbeat-interval "
         f"(default: {d.stalled_timeout})",
+    )
+    worker.add_argument(
+        "--database-timeout",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="seconds to wait for the answer to one statement before giving up on it and "
+        f"trying again on a new connection (default: {d.database_timeout})",
     )
     worker.add_argument(
         "--fetch-batch",

@@ -21,12 +21,12 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._aio import cancel_and_wait, wait_event, within
 from .connectors.base import cannot_run_worker
-from .errors import ConnectorError, JobsError
+from .errors import ConnectionFailed, ConnectorError, JobsError
 from .jobs import Job
 from .manager import JobManager, Outcome
 from .periodic import PeriodicDeferrer
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .tasks import Task
 
 logger = logging.getLogger("sqla_jobs.worker")
+T = TypeVar("T")
 
 DeleteJobs = Literal["never", "successful", "always"]
 ABORT_CHANNEL = "sqla_jobs_abort"
@@ -122,6 +123,11 @@ class WorkerOptions:
     #: Defer the app's periodic tasks at their ticks (each tick once, however many workers
     #: do it). A worker that does not wait (``wait=False``) never does.
     periodic: bool = True
+    #: Seconds the worker waits for the answer to one statement (a claim, a batch of
+    #: outcomes, a heartbeat) before giving up on it: a server that hangs (a stopped backend,
+    #: a network that drops packets) cannot hang the worker. The statement is cancelled, its
+    #: connection replaced, and the statement tried again later.
+    database_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -132,6 +138,10 @@ class WorkerOptions:
             )
         if self.prefetch is not None and self.prefetch < 0:
             raise ValueError(f"prefetch must be 0 or more, not {self.prefetch}")
+        if not self.database_timeout > 0:
+            raise ValueError(
+                f"database_timeout must be more than 0 seconds, not {self.database_timeout!r}"
+            )
         if not self.heartbeat_interval > 0:
             raise ValueError(
                 f"heartbeat_interval must be more than 0 seconds, not {self.heartbeat_interval!r}"
@@ -168,9 +178,14 @@ class _Completer:
     everything else. Never blocks the jobs: they hand over an outcome and go."""
 
     def __init__(
-        self, manager: JobManager, delete_jobs: DeleteJobs, on_release: Callable[[], None]
+        self,
+        manager: JobManager,
+        delete_jobs: DeleteJobs,
+        on_release: Callable[[], None],
+        timeout: float,
     ) -> None:
         self._manager = manager
+        self._timeout = timeout
         self._delete_succeeded = delete_jobs in ("successful", "always")
         self._delete_failed = delete_jobs == "always"
         self._on_release = on_release
@@ -228,7 +243,7 @@ class _Completer:
             succeeded, self._succeeded = self._succeeded[:_MAX_FLUSH], self._succeeded[_MAX_FLUSH:]
             others, self._others = self._others[:_MAX_FLUSH], self._others[_MAX_FLUSH:]
             try:
-                await self._write(succeeded, others)
+                await within(self._timeout, self._write(succeeded, others))
             except BaseException as exc:
                 # Kept for the next try, or for the final flush if this one was cancelled.
                 self._restore(succeeded, others, releases)
@@ -237,12 +252,12 @@ class _Completer:
                 failures += 1
                 delay = retry_delay(failures)
                 count = len(succeeded) + len(others)
-                if isinstance(exc, ConnectorError):
+                if isinstance(exc, (ConnectorError, TimeoutError)):
                     logger.warning(
                         "Could not record %d job outcomes, retrying in %.1f s: %s",
                         count,
                         delay,
-                        exc,
+                        describe_error(exc, self._timeout),
                     )
                 else:
                     # Not a database error we know (a driver's own timeout, a bug): keep the
@@ -324,7 +339,9 @@ class Worker:
         self._side_tasks: set[asyncio.Task[Any]] = set()
         # A job waiting behind a lock becomes runnable once its predecessor's outcome is
         # written, and a retry once it is back in the queue.
-        self._completer = _Completer(self.manager, self.options.delete_jobs, self._news)
+        self._completer = _Completer(
+            self.manager, self.options.delete_jobs, self._news, self.options.database_timeout
+        )
         self._interrupted: list[int] = []
         self._unstarted: list[int] = []  # of those, claimed ahead and never started
         self.jobs_run = 0
@@ -379,10 +396,21 @@ class Worker:
 
     async def _run_body(self) -> None:
         self.app.import_tasks()
-        await self.manager.check_schema_async()
-        self.worker_id = await self.manager.register_worker_async(
-            name=self.name, queues=self._queues, concurrency=self.options.concurrency
-        )
+        timeout = self.options.database_timeout
+        try:
+            await within(timeout, self.manager.check_schema_async())
+            self.worker_id = await within(
+                timeout,
+                self.manager.register_worker_async(
+                    name=self.name, queues=self._queues, concurrency=self.options.concurrency
+                ),
+            )
+        except TimeoutError:
+            raise ConnectionFailed(
+                f"PostgreSQL did not answer the worker's first statements within {timeout:g} "
+                f"s ({self.app.connector.describe()}): check that the server is up and "
+                "reachable, or raise database_timeout (--database-timeout)."
+            ) from None
         self._completer.worker_id = self.worker_id
         await self._run()
 
@@ -645,14 +673,18 @@ class Worker:
     async def _claim(self, limit: int) -> None:
         news_before = self._news_count
         try:
-            jobs = await self.manager.claim_async(
-                worker_id=self.worker_id, queues=self._queues, limit=limit
+            jobs = await self._bounded(
+                self.manager.claim_async(worker_id=self.worker_id, queues=self._queues, limit=limit)
             )
         except Exception as exc:
             self._claim_failures += 1
             delay = retry_delay(self._claim_failures)
-            if isinstance(exc, ConnectorError):
-                logger.error("Could not claim jobs, retrying in %.1f s: %s", delay, exc)
+            if isinstance(exc, (ConnectorError, TimeoutError)):
+                logger.error(
+                    "Could not claim jobs, retrying in %.1f s: %s",
+                    delay,
+                    describe_error(exc, self.options.database_timeout),
+                )
             else:
                 logger.exception("Could not claim jobs, retrying in %.1f s", delay)
             await self._sleep_unless_stopped(delay)
@@ -923,7 +955,7 @@ class Worker:
         """Send this worker a notification through its pool; if its LISTEN does not hear it,
         say why, stop listening and poll."""
         try:
-            await self.manager.notify_async(NOTIFY_CHANNEL, self._probe_payload)
+            await self._bounded(self.manager.notify_async(NOTIFY_CHANNEL, self._probe_payload))
         except Exception as exc:
             # The connection is failing: the listener's own retries deal with it.
             logger.debug("Could not send the LISTEN probe: %s", exc)
@@ -944,6 +976,10 @@ class Worker:
         )
         if listener is not None:
             await cancel_and_wait(listener, _SIDE_TASKS_STOP_TIMEOUT)
+
+    async def _bounded(self, statement: Awaitable[T]) -> T:
+        """``await statement``, for at most ``database_timeout`` seconds (`TimeoutError`)."""
+        return await within(self.options.database_timeout, statement)
 
     def _start_side_task(self, coroutine: Any, name: str) -> None:
         task = asyncio.create_task(coroutine, name=name)
@@ -985,21 +1021,29 @@ class Worker:
                 continue
             next_beat = loop.time() + self.options.heartbeat_interval
             try:
-                if not await self.manager.heartbeat_async(self.worker_id):
+                if not await self._bounded(self.manager.heartbeat_async(self.worker_id)):
                     await self._register_again()
             except Exception as exc:
-                logger.warning("Heartbeat failed: %s", exc, exc_info=not isinstance(exc, JobsError))
+                logger.warning(
+                    "Heartbeat failed: %s",
+                    describe_error(exc, self.options.database_timeout),
+                    exc_info=not isinstance(exc, (JobsError, TimeoutError)),
+                )
                 self._recovery_not_before = time.monotonic() + self.options.stalled_timeout
                 continue
             await self._look_after_jobs()
 
     async def _look_for_aborts(self) -> None:
         try:
-            for job_id in await self.manager.aborting_job_ids_async(self.worker_id):
+            for job_id in await self._bounded(self.manager.aborting_job_ids_async(self.worker_id)):
                 self._request_abort(job_id)
         except Exception as exc:
-            error = not isinstance(exc, JobsError)
-            logger.warning("Could not look for abort requests: %s", exc, exc_info=error)
+            error = not isinstance(exc, (JobsError, TimeoutError))
+            logger.warning(
+                "Could not look for abort requests: %s",
+                describe_error(exc, self.options.database_timeout),
+                exc_info=error,
+            )
 
     async def _look_after_jobs(self) -> None:
         """Abort this worker's jobs marked aborting (so that aborts reach a worker that does
@@ -1009,8 +1053,11 @@ class Worker:
             return
         try:
             await self._recover_stalled_jobs()
-        except JobsError as exc:
-            logger.warning("Could not look for stalled jobs: %s", exc)
+        except (JobsError, TimeoutError) as exc:
+            logger.warning(
+                "Could not look for stalled jobs: %s",
+                describe_error(exc, self.options.database_timeout),
+            )
         except Exception:
             # Never let it end the heartbeat: a worker that stops heartbeating looks dead.
             logger.exception("Looking for stalled jobs failed")
@@ -1019,11 +1066,13 @@ class Worker:
         """Recover the running jobs of workers that stopped heartbeating (killed, lost) and
         remove those workers; every live worker does this, each stalled job goes to one."""
         timeout = self.options.stalled_timeout
-        recovered = await self.manager.recover_stalled_jobs_async(
-            worker_id=self.worker_id,
-            worker_name=self.name,
-            stalled_timeout=timeout,
-            strategies={name: task.retry for name, task in self.app.tasks.items()},
+        recovered = await self._bounded(
+            self.manager.recover_stalled_jobs_async(
+                worker_id=self.worker_id,
+                worker_name=self.name,
+                stalled_timeout=timeout,
+                strategies={name: task.retry for name, task in self.app.tasks.items()},
+            )
         )
         for item in recovered:
             job, stalled = item.job, item.stalled
@@ -1044,8 +1093,10 @@ class Worker:
             )
         if any(item.status is JobStatus.TODO for item in recovered):
             self._news()
-        for row in await self.manager.delete_stalled_workers_async(
-            worker_id=self.worker_id, stalled_timeout=timeout
+        for row in await self._bounded(
+            self.manager.delete_stalled_workers_async(
+                worker_id=self.worker_id, stalled_timeout=timeout
+            )
         ):
             logger.warning(
                 "Removed stalled worker %r (id %d, pid %d on %s): no heartbeat for %.0f s",
@@ -1073,11 +1124,13 @@ class Worker:
             self.worker_id,
             extra={"worker": self.name, "worker_id": self.worker_id},
         )
-        await self.manager.reregister_worker_async(
-            self.worker_id,
-            name=self.name,
-            queues=self._queues,
-            concurrency=self.options.concurrency,
+        await self._bounded(
+            self.manager.reregister_worker_async(
+                self.worker_id,
+                name=self.name,
+                queues=self._queues,
+                concurrency=self.options.concurrency,
+            )
         )
 
     @contextlib.contextmanager
@@ -1142,6 +1195,13 @@ class _DaemonThread:
 
         threading.Thread(target=run, name=self._name, daemon=True).start()
         return await future
+
+
+def describe_error(exc: BaseException, timeout: float) -> str:
+    """An error for a log line; a timeout says how long it waited."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    return str(exc)
 
 
 def _by_priority(job: Job) -> int:

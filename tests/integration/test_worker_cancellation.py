@@ -17,6 +17,7 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 import pytest
 
 import sqla_jobs
@@ -165,3 +166,38 @@ async def test_cancelled_worker_hands_back_its_running_jobs_and_reraises(
     assert took < 2, "a cancelled worker waited for its running job (shutdown_timeout is 1 h)"
     job = database.job(job_id)
     assert (job["status"], job["worker_id"]) == ("todo", None)
+
+
+async def test_a_statement_that_hangs_is_given_up_after_database_timeout_and_retried(
+    async_app: sqla_jobs.App, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A statement that gets no answer (here: the table is locked by another session) is
+    given up after database_timeout, logged, and tried again: at start-up the worker fails
+    at once saying so; running, it rides the hang out and runs the next job once the server
+    answers. The worker never hangs on the network."""
+    runs: list[int] = []
+
+    @async_app.task(name="tests.after_the_hang")
+    async def after_the_hang(n: int) -> None:
+        runs.append(n)
+
+    blocker = await psycopg.AsyncConnection.connect(database.url)
+    await blocker.execute("LOCK TABLE sqla_jobs_jobs IN ACCESS EXCLUSIVE MODE")
+    started = time.monotonic()
+    with pytest.raises(sqla_jobs.ConnectionFailed, match="did not answer"):
+        await asyncio.wait_for(worker_for(async_app, database_timeout=0.5).run(), 5)
+    assert time.monotonic() - started < 3
+    await blocker.rollback()
+
+    worker = worker_for(async_app, database_timeout=0.5)
+    task = asyncio.create_task(worker.run())
+    assert await database.wait_until_async(database.listening), "the worker never listened"
+    await blocker.execute("LOCK TABLE sqla_jobs_jobs IN ACCESS EXCLUSIVE MODE")
+    # Polling every 0.5 s: each claim runs into the lock, and is given up.
+    await asyncio.sleep(1.5)
+    await blocker.rollback()
+    await blocker.close()
+    await after_the_hang.defer_async(n=1)
+    assert await database.wait_until_async(lambda: runs == [1], within=10), runs
+    assert any("no answer within 0.5 s" in record.getMessage() for record in caplog.records)
+    await cancel_and_check(worker, task, database, "after the hang")
