@@ -14,8 +14,8 @@ COPY_COLUMNS = (
     "args",
     "scheduled_at",
 )
-CLAIM_TEMPLATE = "WITH candidates AS \n(SELECT sqla_jobs_jobs.id AS id \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT 987654321 FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, sqla_jobs_jobs.args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id"
-CLAIM_IN_QUEUES_TEMPLATE = "WITH candidates AS \n(SELECT sqla_jobs_jobs.id AS id \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND sqla_jobs_jobs.queue = any(CAST(%(queues)s AS TEXT[])) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT 987654321 FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, sqla_jobs_jobs.args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id"
+CLAIM_TEMPLATE = "WITH candidates AS \n(SELECT ready.id AS id \nFROM (SELECT sqla_jobs_jobs.id AS id \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT (SELECT CAST(987654321 AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS ready \n LIMIT 987654321)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, sqla_jobs_jobs.args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id"
+CLAIM_IN_QUEUES_TEMPLATE = "WITH candidates AS \n(SELECT ready.id AS id \nFROM (SELECT sqla_jobs_jobs.id AS id \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND sqla_jobs_jobs.queue = any(CAST(%(queues)s AS TEXT[])) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT (SELECT CAST(987654321 AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS ready \n LIMIT 987654321)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, sqla_jobs_jobs.args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id"
 
 defer_job = Query(
     "defer_job",
@@ -42,14 +42,16 @@ reserve_job_ids = Query(
 claim_jobs = Query(
     "claim_jobs",
     "WITH candidates AS \n"
-    "(SELECT sqla_jobs_jobs.id AS id \n"
+    "(SELECT ready.id AS id \n"
+    "FROM (SELECT sqla_jobs_jobs.id AS id \n"
     "FROM sqla_jobs_jobs \n"
     "WHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \n"
     "FROM sqla_jobs_jobs AS running \n"
     "WHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \n"
     "FROM sqla_jobs_jobs AS earlier \n"
     "WHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n"
-    " LIMIT %(limit)s FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED)\n"
+    " LIMIT (SELECT CAST(%(limit)s AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS ready \n"
+    " LIMIT %(limit)s)\n"
     " UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \n"
     "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, sqla_jobs_jobs.args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id",
     prepared=True,
@@ -58,14 +60,16 @@ claim_jobs = Query(
 claim_jobs_in_queues = Query(
     "claim_jobs_in_queues",
     "WITH candidates AS \n"
-    "(SELECT sqla_jobs_jobs.id AS id \n"
+    "(SELECT ready.id AS id \n"
+    "FROM (SELECT sqla_jobs_jobs.id AS id \n"
     "FROM sqla_jobs_jobs \n"
     "WHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \n"
     "FROM sqla_jobs_jobs AS running \n"
     "WHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \n"
     "FROM sqla_jobs_jobs AS earlier \n"
     "WHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND sqla_jobs_jobs.queue = any(CAST(%(queues)s AS TEXT[])) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n"
-    " LIMIT %(limit)s FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED)\n"
+    " LIMIT (SELECT CAST(%(limit)s AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS ready \n"
+    " LIMIT %(limit)s)\n"
     " UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \n"
     "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, sqla_jobs_jobs.args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id",
     prepared=True,

@@ -69,10 +69,12 @@ def test_claim_takes_the_highest_priority_then_the_oldest_job(query: queries.Que
     sql = one_line(query.sql)
     order = re.search(
         r"ORDER BY sqla_jobs_jobs\.priority DESC, sqla_jobs_jobs\.id "
-        r"LIMIT (%\(limit\)s|\d+) FOR UPDATE",
+        r"LIMIT \(SELECT CAST\((?P<limit>%\(limit\)s|\d+) AS BIGINT\) AS claim_size\) "
+        r"FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED\) AS ready LIMIT (?P<outer>%\(limit\)s|\d+)\)",
         sql,
     )
     assert order is not None, sql
+    assert order["limit"] == order["outer"], "the scan's limit and the claim's are the same"
 
 
 @pytest.mark.parametrize("query", CLAIMS, ids=lambda query: query.name)
@@ -92,7 +94,8 @@ def test_claim_parameters() -> None:
 def test_claim_with_its_limit_written_in_keeps_the_claims_name_and_other_parameters() -> None:
     query = queries.claim_query(16, in_queues=True)
     assert query.name == "claim_jobs_in_queues" and query.prepared
-    assert "LIMIT 16 FOR UPDATE" in one_line(query.sql)
+    assert "LIMIT (SELECT CAST(16 AS BIGINT) AS claim_size) FOR UPDATE" in one_line(query.sql)
+    assert "AS ready LIMIT 16)" in one_line(query.sql)
     assert placeholders(query) == {"worker_id", "queues"}
     assert queries.claim_query(16, in_queues=True) is query  # rendered once
     assert queries.claim_query(4, in_queues=False).name == "claim_jobs"
