@@ -77,20 +77,20 @@ claim_jobs_in_queues = Query(
 
 finish_succeeded = Query(
     "finish_succeeded",
-    "UPDATE sqla_jobs_jobs SET status='succeeded', finished_at=clock_timestamp() WHERE sqla_jobs_jobs.id = any(CAST(%(ids)s AS BIGINT[])) AND sqla_jobs_jobs.status IN ('doing', 'aborting') AND sqla_jobs_jobs.worker_id = %(worker_id)s",
+    "UPDATE sqla_jobs_jobs SET status='succeeded', finished_at=clock_timestamp() WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT unnest(CAST(%(ids)s AS BIGINT[])) AS unnest_1)) AND (sqla_jobs_jobs.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted')) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
     prepared=True,
 )
 
 delete_jobs_by_id = Query(
     "delete_jobs_by_id",
-    "DELETE FROM sqla_jobs_jobs WHERE sqla_jobs_jobs.id = any(CAST(%(ids)s AS BIGINT[])) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
+    "DELETE FROM sqla_jobs_jobs WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT unnest(CAST(%(ids)s AS BIGINT[])) AS unnest_1)) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
     prepared=True,
 )
 
 finish_jobs = Query(
     "finish_jobs",
     "UPDATE sqla_jobs_jobs SET status=outcomes.status, scheduled_at=coalesce(outcomes.retry_at, sqla_jobs_jobs.scheduled_at), finished_at=CASE WHEN outcomes.status = 'todo' THEN NULL ELSE clock_timestamp() END, last_error=coalesce(outcomes.error, sqla_jobs_jobs.last_error), worker_id=CASE WHEN outcomes.status = 'todo' THEN NULL ELSE sqla_jobs_jobs.worker_id END FROM (SELECT outcome.id AS id, outcome.status AS status, outcome.error AS error, outcome.retry_at AS retry_at \n"
-    "FROM unnest(CAST(%(ids)s AS BIGINT[]), CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]), CAST(%(errors)s AS TEXT[]), CAST(%(retry_ats)s AS TIMESTAMP WITH TIME ZONE[])) AS outcome(id, status, error, retry_at)) AS outcomes WHERE sqla_jobs_jobs.id = outcomes.id AND sqla_jobs_jobs.status IN ('doing', 'aborting') AND sqla_jobs_jobs.worker_id = %(worker_id)s",
+    "FROM unnest(CAST(%(ids)s AS BIGINT[]), CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]), CAST(%(errors)s AS TEXT[]), CAST(%(retry_ats)s AS TIMESTAMP WITH TIME ZONE[])) AS outcome(id, status, error, retry_at)) AS outcomes WHERE sqla_jobs_jobs.id = outcomes.id AND sqla_jobs_jobs.id = any(ARRAY(SELECT unnest(CAST(%(ids)s AS BIGINT[])) AS unnest_1)) AND (sqla_jobs_jobs.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted')) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
     prepared=True,
 )
 

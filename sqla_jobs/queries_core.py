@@ -275,7 +275,7 @@ claim_jobs_in_queues = _claim(queue_filter=True)
 
 def claim_template(*, in_queues: bool) -> str:
     """The claim with `queries.LIMIT_MARKER` for its limit: `queries.claim_query` writes each
-    limit in (a generic plan with the limit as a parameter would sort the whole queue)."""
+    limit in (a generic plan with the limit as a parameter is costed as a tenth of the queue)."""
     sql = _claim(queue_filter=in_queues, limit=LIMIT_MARKER).sql
     assert sql.count(str(LIMIT_MARKER)) == 2, "the marker must be the claim's two limits only"
     return sql
@@ -284,25 +284,40 @@ def claim_template(*, in_queues: bool) -> str:
 # -- finish ------------------------------------------------------------------------------------
 
 # A worker writes outcomes only for jobs it still runs: a worker taken for dead, whose jobs
-# another worker recovered, cannot overwrite what happened to them since.
+# another worker recovered, cannot overwrite what happened to them since. "Running" is written
+# as neither waiting nor finished, which no index matches: ``status IN ('doing', 'aborting')``
+# matches the partial index of running jobs by worker, which a planner short of statistics
+# chose, and which holds an entry for every job the worker ran until VACUUM removes it (58,500
+# entries read for a batch of 100 after 58,500 jobs, 4.7 ms instead of 0.8).
+_RUNNING = (JobStatus.DOING, JobStatus.ABORTING)
 _still_running_here = and_(
-    jobs.c.status.in_([JobStatus.DOING, JobStatus.ABORTING]),
+    jobs.c.status.not_in([status for status in JobStatus if status not in _RUNNING]),
     jobs.c.worker_id == bindparam("worker_id", type_=BigInteger),
 )
+
+
+def _ids_of_batch() -> ColumnElement[bool]:
+    """The jobs whose ids the worker sends (parameter ``ids``), found by the primary key.
+
+    The array goes through a sub-select the planner does not read: it then counts on a few
+    rows, and probes the primary key for them. Given the array, it weighed the batch against
+    its guess of a table never analysed, and read a 20,000-job table whole instead.
+    """
+    return jobs.c.id == func.any(_ArrayOf(select(func.unnest(_array("ids", BigInteger)))))
+
 
 # Successes are the common case: one array of ids, one statement.
 finish_succeeded = render(
     "finish_succeeded",
     update(jobs)
-    .where(jobs.c.id == func.any(_array("ids", BigInteger)), _still_running_here)
+    .where(_ids_of_batch(), _still_running_here)
     .values(status=JobStatus.SUCCEEDED, finished_at=_step_time()),
     prepared=True,
 )
 delete_jobs_by_id = render(
     "delete_jobs_by_id",
     delete(jobs).where(
-        jobs.c.id == func.any(_array("ids", BigInteger)),
-        jobs.c.worker_id == bindparam("worker_id", type_=BigInteger),
+        _ids_of_batch(), jobs.c.worker_id == bindparam("worker_id", type_=BigInteger)
     ),
     prepared=True,
 )
@@ -325,7 +340,9 @@ _outcomes = (select(_unnest_outcomes().render_derived(name="outcome"))).subquery
 finish_jobs = render(
     "finish_jobs",
     update(jobs)
-    .where(jobs.c.id == _outcomes.c.id, _still_running_here)
+    # The ids once more, as an array: the jobs are found by their ids, then joined with their
+    # outcomes.
+    .where(jobs.c.id == _outcomes.c.id, _ids_of_batch(), _still_running_here)
     .values(
         status=_outcomes.c.status,
         last_error=func.coalesce(_outcomes.c.error, jobs.c.last_error),
@@ -429,7 +446,6 @@ check_schema = render("check_schema", select(func.count()).select_from(jobs).whe
 
 # -- lifecycle: list, history, cancel, abort, retry, delete, prune -----------------------------
 
-_RUNNING = (JobStatus.DOING, JobStatus.ABORTING)
 _RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED)
 
 
