@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 WAITING = 200_000
 JOBS = queries.JOBS_TABLE
 CLAIM_INDEX = "ix_sqla_jobs_jobs_fetch"
+QUEUE_INDEX = "ix_sqla_jobs_jobs_fetch_queue"
 PRIMARY_KEY = "pk_sqla_jobs_jobs"
 # The sizes a worker claims in (queries.claim_size): exact up to 16, powers of two, fetch_batch.
 CLAIM_SIZES = (1, 16, 64, 100, 300)
@@ -118,6 +119,14 @@ def nodes(node: Plan) -> Iterator[Plan]:
         yield from nodes(child)
 
 
+def scans(node: Plan) -> Iterator[Plan]:
+    """The plan's nodes but those of sub-plans (the lock checks run per job, by lock)."""
+    yield node
+    for child in node.get("Plans", []):
+        if child.get("Parent Relationship") != "SubPlan":
+            yield from scans(child)
+
+
 def describe(plan: Plan) -> str:
     return json.dumps(plan["Plan"], indent=1)
 
@@ -134,7 +143,7 @@ def assert_claim_walks_its_index_in_order(plan: Plan, limit: int) -> None:
         for node in every
         if node.get("Relation Name") == JOBS and node["Node Type"] == "Seq Scan"
     ], describe(plan)
-    walks = [node for node in every if node.get("Index Name") == CLAIM_INDEX]
+    walks = [node for node in scans(plan["Plan"]) if node.get("Index Name") == CLAIM_INDEX]
     assert len(walks) == 1, describe(plan)
     walk = walks[0]
     assert walk["Node Type"] == "Index Scan" and walk["Scan Direction"] == "Forward", describe(plan)
@@ -142,6 +151,30 @@ def assert_claim_walks_its_index_in_order(plan: Plan, limit: int) -> None:
     assert walk["Actual Rows"] == limit, describe(plan)
     # Bitmap scans of other indexes are only the update's look-up of the chosen ids.
     for node in every:
+        if node["Node Type"] == "Bitmap Index Scan":
+            assert node["Index Name"] == PRIMARY_KEY, describe(plan)
+    assert "JIT" not in plan, "a cost this high switches JIT compilation on at every call"
+
+
+def assert_claim_walks_each_queue_in_order(plan: Plan, limit: int, queues: int) -> None:
+    """One ordered walk of the queue index per queue, each stopping at the limit; the only
+    sort is of what the walks return."""
+    every = list(nodes(plan["Plan"]))
+    assert "Hash Join" not in {node["Node Type"] for node in every}, describe(plan)
+    assert not [
+        node
+        for node in every
+        if node.get("Relation Name") == JOBS and node["Node Type"] == "Seq Scan"
+    ], describe(plan)
+    walks = [node for node in scans(plan["Plan"]) if node.get("Index Name") == QUEUE_INDEX]
+    assert len(walks) == 1, describe(plan)
+    walk = walks[0]
+    assert walk["Node Type"] == "Index Scan" and walk["Scan Direction"] == "Forward", describe(plan)
+    assert walk["Actual Loops"] == queues and walk["Actual Rows"] <= limit, describe(plan)
+    for node in every:
+        if node["Node Type"] in ("Sort", "Incremental Sort"):
+            assert node["Actual Rows"] <= limit, describe(plan)
+            assert node["Plans"][0]["Node Type"] == "Nested Loop", describe(plan)
         if node["Node Type"] == "Bitmap Index Scan":
             assert node["Index Name"] == PRIMARY_KEY, describe(plan)
     assert "JIT" not in plan, "a cost this high switches JIT compilation on at every call"
@@ -190,6 +223,24 @@ def test_claim_walks_the_fetch_index_in_order_and_stops_at_its_limit(
         query = queries.claim_query(limit, in_queues=False)
         plan = explain(jobs_table, query.sql, {"worker_id": worker_id}, generic=generic)
         assert_claim_walks_its_index_in_order(plan, limit)
+
+
+@pytest.mark.parametrize("statistics", STATISTICS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+def test_claim_in_queues_walks_each_queue_in_order_and_stops_at_its_limit(
+    jobs_table: Database, statistics: Any, generic: bool
+) -> None:
+    statistics(jobs_table)
+    jobs_table.conn.execute(
+        f"INSERT INTO {JOBS} (queue, task_name) SELECT 'rare', 'noop' FROM generate_series(1, 5)"
+    )
+    worker_id = register_worker(jobs_table)
+    for queues in (["default"], ["rare", "default"], ["rare"], ["empty"]):
+        for limit in CLAIM_SIZES:
+            query = queries.claim_query(limit, in_queues=True)
+            params = {"worker_id": worker_id, "queues": queues}
+            plan = explain(jobs_table, query.sql, params, generic=generic)
+            assert_claim_walks_each_queue_in_order(plan, limit, len(queues))
 
 
 def run_jobs(database: Database, worker_id: int, batches: int) -> None:
