@@ -41,6 +41,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--statistics", choices=["none", "analysed", "stale"], default="none")
     parser.add_argument("--mode", choices=["raw", "worker"], default="raw")
     parser.add_argument("--batch", type=int, default=100, help="claim size of the raw loop")
+    parser.add_argument("--queues", nargs="*", default=None, help="claim from these only")
     parser.add_argument("--seconds", type=float, default=12.0)
     parser.add_argument("--sqla-jobs-path", default=None)
     return parser.parse_args()
@@ -59,7 +60,9 @@ def load(url: str, waiting: int, statistics: str) -> None:
         conn.execute("CHECKPOINT")
 
 
-def raw_loop(url: str, batch: int, seconds: float) -> list[tuple[float, int]]:
+def raw_loop(
+    url: str, batch: int, seconds: float, queues: list[str] | None
+) -> list[tuple[float, int]]:
     """(time, jobs done) after each claim and finish."""
     from sqla_jobs import queries
 
@@ -71,9 +74,13 @@ def raw_loop(url: str, batch: int, seconds: float) -> list[tuple[float, int]]:
         ).fetchone()
         assert row is not None
         worker_id = row[0]
-        claim, finish = queries.claim_query(batch, in_queues=False), queries.finish_succeeded
+        claim = queries.claim_query(batch, in_queues=queues is not None)
+        finish = queries.finish_succeeded
+        params: dict[str, Any] = {"worker_id": worker_id}
+        if queues is not None:
+            params["queues"] = queues
         while marks[-1][0] - marks[0][0] < seconds:
-            rows = conn.execute(claim.sql, {"worker_id": worker_id}, prepare=True).fetchall()
+            rows = conn.execute(claim.sql, params, prepare=True).fetchall()
             if not rows:
                 break
             ids = [row[0] for row in rows]
@@ -82,7 +89,7 @@ def raw_loop(url: str, batch: int, seconds: float) -> list[tuple[float, int]]:
     return marks
 
 
-def worker_run(url: str, seconds: float) -> list[tuple[float, int]]:
+def worker_run(url: str, seconds: float, queues: list[str] | None) -> list[tuple[float, int]]:
     """(finish time, jobs done) of each job a real worker finished within ``seconds``."""
     import sqla_jobs
     from sqla_jobs.worker import Worker, WorkerOptions
@@ -96,7 +103,8 @@ def worker_run(url: str, seconds: float) -> list[tuple[float, int]]:
 
     async def run() -> None:
         async with app.open_async():
-            worker = Worker(app, WorkerOptions(wait=False, install_signal_handlers=False))
+            options = WorkerOptions(wait=False, install_signal_handlers=False, queues=queues)
+            worker = Worker(app, options)
             task = asyncio.create_task(worker.run())
             done, _ = await asyncio.wait([task], timeout=seconds)
             if not done:
@@ -124,6 +132,7 @@ def main() -> None:
     args = parse()
     if args.sqla_jobs_path:
         sys.path.insert(0, args.sqla_jobs_path)
+    import sqla_jobs
     from sqla_jobs import migrations
 
     name = f"claimplan_{uuid.uuid4().hex[:8]}"
@@ -134,14 +143,16 @@ def main() -> None:
         migrations.upgrade(url)
         load(url, args.waiting, args.statistics)
         if args.mode == "raw":
-            marks = raw_loop(url, args.batch, args.seconds)
+            marks = raw_loop(url, args.batch, args.seconds, args.queues)
         else:
-            marks = worker_run(url, args.seconds)
+            marks = worker_run(url, args.seconds, args.queues)
         result = {
+            "sqla_jobs": sqla_jobs.__file__,
             "waiting": args.waiting,
             "statistics": args.statistics,
             "mode": args.mode,
             "batch": args.batch if args.mode == "raw" else None,
+            "queues": args.queues,
             "processed": marks[-1][1],
             "jobs_per_second": round(steady_rate(marks)),
         }
