@@ -14,8 +14,8 @@ COPY_COLUMNS = (
     "args",
     "scheduled_at",
 )
-CLAIM_TEMPLATE = "WITH candidates AS \n(SELECT sqla_jobs_jobs.id AS id \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT 987654321 FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, sqla_jobs_jobs.args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id"
-CLAIM_IN_QUEUES_TEMPLATE = "WITH candidates AS \n(SELECT sqla_jobs_jobs.id AS id \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND sqla_jobs_jobs.queue = any(CAST(%(queues)s AS TEXT[])) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT 987654321 FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, sqla_jobs_jobs.args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id"
+CLAIM_TEMPLATE = "WITH candidates AS \n(SELECT ready.id AS id \nFROM (SELECT sqla_jobs_jobs.id AS id \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT (SELECT CAST(987654321 AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS ready \n LIMIT 987654321)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, sqla_jobs_jobs.args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id"
+CLAIM_IN_QUEUES_TEMPLATE = "WITH candidates AS \n(SELECT best.id AS id \nFROM unnest(CAST(%(queues)s AS TEXT[])) AS wanted(name) JOIN LATERAL (SELECT walk.id AS id, walk.priority AS priority \nFROM (SELECT sqla_jobs_jobs.id AS id, sqla_jobs_jobs.priority AS priority \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND sqla_jobs_jobs.queue = any(ARRAY[wanted.name]) ORDER BY sqla_jobs_jobs.queue, sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT (SELECT CAST(987654321 AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS walk \n LIMIT 987654321) AS best ON true ORDER BY best.priority DESC, best.id \n LIMIT 987654321)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, sqla_jobs_jobs.args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id"
 
 defer_job = Query(
     "defer_job",
@@ -42,14 +42,16 @@ reserve_job_ids = Query(
 claim_jobs = Query(
     "claim_jobs",
     "WITH candidates AS \n"
-    "(SELECT sqla_jobs_jobs.id AS id \n"
+    "(SELECT ready.id AS id \n"
+    "FROM (SELECT sqla_jobs_jobs.id AS id \n"
     "FROM sqla_jobs_jobs \n"
     "WHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \n"
     "FROM sqla_jobs_jobs AS running \n"
     "WHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \n"
     "FROM sqla_jobs_jobs AS earlier \n"
     "WHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n"
-    " LIMIT %(limit)s FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED)\n"
+    " LIMIT (SELECT CAST(%(limit)s AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS ready \n"
+    " LIMIT %(limit)s)\n"
     " UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \n"
     "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, sqla_jobs_jobs.args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id",
     prepared=True,
@@ -58,14 +60,18 @@ claim_jobs = Query(
 claim_jobs_in_queues = Query(
     "claim_jobs_in_queues",
     "WITH candidates AS \n"
-    "(SELECT sqla_jobs_jobs.id AS id \n"
+    "(SELECT best.id AS id \n"
+    "FROM unnest(CAST(%(queues)s AS TEXT[])) AS wanted(name) JOIN LATERAL (SELECT walk.id AS id, walk.priority AS priority \n"
+    "FROM (SELECT sqla_jobs_jobs.id AS id, sqla_jobs_jobs.priority AS priority \n"
     "FROM sqla_jobs_jobs \n"
     "WHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \n"
     "FROM sqla_jobs_jobs AS running \n"
     "WHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \n"
     "FROM sqla_jobs_jobs AS earlier \n"
-    "WHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND sqla_jobs_jobs.queue = any(CAST(%(queues)s AS TEXT[])) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n"
-    " LIMIT %(limit)s FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED)\n"
+    "WHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND sqla_jobs_jobs.queue = any(ARRAY[wanted.name]) ORDER BY sqla_jobs_jobs.queue, sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n"
+    " LIMIT (SELECT CAST(%(limit)s AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS walk \n"
+    " LIMIT %(limit)s) AS best ON true ORDER BY best.priority DESC, best.id \n"
+    " LIMIT %(limit)s)\n"
     " UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \n"
     "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, sqla_jobs_jobs.args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id",
     prepared=True,
@@ -73,20 +79,20 @@ claim_jobs_in_queues = Query(
 
 finish_succeeded = Query(
     "finish_succeeded",
-    "UPDATE sqla_jobs_jobs SET status='succeeded', finished_at=clock_timestamp() WHERE sqla_jobs_jobs.id = any(CAST(%(ids)s AS BIGINT[])) AND sqla_jobs_jobs.status IN ('doing', 'aborting') AND sqla_jobs_jobs.worker_id = %(worker_id)s",
+    "UPDATE sqla_jobs_jobs SET status='succeeded', finished_at=clock_timestamp() WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT unnest(CAST(%(ids)s AS BIGINT[])) AS unnest_1)) AND (sqla_jobs_jobs.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted')) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
     prepared=True,
 )
 
 delete_jobs_by_id = Query(
     "delete_jobs_by_id",
-    "DELETE FROM sqla_jobs_jobs WHERE sqla_jobs_jobs.id = any(CAST(%(ids)s AS BIGINT[])) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
+    "DELETE FROM sqla_jobs_jobs WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT unnest(CAST(%(ids)s AS BIGINT[])) AS unnest_1)) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
     prepared=True,
 )
 
 finish_jobs = Query(
     "finish_jobs",
     "UPDATE sqla_jobs_jobs SET status=outcomes.status, scheduled_at=coalesce(outcomes.retry_at, sqla_jobs_jobs.scheduled_at), finished_at=CASE WHEN outcomes.status = 'todo' THEN NULL ELSE clock_timestamp() END, last_error=coalesce(outcomes.error, sqla_jobs_jobs.last_error), worker_id=CASE WHEN outcomes.status = 'todo' THEN NULL ELSE sqla_jobs_jobs.worker_id END FROM (SELECT outcome.id AS id, outcome.status AS status, outcome.error AS error, outcome.retry_at AS retry_at \n"
-    "FROM unnest(CAST(%(ids)s AS BIGINT[]), CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]), CAST(%(errors)s AS TEXT[]), CAST(%(retry_ats)s AS TIMESTAMP WITH TIME ZONE[])) AS outcome(id, status, error, retry_at)) AS outcomes WHERE sqla_jobs_jobs.id = outcomes.id AND sqla_jobs_jobs.status IN ('doing', 'aborting') AND sqla_jobs_jobs.worker_id = %(worker_id)s",
+    "FROM unnest(CAST(%(ids)s AS BIGINT[]), CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]), CAST(%(errors)s AS TEXT[]), CAST(%(retry_ats)s AS TIMESTAMP WITH TIME ZONE[])) AS outcome(id, status, error, retry_at)) AS outcomes WHERE sqla_jobs_jobs.id = outcomes.id AND sqla_jobs_jobs.id = any(ARRAY(SELECT unnest(CAST(%(ids)s AS BIGINT[])) AS unnest_1)) AND (sqla_jobs_jobs.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted')) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
     prepared=True,
 )
 

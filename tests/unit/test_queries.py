@@ -13,6 +13,7 @@ import pytest
 from sqla_jobs import queries
 from sqla_jobs.jobs import JobSpec
 from sqla_jobs.manager import _many_jobs_params, _one_job_params
+from sqla_jobs.statuses import JobStatus
 
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 CLAIMS = [
@@ -64,15 +65,29 @@ def test_claim_skips_rows_other_workers_hold(query: queries.Query) -> None:
     assert "FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED" in one_line(query.sql)
 
 
+LIMIT = r"(%\(limit\)s|\d+)"
+SCAN_LIMIT = rf"LIMIT \(SELECT CAST\({LIMIT} AS BIGINT\) AS claim_size\) "
+LOCKED = "FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED"
+
+
 @pytest.mark.parametrize("query", CLAIMS, ids=lambda query: query.name)
 def test_claim_takes_the_highest_priority_then_the_oldest_job(query: queries.Query) -> None:
     sql = one_line(query.sql)
-    order = re.search(
-        r"ORDER BY sqla_jobs_jobs\.priority DESC, sqla_jobs_jobs\.id "
-        r"LIMIT (%\(limit\)s|\d+) FOR UPDATE",
-        sql,
-    )
+    if query.name == "claim_jobs":
+        order = re.search(
+            r"ORDER BY sqla_jobs_jobs\.priority DESC, sqla_jobs_jobs\.id "
+            rf"{SCAN_LIMIT}{LOCKED}\) AS ready LIMIT {LIMIT}\)",
+            sql,
+        )
+    else:  # each queue's walk in that order, then the best of all walks
+        order = re.search(
+            r"ORDER BY sqla_jobs_jobs\.queue, sqla_jobs_jobs\.priority DESC, sqla_jobs_jobs\.id "
+            rf"{SCAN_LIMIT}{LOCKED}\) AS walk LIMIT {LIMIT}\) AS best ON true "
+            rf"ORDER BY best\.priority DESC, best\.id LIMIT {LIMIT}\)",
+            sql,
+        )
     assert order is not None, sql
+    assert len(set(order.groups())) == 1, "every limit of the claim is the same"
 
 
 @pytest.mark.parametrize("query", CLAIMS, ids=lambda query: query.name)
@@ -92,7 +107,8 @@ def test_claim_parameters() -> None:
 def test_claim_with_its_limit_written_in_keeps_the_claims_name_and_other_parameters() -> None:
     query = queries.claim_query(16, in_queues=True)
     assert query.name == "claim_jobs_in_queues" and query.prepared
-    assert "LIMIT 16 FOR UPDATE" in one_line(query.sql)
+    assert "LIMIT (SELECT CAST(16 AS BIGINT) AS claim_size) FOR UPDATE" in one_line(query.sql)
+    assert str(queries.LIMIT_MARKER) not in query.sql
     assert placeholders(query) == {"worker_id", "queues"}
     assert queries.claim_query(16, in_queues=True) is query  # rendered once
     assert queries.claim_query(4, in_queues=False).name == "claim_jobs"
@@ -152,7 +168,12 @@ def test_finish_queries_take_arrays_of_ids_and_the_worker_that_ran_them() -> Non
 )
 def test_finish_only_touches_jobs_still_running_under_this_worker(query: queries.Query) -> None:
     sql = one_line(query.sql)
-    assert "sqla_jobs_jobs.status IN ('doing', 'aborting')" in sql
+    # Written as "neither waiting nor finished", so that no partial index matches it
+    # (tests/integration/test_query_plans.py): every status but the running ones.
+    excluded = re.search(r"sqla_jobs_jobs\.status NOT IN \(([^)]*)\)", sql)
+    assert excluded is not None, sql
+    left = set(JobStatus) - {JobStatus(name.strip(" '")) for name in excluded[1].split(",")}
+    assert left == {JobStatus.DOING, JobStatus.ABORTING}
     assert "sqla_jobs_jobs.worker_id = %(worker_id)s" in sql
 
 
