@@ -19,6 +19,7 @@ from .errors import (
     SchemaNotFound,
     SyncConnectorCannotRunWorker,
     TaskNotFound,
+    WorkerFailed,
 )
 from .jobs import Job
 from .manager import JobEvent
@@ -67,6 +68,7 @@ __all__ = [
     "Task",
     "TaskNotFound",
     "Worker",
+    "WorkerFailed",
     "WorkerOptions",
     "metadata",
 ]

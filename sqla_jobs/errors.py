@@ -41,6 +41,11 @@ class SyncConnectorCannotRunWorker(JobsError):
     """A defer-only connector was asked to run a worker."""
 
 
+class WorkerFailed(JobsError):
+    """A part of the worker (its heartbeat, its completer, its listener...) failed with an
+    unexpected error: the worker stopped rather than run on half-dead. The cause is chained."""
+
+
 class AlreadyEnqueued(JobsError):
     """A job with the same queueing lock is already waiting."""
 

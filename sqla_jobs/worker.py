@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._aio import cancel_and_wait, wait_event, within
 from .connectors.base import cannot_run_worker
-from .errors import ConnectionFailed, ConnectorError, JobsError
+from .errors import ConnectionFailed, ConnectorError, JobsError, WorkerFailed
 from .jobs import Job
 from .manager import JobManager, Outcome
 from .periodic import PeriodicDeferrer
@@ -337,6 +337,8 @@ class Worker:
         self._probe_payload = f"sqla_jobs.probe.{uuid.uuid4().hex}"
         self._notify_unusable = False  # LISTEN hears nothing: poll only
         self._side_tasks: set[asyncio.Task[Any]] = set()
+        # A side task that failed: the worker stops, and run() raises WorkerFailed.
+        self._failure: tuple[str, BaseException] | None = None
         # A job waiting behind a lock becomes runnable once its predecessor's outcome is
         # written, and a retry once it is back in the queue.
         self._completer = _Completer(
@@ -393,6 +395,12 @@ class Worker:
                     raise
                 await self._stop_cancelled(body)
                 raise
+        if self._failure is not None:
+            name, error = self._failure
+            raise WorkerFailed(
+                f"Worker {self.name} stopped: its {name} failed with {error!r} (traceback in "
+                "the log above). Its running jobs went back to the queue."
+            ) from error
 
     async def _run_body(self) -> None:
         self.app.import_tasks()
@@ -479,6 +487,8 @@ class Worker:
             side_tasks.append(listener)
         else:
             self._listen_settled.set()
+        for task in side_tasks:
+            task.add_done_callback(self._side_task_done)
         try:
             await self._fetch_loop()
             await self._wait_for_running_jobs()
@@ -502,9 +512,6 @@ class Worker:
                     _SIDE_TASKS_STOP_TIMEOUT,
                 )
                 await cancel_and_wait(task, 1.0)
-            for task in side_tasks:
-                if task.done() and not task.cancelled() and (error := task.exception()):
-                    logger.error("%s failed", task.get_name(), exc_info=error)
             self._give_back_unstarted(self._ready)  # when the fetch loop itself failed
             self._ready.clear()
             await self._final_writes()
@@ -985,6 +992,25 @@ class Worker:
         task = asyncio.create_task(coroutine, name=name)
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
+        task.add_done_callback(self._side_task_done)
+
+    def _side_task_done(self, task: asyncio.Task[Any]) -> None:
+        """A side task that ends with an unexpected error stops the worker, loudly: a worker
+        that heartbeats but records no outcome, or runs jobs while looking dead, is worse
+        than one that stops and is restarted by its supervisor."""
+        if task.cancelled() or (error := task.exception()) is None:
+            return
+        name = task.get_name().removeprefix("sqla_jobs.")
+        logger.critical(
+            "The worker's %s failed; stopping the worker",
+            name,
+            exc_info=error,
+            extra={"worker": self.name, "worker_id": self.worker_id},
+        )
+        if self._failure is None:
+            self._failure = (name, error)
+        if not self._stopping:
+            self.stop()
 
     def _request_abort(self, job_id: int) -> None:
         """Someone asked to abort this job (NOTIFY, or the heartbeat's poll): stop it if this
