@@ -21,7 +21,13 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+# max_connections: the scenarios run up to a dozen worker processes at once.
+_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "300",
+}
 
 
 class ChaosServer:
@@ -41,7 +47,9 @@ class ChaosServer:
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             for name, value in _SETTINGS.items():
                 conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
-            conn.execute("SELECT pg_reload_conf()")
+        # max_connections takes a restart.
+        self.stop("fast")
+        self.start()
 
     @staticmethod
     def dbname(url: str) -> str:

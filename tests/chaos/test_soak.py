@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import pytest
 from conftest import Ledger, WorkerProcess, wait_until
 from server import ChaosServer
 
@@ -45,6 +46,7 @@ def rss_kib(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
+@pytest.mark.timeout(SOAK_SECONDS + 120)
 def test_workers_joining_and_leaving_for_minutes_leave_no_growth_and_nothing_stuck(
     chaos_server: ChaosServer,
     chaos_db: str,
@@ -76,7 +78,7 @@ def test_workers_joining_and_leaving_for_minutes_leave_no_growth_and_nothing_stu
         finally:
             app.close()
 
-    deferrer = threading.Thread(target=defer_continuously, name="soak-deferrer")
+    deferrer = threading.Thread(target=defer_continuously, name="soak-deferrer", daemon=True)
     deferrer.start()
     rng = random.Random(7)
     visitors: list[WorkerProcess] = []

@@ -33,10 +33,11 @@ def test_workers_killed_every_two_seconds_lose_no_job_and_rerun_only_what_they_h
     total = 20_000
     app = deferring_app(chaos_db)
     try:
-        app.configure_task("chaos.run").batch_defer(*({} for _ in range(total)))
+        # 10 ms jobs, 4 at a time per worker: a drain of some 20 s, with a kill every 2 s.
+        app.configure_task("chaos.run").batch_defer(*({"seconds": 0.01} for _ in range(total)))
     finally:
         app.close()
-    args = ("--concurrency", "20", "--polling-interval", "0.5", *FAST_RECOVERY)
+    args = ("--concurrency", "4", "--polling-interval", "0.5", *FAST_RECOVERY)
     workers = [start_worker(chaos_db, *args) for _ in range(3)]
     killed: set[int] = set()
     rng = random.Random(1)
