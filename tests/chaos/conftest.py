@@ -84,13 +84,16 @@ def chaos_db(chaos_server: ChaosServer) -> Iterator[str]:
 class WorkerProcess:
     """A `sqla-jobs worker` process on ``ledger_app``, its output in a file."""
 
-    def __init__(self, url: str, log: Path, connector: str, *args: str) -> None:
+    def __init__(
+        self, url: str, log: Path, connector: str, *args: str, app_name: str = "chaos_worker"
+    ) -> None:
         self.log = log
         self._log_file = log.open("w")
         env = {
             **os.environ,
             "DATABASE_URL": url,
             "CHAOS_CONNECTOR": connector,
+            "CHAOS_APP_NAME": app_name,
             "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)]),
         }
         self.process = subprocess.Popen(
@@ -130,9 +133,11 @@ class WorkerProcess:
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(url: str, *args: str, connector: str = "psycopg") -> WorkerProcess:
+    def start(
+        url: str, *args: str, connector: str = "psycopg", app_name: str = "chaos_worker"
+    ) -> WorkerProcess:
         log = tmp_path / f"worker{len(started)}.log"
-        worker = WorkerProcess(url, log, connector, *args)
+        worker = WorkerProcess(url, log, connector, *args, app_name=app_name)
         started.append(worker)
         return worker
 

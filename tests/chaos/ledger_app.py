@@ -26,7 +26,11 @@ URL = os.environ["DATABASE_URL"]
 def _connector() -> sqla_jobs.BaseConnector:
     kind = os.environ.get("CHAOS_CONNECTOR", "psycopg")
     if kind == "psycopg":
-        return sqla_jobs.PsycopgConnector(conninfo=URL, kwargs={"connect_timeout": 5})
+        # CHAOS_APP_NAME names the worker's sessions in pg_stat_activity (application_name).
+        name = os.environ.get("CHAOS_APP_NAME", "chaos_worker")
+        return sqla_jobs.PsycopgConnector(
+            conninfo=URL, kwargs={"connect_timeout": 5, "application_name": name}
+        )
     if kind == "psycopg_pgbouncer":
         # As the README shows for PgBouncer in transaction mode.
         return sqla_jobs.PsycopgConnector(
