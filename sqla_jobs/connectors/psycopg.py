@@ -200,8 +200,8 @@ class PsycopgConnector(BaseAsyncConnector):
             finally:
                 await self._checkin(pool, conn, pooled)
         except psycopg.Error as exc:
-            if isinstance(exc, psycopg.OperationalError):
-                self._outage = True
+            if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
+                self._outage = True  # the connection was lost, not the statement refused
             raise _translate(exc, self._target, query) from None
 
     supports_copy = True  # through the sync twin
@@ -307,8 +307,8 @@ class SyncPsycopgConnector(BaseConnector):
                 else:
                     conn.close()
         except psycopg.Error as exc:
-            if isinstance(exc, psycopg.OperationalError):
-                self._outage = True
+            if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
+                self._outage = True  # the connection was lost, not the statement refused
             raise _translate(exc, self._target, query) from None
 
     def _checkout(
