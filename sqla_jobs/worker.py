@@ -853,7 +853,7 @@ class Worker:
             return
         self._sync_jobs.add(job.id)
         try:
-            await _DaemonThread(f"sqla_jobs-job-{job.id}").run(task.func, *args, **job.args)
+            await _in_daemon_thread(f"sqla_jobs-job-{job.id}", task.func, *args, **job.args)
         finally:
             self._sync_jobs.discard(job.id)
 
@@ -1185,42 +1185,37 @@ class _UnknownTask(Exception):
     pass
 
 
-class _DaemonThread:
-    """Runs a sync task in a thread of its own.
+async def _in_daemon_thread(name: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a sync task in a thread of its own.
 
     A daemon thread, unlike a thread pool's: a sync job that outlives the shutdown timeout
     (its job is back in the queue by then) does not keep the process from exiting.
     """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
 
-    def __init__(self, name: str) -> None:
-        self._name = name
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.cancelled():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
-    async def run(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        context = contextvars.copy_context()
+    def run() -> None:
+        try:
+            result = context.run(func, *args, **kwargs)
+        except BaseException as exc:
+            outcome: tuple[Any, BaseException | None] = (None, exc)
+        else:
+            outcome = (result, None)
+        # The loop is gone if the worker stopped (and its host closed the loop) first.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, *outcome)
 
-        def settle(result: Any, error: BaseException | None) -> None:
-            if future.cancelled():
-                return
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
-
-        def run() -> None:
-            try:
-                result = context.run(func, *args, **kwargs)
-            except BaseException as exc:
-                outcome: tuple[Any, BaseException | None] = (None, exc)
-            else:
-                outcome = (result, None)
-            # The loop is gone if the worker stopped (and its host closed the loop) first.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(settle, *outcome)
-
-        threading.Thread(target=run, name=self._name, daemon=True).start()
-        return await future
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await future
 
 
 def describe_error(exc: BaseException, timeout: float) -> str:
