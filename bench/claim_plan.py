@@ -84,7 +84,9 @@ def raw_loop(
             if not rows:
                 break
             ids = [row[0] for row in rows]
-            conn.execute(finish.sql, {"worker_id": worker_id, "ids": ids}, prepare=True)
+            attempts = [row[9] for row in rows]  # the claim returns _JOB_COLUMNS
+            params_ = {"worker_id": worker_id, "ids": ids, "attempts": attempts}
+            conn.execute(finish.sql, params_, prepare=True)
             marks.append((time.perf_counter(), marks[-1][1] + len(ids)))
     return marks
 

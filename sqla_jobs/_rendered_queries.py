@@ -79,20 +79,20 @@ claim_jobs_in_queues = Query(
 
 finish_succeeded = Query(
     "finish_succeeded",
-    "UPDATE sqla_jobs_jobs SET status='succeeded', finished_at=clock_timestamp() WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT unnest(CAST(%(ids)s AS BIGINT[])) AS unnest_1)) AND (sqla_jobs_jobs.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted')) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
+    "UPDATE sqla_jobs_jobs SET status='succeeded', finished_at=clock_timestamp() FROM unnest((SELECT CAST(%(ids)s AS BIGINT[]) AS anon_1), (SELECT CAST(%(attempts)s AS INTEGER[]) AS anon_2)) AS done(id, attempt) WHERE sqla_jobs_jobs.id = done.id AND sqla_jobs_jobs.attempts = done.attempt AND (sqla_jobs_jobs.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted')) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
     prepared=True,
 )
 
 delete_jobs_by_id = Query(
     "delete_jobs_by_id",
-    "DELETE FROM sqla_jobs_jobs WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT unnest(CAST(%(ids)s AS BIGINT[])) AS unnest_1)) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
+    "DELETE FROM sqla_jobs_jobs USING unnest((SELECT CAST(%(ids)s AS BIGINT[]) AS anon_1), (SELECT CAST(%(attempts)s AS INTEGER[]) AS anon_2)) AS deleted(id, attempt) WHERE sqla_jobs_jobs.id = deleted.id AND sqla_jobs_jobs.attempts = deleted.attempt AND sqla_jobs_jobs.worker_id = %(worker_id)s",
     prepared=True,
 )
 
 finish_jobs = Query(
     "finish_jobs",
-    "UPDATE sqla_jobs_jobs SET status=outcomes.status, scheduled_at=coalesce(outcomes.retry_at, sqla_jobs_jobs.scheduled_at), finished_at=CASE WHEN outcomes.status = 'todo' THEN NULL ELSE clock_timestamp() END, last_error=coalesce(outcomes.error, sqla_jobs_jobs.last_error), worker_id=CASE WHEN outcomes.status = 'todo' THEN NULL ELSE sqla_jobs_jobs.worker_id END FROM (SELECT outcome.id AS id, outcome.status AS status, outcome.error AS error, outcome.retry_at AS retry_at \n"
-    "FROM unnest(CAST(%(ids)s AS BIGINT[]), CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]), CAST(%(errors)s AS TEXT[]), CAST(%(retry_ats)s AS TIMESTAMP WITH TIME ZONE[])) AS outcome(id, status, error, retry_at)) AS outcomes WHERE sqla_jobs_jobs.id = outcomes.id AND sqla_jobs_jobs.id = any(ARRAY(SELECT unnest(CAST(%(ids)s AS BIGINT[])) AS unnest_1)) AND (sqla_jobs_jobs.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted')) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
+    "UPDATE sqla_jobs_jobs SET status=outcomes.status, scheduled_at=coalesce(outcomes.retry_at, sqla_jobs_jobs.scheduled_at), finished_at=CASE WHEN outcomes.status = 'todo' THEN NULL ELSE clock_timestamp() END, last_error=coalesce(outcomes.error, sqla_jobs_jobs.last_error), worker_id=CASE WHEN outcomes.status = 'todo' THEN NULL ELSE sqla_jobs_jobs.worker_id END FROM (SELECT outcome.id AS id, outcome.status AS status, outcome.error AS error, outcome.retry_at AS retry_at, outcome.attempt AS attempt \n"
+    "FROM unnest((SELECT CAST(%(ids)s AS BIGINT[]) AS anon_1), (SELECT CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]) AS anon_2), (SELECT CAST(%(errors)s AS TEXT[]) AS anon_3), (SELECT CAST(%(retry_ats)s AS TIMESTAMP WITH TIME ZONE[]) AS anon_4), (SELECT CAST(%(attempts)s AS INTEGER[]) AS anon_5)) AS outcome(id, status, error, retry_at, attempt)) AS outcomes WHERE sqla_jobs_jobs.id = outcomes.id AND sqla_jobs_jobs.attempts = outcomes.attempt AND (sqla_jobs_jobs.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted')) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
     prepared=True,
 )
 
@@ -122,7 +122,7 @@ unregister_worker = Query(
 
 requeue_worker_jobs = Query(
     "requeue_worker_jobs",
-    "UPDATE sqla_jobs_jobs SET status=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN CAST('aborted' AS sqla_jobs_job_status) ELSE CAST('todo' AS sqla_jobs_job_status) END, attempts=CASE WHEN (sqla_jobs_jobs.status != 'aborting' AND sqla_jobs_jobs.id = any(CAST(%(unstarted)s AS BIGINT[]))) THEN sqla_jobs_jobs.attempts - 1 ELSE sqla_jobs_jobs.attempts END, started_at=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN sqla_jobs_jobs.started_at ELSE NULL END, finished_at=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN clock_timestamp() ELSE NULL END, worker_id=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN sqla_jobs_jobs.worker_id ELSE NULL END WHERE sqla_jobs_jobs.worker_id = %(worker_id)s AND sqla_jobs_jobs.status IN ('doing', 'aborting') AND sqla_jobs_jobs.id = any(CAST(%(ids)s AS BIGINT[]))",
+    "UPDATE sqla_jobs_jobs SET status=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN CAST('aborted' AS sqla_jobs_job_status) ELSE CAST('todo' AS sqla_jobs_job_status) END, scheduled_at=CASE WHEN (sqla_jobs_jobs.status != 'aborting' AND sqla_jobs_jobs.id = any(CAST(%(held)s AS BIGINT[]))) THEN now() + CAST(%(held_for)s AS INTERVAL) ELSE sqla_jobs_jobs.scheduled_at END, attempts=CASE WHEN (sqla_jobs_jobs.status != 'aborting' AND sqla_jobs_jobs.id = any(CAST(%(unstarted)s AS BIGINT[]))) THEN sqla_jobs_jobs.attempts - 1 ELSE sqla_jobs_jobs.attempts END, started_at=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN sqla_jobs_jobs.started_at ELSE NULL END, finished_at=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN clock_timestamp() ELSE NULL END, worker_id=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN sqla_jobs_jobs.worker_id ELSE NULL END WHERE sqla_jobs_jobs.worker_id = %(worker_id)s AND sqla_jobs_jobs.status IN ('doing', 'aborting') AND sqla_jobs_jobs.id = any(CAST(%(ids)s AS BIGINT[]))",
     prepared=False,
 )
 
@@ -257,7 +257,7 @@ adopt_stalled_jobs = Query(
 finish_recovered_jobs = Query(
     "finish_recovered_jobs",
     "UPDATE sqla_jobs_jobs SET status=CASE WHEN (sqla_jobs_jobs.status = 'aborting') THEN CAST('aborted' AS sqla_jobs_job_status) ELSE recovered_jobs.status END, scheduled_at=coalesce(recovered_jobs.retry_at, sqla_jobs_jobs.scheduled_at), finished_at=CASE WHEN (recovered_jobs.status = CAST('todo' AS sqla_jobs_job_status) AND sqla_jobs_jobs.status != 'aborting') THEN NULL ELSE clock_timestamp() END, last_error=recovered_jobs.error, worker_id=CASE WHEN (recovered_jobs.status = CAST('todo' AS sqla_jobs_job_status) AND sqla_jobs_jobs.status != 'aborting') THEN NULL ELSE recovered_jobs.stalled_worker_id END FROM (SELECT recovered.id AS id, recovered.status AS status, recovered.error AS error, recovered.retry_at AS retry_at, recovered.stalled_worker_id AS stalled_worker_id \n"
-    "FROM unnest(CAST(%(ids)s AS BIGINT[]), CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]), CAST(%(errors)s AS TEXT[]), CAST(%(retry_ats)s AS TIMESTAMP WITH TIME ZONE[]), CAST(%(stalled_worker_ids)s AS BIGINT[])) AS recovered(id, status, error, retry_at, stalled_worker_id)) AS recovered_jobs WHERE sqla_jobs_jobs.id = recovered_jobs.id AND sqla_jobs_jobs.worker_id = %(worker_id)s AND sqla_jobs_jobs.status IN ('doing', 'aborting') RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.status",
+    "FROM unnest((SELECT CAST(%(ids)s AS BIGINT[]) AS anon_1), (SELECT CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]) AS anon_2), (SELECT CAST(%(errors)s AS TEXT[]) AS anon_3), (SELECT CAST(%(retry_ats)s AS TIMESTAMP WITH TIME ZONE[]) AS anon_4), (SELECT CAST(%(stalled_worker_ids)s AS BIGINT[]) AS anon_5)) AS recovered(id, status, error, retry_at, stalled_worker_id)) AS recovered_jobs WHERE sqla_jobs_jobs.id = recovered_jobs.id AND sqla_jobs_jobs.worker_id = %(worker_id)s AND sqla_jobs_jobs.status IN ('doing', 'aborting') RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.status",
     prepared=False,
 )
 

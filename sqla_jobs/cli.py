@@ -285,6 +285,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "heartbeat_interval": args.heartbeat_interval,
         "stalled_timeout": args.stalled_timeout,
         "database_timeout": args.database_timeout,
+        "retry_max_delay": args.retry_max_delay,
         "fetch_batch": args.fetch_batch,
         "prefetch": args.prefetch,
         "periodic": args.periodic,
@@ -781,6 +782,15 @@ def _add_worker_options(worker: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="seconds to wait for the answer to one statement before giving up on it and "
         f"trying again on a new connection (default: {d.database_timeout})",
+    )
+    worker.add_argument(
+        "--retry-max-delay",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="longest wait between two tries of a failed statement or a lost connection "
+        "(waits start at 0.1 s and double, with jitter; LISTEN tries twice as often) "
+        f"(default: {d.retry_max_delay})",
     )
     worker.add_argument(
         "--fetch-batch",

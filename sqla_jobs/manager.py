@@ -276,11 +276,13 @@ class JobManager:
         return [Job.from_full_row(row) for row in rows]
 
     async def finish_succeeded_async(
-        self, worker_id: int, job_ids: Sequence[int], *, delete: bool
+        self, worker_id: int, job_ids: Sequence[int], attempts: Sequence[int], *, delete: bool
     ) -> None:
-        """Record that the worker's jobs ``job_ids`` succeeded (or delete them)."""
+        """Record that the worker's jobs ``job_ids`` succeeded in their attempts ``attempts``
+        (or delete them). A job no longer in that attempt under this worker is left alone."""
         query = queries.delete_jobs_by_id if delete else queries.finish_succeeded
-        await self.connector.execute_async(query, {"worker_id": worker_id, "ids": list(job_ids)})
+        params = {"worker_id": worker_id, "ids": list(job_ids), "attempts": list(attempts)}
+        await self.connector.execute_async(query, params)
 
     async def finish_async(self, worker_id: int, outcomes: Sequence[Outcome]) -> None:
         """Record any mix of the worker's outcomes (failed, aborted, retry, succeeded), in one
@@ -305,7 +307,7 @@ class JobManager:
                         f"{outcome.error or ''}\n\nNot retried: another job with this job's "
                         "queueing lock is already waiting, and only one may wait at a time."
                     ).lstrip()
-                    failed = Outcome(outcome.job_id, JobStatus.FAILED, error)
+                    failed = Outcome(outcome.job_id, outcome.attempt, JobStatus.FAILED, error)
                     await self._finish(worker_id, [failed])
 
     async def _finish(self, worker_id: int, outcomes: Sequence[Outcome]) -> None:
@@ -314,15 +316,21 @@ class JobManager:
             {
                 "worker_id": worker_id,
                 "ids": [o.job_id for o in outcomes],
+                "attempts": [o.attempt for o in outcomes],
                 "statuses": [o.status.value for o in outcomes],
                 "errors": [o.error for o in outcomes],
                 "retry_ats": [o.retry_at for o in outcomes],
             },
         )
 
-    async def delete_jobs_async(self, worker_id: int, job_ids: Iterable[int]) -> None:
-        """Delete jobs this worker ran (its outcomes, once written)."""
-        params = {"worker_id": worker_id, "ids": list(job_ids)}
+    async def delete_jobs_async(self, worker_id: int, outcomes: Iterable[Outcome]) -> None:
+        """Delete jobs this worker ran, once their ``outcomes`` are written."""
+        written = list(outcomes)
+        params = {
+            "worker_id": worker_id,
+            "ids": [o.job_id for o in written],
+            "attempts": [o.attempt for o in written],
+        }
         await self.connector.execute_async(queries.delete_jobs_by_id, params)
 
     async def register_worker_async(
@@ -355,11 +363,25 @@ class JobManager:
         await self.connector.execute_async(queries.unregister_worker, {"worker_id": worker_id})
 
     async def requeue_async(
-        self, worker_id: int, job_ids: Sequence[int], *, unstarted: Sequence[int] = ()
+        self,
+        worker_id: int,
+        job_ids: Sequence[int],
+        *,
+        unstarted: Sequence[int] = (),
+        held: Sequence[int] = (),
+        held_for: float = 0.0,
     ) -> None:
         """Give the worker's jobs ``job_ids`` back to the queue (a job asked to abort ends
-        aborted); those of ``unstarted``, claimed but never run, get their attempt back."""
-        params = {"worker_id": worker_id, "ids": list(job_ids), "unstarted": list(unstarted)}
+        aborted); those of ``unstarted``, claimed but never run, get their attempt back;
+        those of ``held`` (still running in a thread) may run again only in ``held_for``
+        seconds."""
+        params = {
+            "worker_id": worker_id,
+            "ids": list(job_ids),
+            "unstarted": list(unstarted),
+            "held": list(held),
+            "held_for": datetime.timedelta(seconds=held_for),
+        }
         await self.connector.execute_async(queries.requeue_worker_jobs, params)
 
     def list_workers(self) -> list[dict[str, Any]]:
@@ -690,24 +712,29 @@ class JobManager:
 
 
 class Outcome:
-    """How one job ended (or is to be retried), waiting to be written by `finish_async`."""
+    """How one job ended (or is to be retried), waiting to be written by `finish_async`.
 
-    __slots__ = ("error", "job_id", "retry_at", "status")
+    ``attempt`` is the job's attempt that ended (its ``attempts`` when claimed): the outcome
+    is written only while the job is still in that attempt, under the worker that ran it."""
+
+    __slots__ = ("attempt", "error", "job_id", "retry_at", "status")
 
     def __init__(
         self,
         job_id: int,
+        attempt: int,
         status: JobStatus,
         error: str | None = None,
         retry_at: datetime.datetime | None = None,
     ) -> None:
         self.job_id = job_id
+        self.attempt = attempt
         self.status = status
         self.error = error
         self.retry_at = retry_at
 
     @classmethod
-    def retry(cls, job_id: int, error: str, delay: float) -> Outcome:
+    def retry(cls, job_id: int, attempt: int, error: str, delay: float) -> Outcome:
         """The job goes back to the queue, to run again in ``delay`` seconds (at once for 0:
         no timestamp, so that no clock difference with the database can hold it back)."""
         retry_at = (
@@ -715,7 +742,7 @@ class Outcome:
             if delay > 0
             else None
         )
-        return cls(job_id, JobStatus.TODO, error, retry_at)
+        return cls(job_id, attempt, JobStatus.TODO, error, retry_at)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -891,9 +918,9 @@ def _stalled_params(worker_id: int, stalled_timeout: float) -> dict[str, Any]:
 
 def _recovered_params(worker_id: int, plans: Sequence[RecoveredJob]) -> dict[str, Any]:
     outcomes = [
-        Outcome.retry(plan.job.id, plan.error, plan.delay or 0.0)
+        Outcome.retry(plan.job.id, plan.job.attempts, plan.error, plan.delay or 0.0)
         if plan.status is JobStatus.TODO
-        else Outcome(plan.job.id, plan.status, plan.error)
+        else Outcome(plan.job.id, plan.job.attempts, plan.status, plan.error)
         for plan in plans
     ]
     return {

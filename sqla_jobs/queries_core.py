@@ -86,7 +86,7 @@ def _compile_array_of(element: _ArrayOf, compiler: SQLCompiler, **kw: Any) -> st
 
 def _array(
     name: str, item_type: type[Text] | type[Integer] | type[BigInteger] | type[DateTime]
-) -> ClauseElement:
+) -> ColumnElement[Any]:
     element = DateTime(timezone=True) if item_type is DateTime else item_type()
     return cast(bindparam(name), ARRAY(element))
 
@@ -314,12 +314,14 @@ def claim_template(*, in_queues: bool) -> str:
 
 # -- finish ------------------------------------------------------------------------------------
 
-# A worker writes outcomes only for jobs it still runs: a worker taken for dead, whose jobs
-# another worker recovered, cannot overwrite what happened to them since. "Running" is written
-# as neither waiting nor finished, which no index matches: ``status IN ('doing', 'aborting')``
-# matches the partial index of running jobs by worker, which a planner short of statistics
-# chose, and which holds an entry for every job the worker ran until VACUUM removes it (58,500
-# entries read for a batch of 100 after 58,500 jobs, 4.7 ms instead of 0.8).
+# A worker writes outcomes only for jobs it still runs, in the attempt it ran: a worker taken
+# for dead, whose jobs another worker recovered, cannot overwrite what happened to them since,
+# even once it has registered again (under the same id) and claimed the same job anew.
+# "Running" is written as neither waiting nor finished, which no index matches: ``status IN
+# ('doing', 'aborting')`` matches the partial index of running jobs by worker, which a planner
+# short of statistics chose, and which holds an entry for every job the worker ran until
+# VACUUM removes it (58,500 entries read for a batch of 100 after 58,500 jobs, 4.7 ms instead
+# of 0.8).
 _RUNNING = (JobStatus.DOING, JobStatus.ABORTING)
 _still_running_here = and_(
     jobs.c.status.not_in([status for status in JobStatus if status not in _RUNNING]),
@@ -327,53 +329,81 @@ _still_running_here = and_(
 )
 
 
-def _ids_of_batch() -> ColumnElement[bool]:
-    """The jobs whose ids the worker sends (parameter ``ids``), found by the primary key.
+def _batch_array(
+    name: str, item_type: type[Text] | type[Integer] | type[BigInteger] | type[DateTime]
+) -> ColumnElement[Any]:
+    """An array of a batch the worker sends, for ``unnest``, in a sub-select: PostgreSQL then
+    counts on a few rows, whatever the batch's size, and finds each job by its primary key,
+    one probe per row of the batch. Given the array itself, it knows the batch's size: it
+    then read and hashed the whole table for a batch of 2,000 on a table of 20,000, or, on a
+    table never analysed, for a batch of 100. The ids as ``id = ANY(...)`` and a join with
+    the batch for the rest was worse: the batch scanned once per job found (25,000,000
+    comparisons, 6 s, for a batch of 5,000)."""
+    return select(_array(name, item_type)).scalar_subquery()
 
-    The array goes through a sub-select the planner does not read: it then counts on a few
-    rows, and probes the primary key for them. Given the array, it weighed the batch against
-    its guess of a table never analysed, and read a 20,000-job table whole instead.
-    """
-    return jobs.c.id == func.any(_ArrayOf(select(func.unnest(_array("ids", BigInteger)))))
+
+def _ran_batch(name: str) -> Any:
+    """The (id, attempt) pairs the worker sends as arrays ``ids`` and ``attempts``."""
+    return (
+        func.unnest(_batch_array("ids", BigInteger), _batch_array("attempts", Integer))
+        .table_valued("id", "attempt")
+        .render_derived(name=name)
+    )
 
 
-# Successes are the common case: one array of ids, one statement.
+# Successes are the common case: two arrays (ids and attempts), one statement.
+_done = _ran_batch("done")
 finish_succeeded = render(
     "finish_succeeded",
     update(jobs)
-    .where(_ids_of_batch(), _still_running_here)
+    .where(
+        jobs.c.id == _done.c.id,
+        jobs.c.attempts == _done.c.attempt,
+        _still_running_here,
+    )
     .values(status=JobStatus.SUCCEEDED, finished_at=_step_time()),
     prepared=True,
 )
+# Jobs the worker ran and deletes: instead of recording a success, or once it has recorded
+# another outcome (delete_jobs="always").
+_deleted = _ran_batch("deleted")
 delete_jobs_by_id = render(
     "delete_jobs_by_id",
     delete(jobs).where(
-        _ids_of_batch(), jobs.c.worker_id == bindparam("worker_id", type_=BigInteger)
+        jobs.c.id == _deleted.c.id,
+        jobs.c.attempts == _deleted.c.attempt,
+        jobs.c.worker_id == bindparam("worker_id", type_=BigInteger),
     ),
     prepared=True,
 )
 
 
 # Any outcome, one row per job: new status, error text, and (for a retry) when to run again.
-def _unnest_outcomes(*extra: tuple[str, type[BigInteger]]) -> Any:
+def _unnest_outcomes(*extra: tuple[str, type[BigInteger] | type[Integer]]) -> Any:
     """The table of outcomes sent as arrays: id, status, error, retry_at, then ``extra``
     (name, type) columns."""
     return func.unnest(
-        _array("ids", BigInteger),
-        cast(_array("statuses", Text), ARRAY(job_status)),
-        _array("errors", Text),
-        _array("retry_ats", DateTime),
-        *(_array(f"{name}s", item_type) for name, item_type in extra),
+        _batch_array("ids", BigInteger),
+        select(cast(_array("statuses", Text), ARRAY(job_status))).scalar_subquery(),
+        _batch_array("errors", Text),
+        _batch_array("retry_ats", DateTime),
+        *(_batch_array(f"{name}s", item_type) for name, item_type in extra),
     ).table_valued("id", "status", "error", "retry_at", *(name for name, _ in extra))
 
 
-_outcomes = (select(_unnest_outcomes().render_derived(name="outcome"))).subquery("outcomes")
+_outcomes = (
+    select(_unnest_outcomes(("attempt", Integer)).render_derived(name="outcome"))
+).subquery("outcomes")
 finish_jobs = render(
     "finish_jobs",
     update(jobs)
     # The ids once more, as an array: the jobs are found by their ids, then joined with their
     # outcomes.
-    .where(jobs.c.id == _outcomes.c.id, _ids_of_batch(), _still_running_here)
+    .where(
+        jobs.c.id == _outcomes.c.id,
+        jobs.c.attempts == _outcomes.c.attempt,
+        _still_running_here,
+    )
     .values(
         status=_outcomes.c.status,
         last_error=func.coalesce(_outcomes.c.error, jobs.c.last_error),
@@ -426,9 +456,11 @@ unregister_worker = render(
 
 # Jobs a worker still held when it stopped go back to the queue, to be run again; a job that
 # was asked to abort ends aborted instead. Jobs claimed ahead that never started (``unstarted``)
-# get back the attempt their claim counted.
+# get back the attempt their claim counted. Jobs whose sync task still runs in its thread
+# (``held``) may run again only ``held_for`` from now.
 _was_aborting = jobs.c.status == JobStatus.ABORTING
 _never_started = jobs.c.id == func.any(_array("unstarted", BigInteger))
+_still_held = jobs.c.id == func.any(_array("held", BigInteger))
 requeue_worker_jobs = render(
     "requeue_worker_jobs",
     update(jobs)
@@ -445,6 +477,10 @@ requeue_worker_jobs = render(
         finished_at=case((_was_aborting, _step_time()), else_=null()),
         worker_id=case((_was_aborting, jobs.c.worker_id), else_=null()),
         started_at=case((_was_aborting, jobs.c.started_at), else_=null()),
+        scheduled_at=case(
+            (and_(~_was_aborting, _still_held), func.now() + cast(bindparam("held_for"), Interval)),
+            else_=jobs.c.scheduled_at,
+        ),
         attempts=case(
             (and_(~_was_aborting, _never_started), jobs.c.attempts - 1),
             else_=jobs.c.attempts,

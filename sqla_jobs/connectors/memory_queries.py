@@ -15,7 +15,7 @@ import datetime
 import itertools
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConnectorError
@@ -258,29 +258,39 @@ def _claim_jobs(statement: Statement, params: Params) -> list[Row]:
     return [_job_row(row) for row in claimed]
 
 
-def _still_running_here(row: Row | None, params: Params) -> bool:
-    """The job is running, under the worker writing its outcome."""
+def _still_running_here(row: Row | None, params: Params, attempt: int) -> bool:
+    """The job is running its attempt ``attempt``, under the worker writing its outcome."""
     return (
         row is not None
         and row["status"] in (DOING, ABORTING)
         and row["worker_id"] == params["worker_id"]
+        and row["attempts"] == attempt
     )
+
+
+def _ran(params: Params) -> Iterator[tuple[int, int]]:
+    """The (id, attempt) pairs of a batch of jobs the worker ran."""
+    yield from zip(_ids(params["ids"]), params["attempts"] or (), strict=True)
 
 
 @_implements("finish_succeeded")
 def _finish_succeeded(statement: Statement, params: Params) -> list[Row]:
-    for job_id in _ids(params["ids"]):
+    for job_id, attempt in _ran(params):
         row = statement.db.jobs.get(job_id)
-        if row is not None and _still_running_here(row, params):
+        if row is not None and _still_running_here(row, params, attempt):
             statement.update_job(row, status=JobStatus.SUCCEEDED.value, finished_at=statement.now)
     return []
 
 
 @_implements("delete_jobs_by_id")
 def _delete_jobs_by_id(statement: Statement, params: Params) -> list[Row]:
-    for job_id in _ids(params["ids"]):
+    for job_id, attempt in _ran(params):
         row = statement.db.jobs.get(job_id)
-        if row is not None and row["worker_id"] == params["worker_id"]:
+        if (
+            row is not None
+            and row["worker_id"] == params["worker_id"]
+            and row["attempts"] == attempt
+        ):
             statement.delete_job(row)
     return []
 
@@ -289,14 +299,19 @@ def _delete_jobs_by_id(statement: Statement, params: Params) -> list[Row]:
 def _finish_jobs(statement: Statement, params: Params) -> list[Row]:
     outcomes = zip(
         params["ids"] or (),
+        params["attempts"] or (),
         params["statuses"] or (),
         params["errors"] or (),
         params["retry_ats"] or (),
         strict=True,
     )
-    for job_id, status, error, retry_at in outcomes:
+    for job_id, attempt, status, error, retry_at in outcomes:
         row = statement.db.jobs.get(job_id)
-        if row is None or job_id in statement.updated or not _still_running_here(row, params):
+        if (
+            row is None
+            or job_id in statement.updated
+            or not _still_running_here(row, params, attempt)
+        ):
             continue  # UPDATE ... FROM updates a row once, with the first outcome that matches
         status = _status(statement, status)
         statement.update_job(
@@ -355,6 +370,7 @@ def _unregister_worker(statement: Statement, params: Params) -> list[Row]:
 @_implements("requeue_worker_jobs")
 def _requeue_worker_jobs(statement: Statement, params: Params) -> list[Row]:
     unstarted = set(_ids(params["unstarted"]))
+    held = set(_ids(params["held"]))
     for job_id in _ids(params["ids"]):
         row = statement.db.jobs.get(job_id)
         if row is None or not _equal(row["worker_id"], params["worker_id"]):
@@ -372,6 +388,9 @@ def _requeue_worker_jobs(statement: Statement, params: Params) -> list[Row]:
                 worker_id=None,
                 started_at=None,
                 attempts=row["attempts"] - 1 if job_id in unstarted else row["attempts"],
+                scheduled_at=(
+                    statement.now + params["held_for"] if job_id in held else row["scheduled_at"]
+                ),
             )
     return []
 

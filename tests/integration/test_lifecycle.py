@@ -185,17 +185,54 @@ async def test_outcome_of_a_job_another_worker_took_over_is_not_written(
         {"w": rescuer, "id": job_id},
     )
 
-    await manager.finish_succeeded_async(zombie, [job_id], delete=False)
-    await manager.finish_async(zombie, [Outcome(job_id, JobStatus.FAILED, "late")])
-    await manager.finish_succeeded_async(zombie, [job_id], delete=True)
+    attempt = claimed.attempts
+    await manager.finish_succeeded_async(zombie, [job_id], [attempt], delete=False)
+    await manager.finish_async(zombie, [Outcome(job_id, attempt, JobStatus.FAILED, "late")])
+    await manager.finish_succeeded_async(zombie, [job_id], [attempt], delete=True)
     assert (database.job(job_id)["status"], database.job(job_id)["worker_id"]) == (
         "doing",
         rescuer,
     )
 
-    await manager.finish_succeeded_async(rescuer, [job_id], delete=False)
+    await manager.finish_succeeded_async(rescuer, [job_id], [attempt], delete=False)
     assert database.job(job_id)["status"] == "succeeded"
     assert claimed.id == job_id
+
+
+@pytest.mark.parametrize("late", ["succeeded", "failed", "deleted"])
+async def test_late_outcome_of_an_earlier_attempt_under_the_same_worker_is_not_written(
+    async_app: sqla_jobs.App, database: Database, late: str
+) -> None:
+    """A worker declared stalled registers again under its own id, and may claim the job it
+    was running anew: the outcome of its first attempt, written late, must not end the second
+    one, which is still running."""
+    from sqla_jobs.manager import Outcome
+
+    manager = async_app.job_manager
+    job_id = await async_app.configure_task("tests.slow").defer_async()
+    worker = await manager.register_worker_async(name="paused", queues=None, concurrency=1)
+    [first] = await manager.claim_async(worker_id=worker, queues=None, limit=1)
+    # Recovered while the worker was paused: back in the queue, then claimed by it again.
+    database.rows(
+        "UPDATE sqla_jobs_jobs SET status = 'todo', worker_id = NULL WHERE id = %(id)s "
+        "RETURNING id",
+        {"id": job_id},
+    )
+    [second] = await manager.claim_async(worker_id=worker, queues=None, limit=1)
+    assert (first.id, first.attempts, second.id, second.attempts) == (job_id, 1, job_id, 2)
+
+    if late == "succeeded":
+        await manager.finish_succeeded_async(worker, [job_id], [first.attempts], delete=False)
+    elif late == "failed":
+        failed = Outcome(job_id, first.attempts, JobStatus.FAILED, "late")
+        await manager.finish_async(worker, [failed])
+    else:
+        await manager.finish_succeeded_async(worker, [job_id], [first.attempts], delete=True)
+    row = database.job(job_id)
+    assert (row["status"], row["attempts"], row["last_error"]) == ("doing", 2, None)
+
+    await manager.finish_succeeded_async(worker, [job_id], [second.attempts], delete=False)
+    assert database.job(job_id)["status"] == "succeeded"
 
 
 async def test_retry_waits_the_strategy_delay_before_the_next_attempt(

@@ -201,39 +201,3 @@ async def test_a_statement_that_hangs_is_given_up_after_database_timeout_and_ret
     assert await database.wait_until_async(lambda: runs == [1], within=10), runs
     assert any("no answer within 0.5 s" in record.getMessage() for record in caplog.records)
     await cancel_and_check(worker, task, database, "after the hang")
-
-
-async def test_a_side_task_that_fails_stops_the_worker_loudly_instead_of_running_half_dead(
-    async_app: sqla_jobs.App, database: Database, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The heartbeat dies of a bug: the worker does not go on running jobs while looking dead
-    to the others; it stops, hands back its jobs, and run() raises WorkerFailed naming it."""
-    started = asyncio.Event()
-
-    @async_app.task(name="tests.long")
-    async def long() -> None:
-        started.set()
-        await asyncio.sleep(3600)
-
-    job_id = await long.defer_async()
-    worker = worker_for(async_app, heartbeat_interval=0.1, shutdown_timeout=0.2)
-    looks = 0
-    look_after_jobs = worker._look_after_jobs
-
-    async def broken_look_after_jobs() -> None:
-        nonlocal looks
-        looks += 1
-        if looks == 3:
-            raise RuntimeError("a bug in the heartbeat")
-        await look_after_jobs()
-
-    worker._look_after_jobs = broken_look_after_jobs  # type: ignore[method-assign]
-    task = asyncio.create_task(worker.run())
-    await asyncio.wait_for(started.wait(), 5)
-    with pytest.raises(sqla_jobs.WorkerFailed, match="heartbeat failed") as caught:
-        await asyncio.wait_for(task, 10)
-    assert isinstance(caught.value.__cause__, RuntimeError)
-    assert any(r.levelname == "CRITICAL" and r.exc_info for r in caplog.records)
-    job = database.job(job_id)
-    assert (job["status"], job["worker_id"]) == ("todo", None)
-    assert database.rows("SELECT id FROM sqla_jobs_workers") == []

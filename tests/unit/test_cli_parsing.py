@@ -61,11 +61,14 @@ def test_worker_options_are_parsed_to_worker_option_values() -> None:
         "--delete-jobs=successful",
         "--shutdown-timeout=none",
         "--fetch-batch=20",
+        "--database-timeout=5",
+        "--retry-max-delay=2",
     )
     assert (args.concurrency, args.name, args.wait, args.listen_notify) == (3, "w1", False, False)
     assert (args.polling_interval, args.delete_jobs) == (0.5, "successful")
     assert args.shutdown_timeout is None
     assert args.fetch_batch == 20
+    assert (args.database_timeout, args.retry_max_delay) == (5.0, 2.0)
 
 
 def test_worker_options_left_out_are_not_set() -> None:
@@ -81,6 +84,7 @@ def test_worker_options_left_out_are_not_set() -> None:
         ("--concurrency=0", "must be at least 1"),
         ("--concurrency=many", "not a whole number"),
         ("--polling-interval=0", "more than 0 seconds"),
+        ("--retry-max-delay=0", "more than 0 seconds"),
         ("--shutdown-timeout=-1", "zero or more seconds"),
         ("--delete-jobs=sometimes", "invalid choice"),
     ],

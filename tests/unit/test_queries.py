@@ -151,12 +151,13 @@ def test_batch_defer_text_does_not_depend_on_the_batch_size() -> None:
     assert "ORDER BY batch_rows.ord" in sql, "ids come back in the order the jobs were given"
 
 
-def test_finish_queries_take_arrays_of_ids_and_the_worker_that_ran_them() -> None:
-    assert placeholders(queries.finish_succeeded) == {"worker_id", "ids"}
-    assert placeholders(queries.delete_jobs_by_id) == {"worker_id", "ids"}
+def test_finish_queries_take_arrays_of_ids_attempts_and_the_worker_that_ran_them() -> None:
+    assert placeholders(queries.finish_succeeded) == {"worker_id", "ids", "attempts"}
+    assert placeholders(queries.delete_jobs_by_id) == {"worker_id", "ids", "attempts"}
     assert placeholders(queries.finish_jobs) == {
         "worker_id",
         "ids",
+        "attempts",
         "statuses",
         "errors",
         "retry_ats",
@@ -175,6 +176,8 @@ def test_finish_only_touches_jobs_still_running_under_this_worker(query: queries
     left = set(JobStatus) - {JobStatus(name.strip(" '")) for name in excluded[1].split(",")}
     assert left == {JobStatus.DOING, JobStatus.ABORTING}
     assert "sqla_jobs_jobs.worker_id = %(worker_id)s" in sql
+    # ... and only in the attempt that ended: not a later run of the same job.
+    assert re.search(r"sqla_jobs_jobs\.attempts = \w+\.attempt\b", sql), sql
 
 
 # -- the rendered module agrees with the Core statements ---------------------------------------

@@ -1,0 +1,339 @@
+"""The executor: runs claimed jobs in their slots (async tasks as asyncio tasks, sync tasks in
+threads of their own), turns how each ended into an outcome for the completer, and stops the
+jobs asked to abort."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from ..jobs import Job
+from ..manager import Outcome
+from ..statuses import JobStatus
+from ._common import ABORT_CHANNEL, WorkerState, logger
+from .completer import Completer
+from .options import JobContext
+
+if TYPE_CHECKING:
+    from ..tasks import Task
+
+_MAX_ERROR_LENGTH = 20_000
+# A sync task asked to stop (should_abort()) at the end of the shutdown gets this long to
+# return before its job counts as still running in its thread.
+_THREAD_GRACE = 1.0
+
+
+class Executor:
+    """Holds the jobs this worker claimed: ``ready`` (claimed ahead, in claim order) and
+    ``running``; starts ready ones while slots are free."""
+
+    def __init__(
+        self, state: WorkerState, completer: Completer, on_change: Callable[[], None]
+    ) -> None:
+        self._state = state
+        self._app = state.app
+        self._concurrency = state.options.concurrency
+        self._completer = completer
+        # A slot freed or jobs started: the fetcher may claim.
+        self._on_change = on_change
+        self.running: dict[int, asyncio.Future[None]] = {}
+        self.ready: dict[int, Job] = {}
+        # Read from task threads through JobContext.should_abort(); set membership is atomic.
+        self.abort_requested: set[int] = set()
+        self._sync_jobs: set[int] = set()  # running jobs of sync tasks
+        # Their threads; a thread removes itself when its task returns, and may outlive its
+        # job (a task that ignores should_abort() at a stop).
+        self._threads: dict[int, threading.Thread] = {}
+        # Jobs cancelled by the shutdown (not by an abort request, nor by their own code).
+        self._interrupting: set[int] = set()
+        # Jobs this worker will not run to their end: they go back to the queue at the stop.
+        self.interrupted: list[int] = []
+        self.unstarted: list[int] = []  # of those, claimed ahead and never started
+        self.jobs_run = 0
+        self.jobs_started = 0
+        self.jobs_ended = 0
+
+    @property
+    def held(self) -> int:
+        """Jobs claimed and not ended: running or ready."""
+        return len(self.running) + len(self.ready)
+
+    # -- claimed jobs ----------------------------------------------------------------------------
+
+    def add_claimed(self, jobs: list[Job]) -> None:
+        """Jobs a claim brought: ready to start, by priority, then in claim order."""
+        ready = self.ready
+        if ready and jobs and jobs[0].priority > next(reversed(ready.values())).priority:
+            # Jobs of higher priority than some claimed ahead by an earlier claim start first;
+            # the sort is stable: claim order within a priority.
+            merged = sorted([*ready.values(), *jobs], key=_by_priority)
+            ready.clear()
+            ready.update((job.id, job) for job in merged)
+        else:
+            for job in jobs:
+                ready[job.id] = job
+        self.fill_slots()
+
+    def fill_slots(self) -> None:
+        """Start ready jobs while slots are free."""
+        while self.ready and len(self.running) < self._concurrency:
+            job_id = next(iter(self.ready))
+            job = self.ready.pop(job_id)
+            if job_id in self.abort_requested:
+                # Asked to abort before it started: it never runs.
+                self.abort_requested.discard(job_id)
+                self._completer.add(
+                    Outcome(
+                        job_id,
+                        job.attempts,
+                        JobStatus.ABORTED,
+                        "Aborted on request before it started.",
+                    ),
+                    releases=job.lock is not None,
+                )
+                continue
+            self.jobs_started += 1
+            self.running[job.id] = asyncio.ensure_future(self._run_job(job))
+
+    def give_back_ready(self) -> None:
+        """Jobs claimed ahead never start: they go back to the queue (with their attempt)."""
+        self.give_back_unstarted(self.ready)
+        self.ready.clear()
+
+    def give_back_unstarted(self, job_ids: Iterable[int]) -> None:
+        ids = list(job_ids)
+        self.interrupted.extend(ids)
+        self.unstarted.extend(ids)
+
+    # -- aborts and stops ------------------------------------------------------------------------
+
+    def request_abort(self, job_id: int) -> None:
+        """Someone asked to abort this job (NOTIFY, or the heartbeat's poll): stop it if this
+        worker holds it. Asking twice changes nothing."""
+        if job_id in self.ready:
+            self.abort_requested.add(job_id)  # fill_slots records it aborted
+            return
+        future = self.running.get(job_id)
+        if future is not None and job_id not in self.abort_requested:
+            self.abort_requested.add(job_id)
+            # Sync tasks see should_abort() and the job ends when they return: their thread
+            # cannot be interrupted. Async tasks get CancelledError at their next await;
+            # call_soon: after the job's first step, so that _run_job is inside its try and
+            # records the outcome.
+            if job_id not in self._sync_jobs:
+                asyncio.get_running_loop().call_soon(future.cancel, ABORT_CHANNEL)
+
+    def cancel_running(self) -> None:
+        """Stop every running job now: async ones are cancelled, sync ones see
+        should_abort(); all go back to the queue."""
+        for job_id, future in self.running.items():
+            self._interrupting.add(job_id)
+            self.abort_requested.add(job_id)  # sync tasks see should_abort()
+            future.cancel()
+
+    async def wait_for_running(self, grace: float | None) -> None:
+        """Let running jobs finish for ``grace`` seconds (None: for ever), then stop the
+        rest."""
+        if not self.running:
+            return
+        futures = list(self.running.values())
+        logger.info("Waiting for %d running jobs to finish", len(futures))
+        _, pending = await asyncio.wait(futures, timeout=grace)
+        if pending:
+            logger.warning(
+                "%d jobs still running after %s s: they go back to the queue",
+                len(pending),
+                grace,
+            )
+            self.cancel_running()
+            await asyncio.wait(pending, timeout=1)
+
+    async def threads_still_running(self) -> list[int]:
+        """Jobs handed back whose sync task still runs in its thread, after a short grace
+        (they were asked to stop, through should_abort())."""
+        deadline = time.monotonic() + (0.0 if self._state.hurry else _THREAD_GRACE)
+        while True:
+            alive = [job_id for job_id, thread in self._threads.items() if thread.is_alive()]
+            if not alive or time.monotonic() >= deadline:
+                return alive
+            await asyncio.sleep(0.05)
+
+    # -- one job ---------------------------------------------------------------------------------
+
+    async def _run_job(self, job: Job) -> None:
+        task = self._app.tasks.get(job.task_name)
+        outcome: Outcome
+        try:
+            if task is None:
+                raise _UnknownTask(self._unknown_task_message(job))
+            await self._call(task, job)
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if job.id in self._interrupting or (
+                job.id not in self.abort_requested and current and current.cancelling()
+            ):
+                # Shutdown ran out of time (or the loop is closing): the job goes back to the
+                # queue (see Worker._final_writes).
+                self.interrupted.append(job.id)
+                raise
+            error = "".join(traceback.format_exception(exc))[-_MAX_ERROR_LENGTH:]
+            if job.id in self.abort_requested:
+                # Cancelled at the request of abort_job; the traceback says where.
+                logger.warning("Job %d (%s) aborted", job.id, job.task_name, extra=log_extra(job))
+                outcome = Outcome(
+                    job.id, job.attempts, JobStatus.ABORTED, f"Aborted on request.\n{error}"
+                )
+            else:
+                # The task raised CancelledError itself (a library's timeout, say): an error
+                # like any other, not a stop of the worker.
+                outcome = self._failure_outcome(task, job, exc, error)
+        except _UnknownTask as exc:
+            logger.error("%s", exc, extra=log_extra(job))
+            outcome = Outcome(job.id, job.attempts, JobStatus.FAILED, str(exc))
+        except (Exception, SystemExit) as exc:
+            # SystemExit too: one task calling sys.exit() must not stop the worker.
+            error = "".join(traceback.format_exception(exc))[-_MAX_ERROR_LENGTH:]
+            outcome = self._failure_outcome(task, job, exc, error)
+        else:
+            if job.id in self.abort_requested:
+                # A sync task that returned after an abort request (or an async one that
+                # swallowed the cancellation): it stopped, as asked.
+                outcome = Outcome(job.id, job.attempts, JobStatus.ABORTED, "Aborted on request.")
+            else:
+                outcome = Outcome(job.id, job.attempts, JobStatus.SUCCEEDED)
+        finally:
+            del self.running[job.id]
+            self.jobs_ended += 1
+            self.abort_requested.discard(job.id)
+            if not self._state.stopping:
+                self.fill_slots()
+            self._on_change()
+        self.jobs_run += 1
+        releases = job.lock is not None or outcome.status is JobStatus.TODO
+        self._completer.add(outcome, releases=releases)
+
+    def _failure_outcome(
+        self, task: Task | None, job: Job, exc: BaseException, error: str
+    ) -> Outcome:
+        """What a job that raised ``exc`` becomes: aborted (it was asked to stop), retried
+        (its task's retry strategy says so), or failed."""
+        if job.id in self.abort_requested:
+            logger.warning(
+                "Job %d (%s) aborted: %r", job.id, job.task_name, exc, extra=log_extra(job)
+            )
+            return Outcome(job.id, job.attempts, JobStatus.ABORTED, f"Aborted on request.\n{error}")
+        delay = task.retry_delay(job.attempts, exc) if task else None
+        if delay is not None:
+            logger.warning(
+                "Job %d (%s) failed on attempt %d, retrying in %.1f s: %r",
+                job.id,
+                job.task_name,
+                job.attempts,
+                delay,
+                exc,
+                extra=log_extra(job),
+            )
+            return Outcome.retry(job.id, job.attempts, error, delay)
+        logger.error(
+            "Job %d (%s) failed: %r",
+            job.id,
+            job.task_name,
+            exc,
+            exc_info=exc,
+            extra=log_extra(job),
+        )
+        return Outcome(job.id, job.attempts, JobStatus.FAILED, error)
+
+    async def _call(self, task: Task, job: Job) -> None:
+        args: tuple[Any, ...] = ()
+        if task.pass_context:
+            args = (
+                JobContext(
+                    job=job,
+                    app=self._app,
+                    worker_name=self._state.name,
+                    worker_id=self._state.worker_id,
+                    _abort_requested=self.abort_requested,
+                ),
+            )
+        if task.is_async:
+            await task.func(*args, **job.args)
+            return
+        self._sync_jobs.add(job.id)
+        try:
+            await _in_daemon_thread(
+                self._threads, job.id, f"sqla_jobs-job-{job.id}", task.func, *args, **job.args
+            )
+        finally:
+            self._sync_jobs.discard(job.id)
+
+    def _unknown_task_message(self, job: Job) -> str:
+        known = ", ".join(sorted(self._app.tasks)) or "none"
+        return (
+            f"Job {job.id} asks for task {job.task_name!r}, which this worker's app does not "
+            f"know (registered tasks: {known}). Import the module that defines it in the app "
+            "the worker runs (App(import_paths=[...]) or the module named by --app), then "
+            "retry the job."
+        )
+
+
+class _UnknownTask(Exception):
+    pass
+
+
+async def _in_daemon_thread(
+    threads: dict[int, threading.Thread],
+    job_id: int,
+    name: str,
+    func: Callable[..., Any],
+    *args: Any,
+    **kwargs: Any,
+) -> Any:
+    """Run a sync task in a thread of its own, listed in ``threads`` while it runs.
+
+    A daemon thread, unlike a thread pool's: a sync job that outlives the shutdown timeout
+    does not keep the process from exiting (which ends it).
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.cancelled():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result = context.run(func, *args, **kwargs)
+        except BaseException as exc:
+            outcome: tuple[Any, BaseException | None] = (None, exc)
+        else:
+            outcome = (result, None)
+        finally:
+            threads.pop(job_id, None)  # atomic: the loop reads the dict meanwhile
+        # The loop is gone if the worker stopped (and its host closed the loop) first.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    threads[job_id] = thread
+    thread.start()
+    return await future
+
+
+def _by_priority(job: Job) -> int:
+    return -job.priority
+
+
+def log_extra(job: Job) -> dict[str, Any]:
+    return {"job_id": job.id, "task": job.task_name, "queue": job.queue, "attempt": job.attempts}

@@ -1,0 +1,116 @@
+"""How a worker runs (`WorkerOptions`), and what a task that asks for it receives
+(`JobContext`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+from ..jobs import Job
+
+if TYPE_CHECKING:
+    from ..app import App
+
+DeleteJobs = Literal["never", "successful", "always"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """How a worker runs. Every option has a default that suits most deployments."""
+
+    #: Queues to take jobs from; None takes every queue.
+    queues: Sequence[str] | None = None
+    #: Jobs run at the same time (async tasks as asyncio tasks, sync tasks in threads).
+    concurrency: int = 10
+    #: Name shown in the workers table and the logs.
+    name: str | None = None
+    #: False: stop once no runnable job is left and none is running (drain and return).
+    wait: bool = True
+    #: Wake on NOTIFY when jobs arrive; polling_interval is the fallback either way.
+    listen_notify: bool = True
+    #: Seconds between polls for jobs when no notification arrives (scheduled jobs, retries).
+    polling_interval: float = 5.0
+    #: Delete jobs once finished: "never" keeps history, "successful" deletes succeeded
+    #: jobs, "always" deletes every finished job.
+    delete_jobs: DeleteJobs = "never"
+    #: Seconds to let running jobs finish after SIGINT/SIGTERM; unfinished ones go back to
+    #: the queue. None waits for ever.
+    shutdown_timeout: float | None = 30.0
+    #: Seconds between heartbeats in the workers table.
+    heartbeat_interval: float = 10.0
+    #: Seconds without a heartbeat after which a worker counts as dead (killed, lost): live
+    #: workers then recover its running jobs, by their task's retry strategy. More than
+    #: heartbeat_interval; a few heartbeats' worth, so that a slow one does not count.
+    stalled_timeout: float = 60.0
+    #: Most jobs claimed by one statement, and claimed ahead by the default (auto) prefetch.
+    fetch_batch: int = 100
+    #: Jobs claimed ahead of free slots, so that each claim brings a useful batch and the next
+    #: jobs are ready when running ones end. None (auto): what the worker starts in some 30 ms
+    #: at its recent pace, at least ``concurrency`` and at most ``fetch_batch``: short jobs
+    #: get big claims, long jobs ``concurrency`` ahead. N: exactly N; 0: claim only for free
+    #: slots (no job waits claimed by a busy worker; for long jobs spread over many workers,
+    #: or a queue where long jobs follow many short ones).
+    prefetch: int | None = None
+    #: Install SIGINT/SIGTERM handlers (only from the main thread).
+    install_signal_handlers: bool = True
+    #: Defer the app's periodic tasks at their ticks (each tick once, however many workers
+    #: do it). A worker that does not wait (``wait=False``) never does.
+    periodic: bool = True
+    #: Seconds the worker waits for the answer to one statement (a claim, a batch of
+    #: outcomes, a heartbeat) before giving up on it: a server that hangs (a stopped backend,
+    #: a network that drops packets) cannot hang the worker. The statement is cancelled, its
+    #: connection replaced, and the statement tried again later.
+    database_timeout: float = 30.0
+    #: Longest wait, in seconds, between two tries of a statement that failed or a connection
+    #: that was lost: the waits start at 0.1 s and double, each drawn at random from its upper
+    #: half, so that workers that lost the server together do not come back in lockstep.
+    #: LISTEN tries again twice as often (it brings back the immediate start of new jobs).
+    retry_max_delay: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {self.concurrency}")
+        if self.delete_jobs not in ("never", "successful", "always"):
+            raise ValueError(
+                f"delete_jobs must be 'never', 'successful' or 'always', not {self.delete_jobs!r}"
+            )
+        if self.prefetch is not None and self.prefetch < 0:
+            raise ValueError(f"prefetch must be 0 or more, not {self.prefetch}")
+        if not self.database_timeout > 0:
+            raise ValueError(
+                f"database_timeout must be more than 0 seconds, not {self.database_timeout!r}"
+            )
+        if not self.retry_max_delay > 0:
+            raise ValueError(
+                f"retry_max_delay must be more than 0 seconds, not {self.retry_max_delay!r}"
+            )
+        if not self.heartbeat_interval > 0:
+            raise ValueError(
+                f"heartbeat_interval must be more than 0 seconds, not {self.heartbeat_interval!r}"
+            )
+        if not self.stalled_timeout > self.heartbeat_interval:
+            raise ValueError(
+                f"stalled_timeout ({self.stalled_timeout!r} s) must exceed heartbeat_interval "
+                f"({self.heartbeat_interval!r} s): other workers declare a worker dead, and run "
+                "its jobs again, once it has not heartbeated for stalled_timeout seconds. Give "
+                f"it a few heartbeats, e.g. stalled_timeout={6 * self.heartbeat_interval:g}."
+            )
+        if isinstance(self.queues, str):
+            raise TypeError(f"queues must be a list of queue names, not the string {self.queues!r}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobContext:
+    """What a task declared with ``pass_context=True`` receives as its first argument."""
+
+    job: Job
+    app: App
+    worker_name: str
+    worker_id: int
+    _abort_requested: set[int] = dataclasses.field(repr=False)
+
+    def should_abort(self) -> bool:
+        """True once someone asked to abort this job (or the worker is shutting down past
+        its timeout); a long sync task should check it and return."""
+        return self.job.id in self._abort_requested
