@@ -33,8 +33,8 @@ async def wait_event(event: asyncio.Event, seconds: float | None) -> bool:
     return True
 
 
-async def within(seconds: float, awaitable: Awaitable[T]) -> T:
-    """``await awaitable``, raising `TimeoutError` after ``seconds``."""
+async def within(seconds: float | None, awaitable: Awaitable[T]) -> T:
+    """``await awaitable``, raising `TimeoutError` after ``seconds`` (None: no bound)."""
     async with asyncio.timeout(seconds):
         return await awaitable
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._aio import wait_event
+from ._aio import wait_event, within
 from .errors import ConnectorError
 from .jobs import JobSpec, dump_args
 from .manager import JobManager, PeriodicTick
@@ -181,8 +181,12 @@ class PeriodicDeferrer:
         max_delay: float = MAX_DELAY,
         keep: int = KEEP_DEFERS,
         clock: Callable[[], float] = time.time,
+        database_timeout: float | None = None,
     ) -> None:
         self._manager = manager
+        # Each statement's bound (the worker's database_timeout): a hung server cannot hang
+        # the deferrer, nor the worker's stop, which waits for its statement in progress.
+        self._database_timeout = database_timeout
         self._tasks = list(periodic_tasks)
         self._max_delay = max_delay
         self._keep = keep
@@ -232,9 +236,14 @@ class PeriodicDeferrer:
         if not ticks:
             return True
         try:
-            deferred = await self._manager.defer_periodic_async(ticks)
-        except ConnectorError as exc:
-            logger.warning("Could not defer periodic jobs, retrying in 1 s: %s", exc)
+            deferred = await within(
+                self._database_timeout, self._manager.defer_periodic_async(ticks)
+            )
+        except (ConnectorError, TimeoutError) as exc:
+            logger.warning(
+                "Could not defer periodic jobs, retrying in 1 s: %s",
+                str(exc) or f"no answer within {self._database_timeout:g} s",
+            )
             return False
         except Exception:
             # Not expected (arguments are checked at declaration); never stop deferring.
@@ -286,6 +295,12 @@ class PeriodicDeferrer:
         # uniqueness check; twice the delay leaves room for clocks that disagree.
         before = int(now - 2 * self._max_delay)
         try:
-            await self._manager.prune_periodic_defers_async(keep=self._keep, before=before)
-        except ConnectorError as exc:
-            logger.warning("Could not prune old periodic tick records: %s", exc)
+            await within(
+                self._database_timeout,
+                self._manager.prune_periodic_defers_async(keep=self._keep, before=before),
+            )
+        except (ConnectorError, TimeoutError) as exc:
+            logger.warning(
+                "Could not prune old periodic tick records: %s",
+                str(exc) or f"no answer within {self._database_timeout:g} s",
+            )

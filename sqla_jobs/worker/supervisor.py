@@ -195,7 +195,11 @@ class Worker:
             _Role("heartbeat", self._heartbeat.run),
         ]
         if options.periodic and options.wait and self.app.periodic_tasks:
-            deferrer = PeriodicDeferrer(self.manager, self.app.periodic_tasks.values())
+            deferrer = PeriodicDeferrer(
+                self.manager,
+                self.app.periodic_tasks.values(),
+                database_timeout=options.database_timeout,
+            )
             self._roles.append(
                 _Role("periodic deferrer", lambda: deferrer.run(self._state.shutting_down))
             )
@@ -363,7 +367,7 @@ class Worker:
                     "Could not put the interrupted jobs %s back in the queue (%s): they stay "
                     "'doing' until another worker recovers them as stalled",
                     interrupted,
-                    exc or "timed out",
+                    state.describe(exc),
                     extra=state.log_extra,
                 )
             else:
@@ -374,7 +378,7 @@ class Worker:
             logger.warning(
                 "Could not remove this worker's row (%s); other workers remove it once it is "
                 "stalled",
-                exc or "timed out",
+                state.describe(exc),
                 extra=state.log_extra,
             )
 

@@ -314,3 +314,43 @@ async def test_a_worker_with_periodic_false_or_not_waiting_defers_no_tick(
     )
     assert database.job_count() == 0
     assert defers(database) == []
+
+
+async def test_a_hung_defer_is_given_up_after_the_database_timeout_and_tried_again(
+    psycopg_app: sqla_jobs.App, database: Database, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The tick's statement waits behind a lock nobody releases (a hung server, to the
+    client): the deferrer gives up on it after database_timeout instead of hanging (and
+    holding up the worker's stop), and defers the tick once the server answers again."""
+
+    @psycopg_app.periodic(cron="* * * * *")
+    @psycopg_app.task(name="tests.every_minute")
+    def every_minute(timestamp: int) -> None: ...
+
+    now = float(ts(2030, 1, 1, 10, 0, 30))
+    deferrer = PeriodicDeferrer(
+        psycopg_app.job_manager,
+        psycopg_app.periodic_tasks.values(),
+        clock=lambda: now,
+        database_timeout=0.3,
+    )
+    stop = asyncio.Event()
+    with psycopg.connect(db_url) as blocker:
+        blocker.execute("LOCK TABLE sqla_jobs_periodic_defers IN ACCESS EXCLUSIVE MODE")
+        running = asyncio.create_task(deferrer.run(stop))
+        try:
+            assert await database.wait_until_async(
+                lambda: any("no answer within 0.3 s" in r.getMessage() for r in caplog.records),
+                within=5,
+            )
+            assert deferrer.rounds == 0 and database.job_count() == 0
+        except BaseException:
+            stop.set()
+            raise
+        blocker.rollback()
+    try:
+        assert await database.wait_until_async(lambda: deferrer.rounds >= 1, within=5)
+        assert [job["args"]["timestamp"] for job in database.jobs()] == [ts(2030, 1, 1, 10, 0)]
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, timeout=5)
