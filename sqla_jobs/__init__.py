@@ -28,6 +28,10 @@ from .statuses import JobStatus
 from .tasks import JobDeferrer, Task
 from .worker import JobContext, Worker, WorkerOptions
 
+#: The version, written here only: pyproject.toml reads it (setuptools' dynamic version) and
+#: ``sqla-jobs --version`` reads the installed distribution's metadata, built from it.
+__version__ = "0.1.0"
+
 if TYPE_CHECKING:
     from .connectors.aiopg import AiopgConnector
     from .connectors.memory import InMemoryConnector

@@ -6,9 +6,6 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import aiopg
-import psycopg2
-
 from ..queries import Query
 from .base import (
     BaseAsyncConnector,
@@ -18,10 +15,21 @@ from .base import (
     Params,
     Row,
     idle_connection_is_dead,
+    missing_driver,
     not_open,
     rows_from_cursor,
 )
 from .psycopg2 import Psycopg2Connector, describe_psycopg2, translate_psycopg2
+
+# aiopg (and psycopg2 under it) comes with the aiopg extra: without it this module still
+# imports, and building a connector says which extra to install.
+try:
+    import aiopg
+    import psycopg2
+except ImportError as exc:
+    _missing_aiopg: ImportError | None = exc
+else:
+    _missing_aiopg = None
 
 PoolFactory = Callable[..., Any]
 
@@ -39,13 +47,15 @@ class AiopgConnector(BaseAsyncConnector):
         self,
         dsn: str = "",
         *,
-        pool_factory: PoolFactory = aiopg.create_pool,
+        pool_factory: PoolFactory | None = None,
         **pool_args: Any,
     ) -> None:
+        if _missing_aiopg is not None:
+            raise missing_driver(type(self).__name__, "aiopg", "aiopg") from _missing_aiopg
         super().__init__()
         self._dsn = dsn
         self._pool_args = pool_args
-        self._pool_factory = pool_factory
+        self._pool_factory = pool_factory or aiopg.create_pool
         self._pool: Any = None
         self._open_lock = asyncio.Lock()
         self._connect_kwargs = {

@@ -188,6 +188,12 @@ def cannot_run_worker(connector: BaseConnector) -> SyncConnectorCannotRunWorker:
     )
 
 
+def missing_driver(connector: str, module: str, extra: str) -> ImportError:
+    """The error for a connector whose driver is not installed: it names the extra that brings
+    the driver (raise it ``from`` the original ImportError, which names what failed)."""
+    return ImportError(f"{connector} needs {module}: pip install 'sqla_jobs[{extra}]'", name=module)
+
+
 def not_open(connector: BaseConnector) -> ConnectorNotOpen:
     return ConnectorNotOpen(
         f"{type(connector).__name__} is not open. Call app.open() / await app.open_async() "

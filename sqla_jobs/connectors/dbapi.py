@@ -23,8 +23,10 @@ from .base import Params, Row, rows_from_cursor, translate_error
 def driver_errors() -> tuple[type[Exception], ...]:
     """What either driver raises. psycopg2 is imported only when a connector may hold one of
     its connections: a worker on psycopg 3 never loads it."""
-    import psycopg2
-
+    try:
+        import psycopg2
+    except ImportError:  # not installed (no psycopg2 extra): no connection can be psycopg2's
+        return (psycopg.Error,)
     return (psycopg.Error, psycopg2.Error)
 
 

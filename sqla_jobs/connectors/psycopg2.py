@@ -7,19 +7,35 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-import psycopg2
-import psycopg2.extensions
-import psycopg2.pool
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from ..errors import ConnectorError
 from ..queries import Query
-from .base import BaseConnector, Params, Row, idle_connection_is_dead, redact, translate_error
+from .base import (
+    BaseConnector,
+    Params,
+    Row,
+    idle_connection_is_dead,
+    missing_driver,
+    redact,
+    translate_error,
+)
 from .dbapi import copy_rows, fetch_all
 
-PoolFactory = Callable[..., psycopg2.pool.AbstractConnectionPool]
+# psycopg2 comes with the psycopg2 (or aiopg) extra: without it this module still imports,
+# and building a connector says which extra to install.
+try:
+    import psycopg2
+    import psycopg2.extensions
+    import psycopg2.pool
+except ImportError as exc:
+    _missing_psycopg2: ImportError | None = exc
+else:
+    _missing_psycopg2 = None
+
+PoolFactory = Callable[..., "psycopg2.pool.AbstractConnectionPool"]
 
 
 def translate_psycopg2(
@@ -60,14 +76,16 @@ class Psycopg2Connector(BaseConnector):
         *,
         minconn: int = 1,
         maxconn: int = 10,
-        pool_factory: PoolFactory = psycopg2.pool.ThreadedConnectionPool,
+        pool_factory: PoolFactory | None = None,
         **kwargs: Any,
     ) -> None:
+        if _missing_psycopg2 is not None:
+            raise missing_driver(type(self).__name__, "psycopg2", "psycopg2") from _missing_psycopg2
         self._dsn = dsn
         self._kwargs = kwargs
         self._minconn = minconn
         self._maxconn = maxconn
-        self._pool_factory = pool_factory
+        self._pool_factory = pool_factory or psycopg2.pool.ThreadedConnectionPool
         self._pool: psycopg2.pool.AbstractConnectionPool | None = None
         # psycopg2's pools raise when exhausted; this makes callers wait for a connection.
         self._slots = threading.BoundedSemaphore(maxconn)

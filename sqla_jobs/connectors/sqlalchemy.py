@@ -26,6 +26,7 @@ from .base import (
     Params,
     Row,
     idle_connection_is_dead,
+    missing_driver,
     translate_error,
 )
 from .dbapi import copy_rows, driver_errors, fetch_all, translate_driver_error
@@ -148,7 +149,12 @@ class SQLAlchemyConnector(BaseConnector):
         if engine is None:
             assert dsn is not None
             url, kwargs = engine_arguments(dsn, self.default_driver, engine_kwargs)
-            engine = sqlalchemy.create_engine(url, **kwargs)
+            try:
+                engine = sqlalchemy.create_engine(url, **kwargs)
+            except ModuleNotFoundError as exc:  # create_engine imports the driver
+                if exc.name != "psycopg2":
+                    raise
+                raise missing_driver(cls, "psycopg2", "psycopg2") from exc
         check_dialect(engine.dialect, what=f"The engine given to {cls}", want_async=False)
         self.engine: Engine = engine
         self._target = engine.url.render_as_string(hide_password=True)
