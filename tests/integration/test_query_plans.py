@@ -31,7 +31,7 @@ CLAIM_INDEX = "ix_sqla_jobs_jobs_fetch"
 QUEUE_INDEX = "ix_sqla_jobs_jobs_fetch_queue"
 PRIMARY_KEY = "pk_sqla_jobs_jobs"
 # The sizes a worker claims in (queries.claim_size): exact up to 16, powers of two, fetch_batch.
-CLAIM_SIZES = (1, 16, 64, 100, 300)
+CLAIM_SIZES = (1, 16, 64, 100, 256, 300, 500)
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 Plan = dict[str, Any]
