@@ -155,7 +155,7 @@ class SqlaJobs(System):
     name = "sqla_jobs"
     jobs_table = "sqla_jobs_jobs"
     default_settings: dict[str, Any] = {}
-    best_settings: dict[str, Any] = {"concurrency": 300, "fetch_batch": 300}
+    best_settings: dict[str, Any] = {"concurrency": 500, "fetch_batch": 500}
     conc10_settings: dict[str, Any] = {"concurrency": 10}
     # Default: concurrency 10, fetch_batch 100, prefetch adaptive (up to fetch_batch).
     sweep_grid: list[dict[str, Any]] = [
@@ -283,7 +283,7 @@ class RawFloor(SqlaJobs):
 
     name = "raw_sql"
     default_settings: dict[str, Any] = {"batch": 100}
-    best_settings: dict[str, Any] = {"batch": 300}
+    best_settings: dict[str, Any] = {"batch": 3000}
     conc10_settings: dict[str, Any] = {"batch": 10}
     sweep_grid: list[dict[str, Any]] = [{"batch": n} for n in (100, 300, 1000)]
 
@@ -472,7 +472,7 @@ class Procrastinate(System):
     name = "procrastinate"
     jobs_table = "procrastinate_jobs"
     default_settings: dict[str, Any] = {}
-    best_settings: dict[str, Any] = {"concurrency": 10}
+    best_settings: dict[str, Any] = {"concurrency": 50}
     conc10_settings: dict[str, Any] = {"concurrency": 10}
     # Each of ``concurrency`` sub-workers fetches one job at a time (default 1).
     sweep_grid: list[dict[str, Any]] = [{}] + [{"concurrency": n} for n in (5, 10, 25, 50)]
@@ -598,7 +598,7 @@ class PgQueuer(System):
     name = "pgqueuer"
     jobs_table = "pgqueuer"
     default_settings: dict[str, Any] = {}
-    best_settings: dict[str, Any] = {"batch_size": 100}
+    best_settings: dict[str, Any] = {"batch_size": 500}
     conc10_settings: dict[str, Any] = {"batch_size": 10}
     # Default batch_size 10. Its other worker-wide option that bears on concurrency,
     # max_concurrent_tasks (default unlimited; at least twice batch_size), is a cap, probed
