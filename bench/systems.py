@@ -5,16 +5,15 @@ waiting jobs server-side, and read back from its own tables how many jobs finish
 The child process (child.py) uses the *client side*: run a worker, defer in batches, defer
 one job per transaction. Every system runs no-op async jobs.
 
-Timing of worker runs comes from the database: the first claim and the last recorded finish,
-both ``now()`` of the statements that wrote them, so process start-up is not counted and a
-job counts only once its outcome is stored.
+Timing of worker runs comes from the database: each job's recorded finish (``now()`` of the
+statement that stored its outcome), read back from the system's own tables, so that a job
+counts only once its outcome is stored (bench/steady.py turns them into a steady-state rate).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -23,35 +22,33 @@ from typing import Any
 import psycopg
 
 #: Task / entrypoint names. ``noop`` does nothing; ``probe`` calls the child's hook with the
-#: job's arguments (latency samples, stop after K jobs).
+#: job's arguments (a latency sample, or a count: the worker stops once it has started all
+#: the jobs loaded). Worker runs use ``probe`` jobs; the defer scenarios ``noop``.
 NOOP = "noop"
 PROBE = "probe"
 
 Hook = Callable[[float | None], None]
 
 
-@dataclasses.dataclass(frozen=True)
-class Stats:
-    done: int
-    first_claim: float | None
-    last_finish: float | None
-
-    @property
-    def seconds(self) -> float | None:
-        if self.first_claim is None or self.last_finish is None:
-            return None
-        return self.last_finish - self.first_claim
-
-
 class System:
     """One job queue. Subclasses fill in the SQL and the client calls."""
 
     name = ""
-    #: Worker settings used by "default" (what a user gets) and "best" (tuned here).
+    #: The table holding waiting jobs (checked for statistics in the no-statistics rows).
+    jobs_table = ""
+    #: Worker settings used by "default" (what a user gets) and "best" (the sweep's winner in
+    #: the last full run: used when a run skips the sweep, ``--no-sweep``).
     default_settings: dict[str, Any] = {}
     best_settings: dict[str, Any] = {}
     #: Worker settings at concurrency 10, for the memory comparison.
     conc10_settings: dict[str, Any] = {}
+    #: The settings the sweep probes (bench/throughput.py), default first.
+    sweep_grid: list[dict[str, Any]] = [{}]
+
+    def sweep_more(self, leader: dict[str, Any]) -> list[dict[str, Any]]:
+        """Settings to probe once the grid is done and ``leader`` leads it: a leader at the
+        grid's edge gets the next step, so that no system is stopped short of its best."""
+        return []
 
     # -- database side (parent, sync psycopg) ---------------------------------------------
 
@@ -65,17 +62,17 @@ class System:
     def reset_sql(self) -> str:
         raise NotImplementedError
 
-    def stats_sql(self) -> str:
-        """count, first claim, last finish (epoch seconds) of jobs finished after %(since)s."""
-        raise NotImplementedError
-
     def waiting_sql(self) -> str:
         raise NotImplementedError
 
-    def stats(self, conn: psycopg.Connection[Any], since: float = 0.0) -> Stats:
-        row = conn.execute(self.stats_sql(), {"since": since}).fetchone()
-        assert row is not None
-        return Stats(int(row[0]), row[1], row[2])
+    def finish_times_sql(self) -> str:
+        """Epoch seconds of each job recorded as succeeded after %(since)s, in order."""
+        raise NotImplementedError
+
+    def finish_times(self, conn: psycopg.Connection[Any], since: float) -> list[float]:
+        sql = self.finish_times_sql()
+        rows = conn.execute(sql, {"since": since}).fetchall()
+        return [float(row[0]) for row in rows]
 
     # -- client side (child) --------------------------------------------------------------
 
@@ -147,20 +144,29 @@ def _quiet() -> None:
 # sqla_jobs
 # ---------------------------------------------------------------------------------------------
 
-_SQLA_STATS = """
-SELECT count(*),
-       extract(epoch FROM min(started_at))::float8,
-       extract(epoch FROM max(finished_at))::float8
-FROM sqla_jobs_jobs
+_SQLA_FINISHES = """
+SELECT extract(epoch FROM finished_at)::float8 FROM sqla_jobs_jobs
 WHERE status = 'succeeded' AND finished_at > to_timestamp(%(since)s)
+ORDER BY 1
 """
 
 
 class SqlaJobs(System):
     name = "sqla_jobs"
+    jobs_table = "sqla_jobs_jobs"
     default_settings: dict[str, Any] = {}
-    best_settings: dict[str, Any] = {"concurrency": 300, "fetch_batch": 300}
+    best_settings: dict[str, Any] = {"concurrency": 500, "fetch_batch": 500}
     conc10_settings: dict[str, Any] = {"concurrency": 10}
+    # Default: concurrency 10, fetch_batch 100, prefetch adaptive (up to fetch_batch).
+    sweep_grid: list[dict[str, Any]] = [
+        {},
+        *({"concurrency": n, "fetch_batch": n} for n in (100, 300, 500)),
+    ]
+
+    def sweep_more(self, leader: dict[str, Any]) -> list[dict[str, Any]]:
+        if leader.get("concurrency") == 500:
+            return [{"concurrency": 1000, "fetch_batch": 1000}]
+        return []
 
     def create_schema(self, url: str) -> None:
         from sqla_jobs import migrations
@@ -176,11 +182,11 @@ class SqlaJobs(System):
     def reset_sql(self) -> str:
         return "TRUNCATE sqla_jobs_jobs, sqla_jobs_job_events, sqla_jobs_workers RESTART IDENTITY"
 
-    def stats_sql(self) -> str:
-        return _SQLA_STATS
-
     def waiting_sql(self) -> str:
         return "SELECT count(*) FROM sqla_jobs_jobs WHERE status IN ('todo', 'doing')"
+
+    def finish_times_sql(self) -> str:
+        return _SQLA_FINISHES
 
     def _app(self, connector: Any, hook: Hook | None = None) -> Any:
         from sqla_jobs import App
@@ -219,7 +225,7 @@ class SqlaJobs(System):
         async with app.open_async():
             await task.batch_defer_async(*([{}] * 100))  # warm-up
             for _ in range(calls):
-                args = [{}] * n
+                args: list[dict[str, Any]] = [{}] * n
                 started = time.perf_counter()
                 await task.batch_defer_async(*args)
                 durations.append(time.perf_counter() - started)
@@ -277,8 +283,12 @@ class RawFloor(SqlaJobs):
 
     name = "raw_sql"
     default_settings: dict[str, Any] = {"batch": 100}
-    best_settings: dict[str, Any] = {"batch": 300}
+    best_settings: dict[str, Any] = {"batch": 3000}
     conc10_settings: dict[str, Any] = {"batch": 10}
+    sweep_grid: list[dict[str, Any]] = [{"batch": n} for n in (100, 300, 1000)]
+
+    def sweep_more(self, leader: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"batch": 3000}] if leader.get("batch") == 1000 else []
 
     async def run_worker(self, url, settings, *, drain, hook, on_ready):  # type: ignore[no-untyped-def]
         from sqla_jobs import queries
@@ -289,7 +299,6 @@ class RawFloor(SqlaJobs):
             nonlocal stopped
             stopped = True
 
-        on_ready(stop)
         batch = int(settings.get("batch", 100))
         # Sent as the worker sends them: prepared statements (sqla_jobs.queries.Query.prepared).
         with psycopg.connect(url, autocommit=True) as conn:
@@ -297,6 +306,7 @@ class RawFloor(SqlaJobs):
                 queries.register_worker.sql,
                 {"name": "raw", "hostname": "bench", "pid": 0, "queues": None, "concurrency": 1},
             ).fetchone()[0]  # type: ignore[index]
+            on_ready(stop)  # connected, as the other systems are when they say READY
             claim = queries.claim_jobs.sql
             finish = queries.finish_succeeded.sql
             while not stopped:
@@ -312,6 +322,9 @@ class RawFloor(SqlaJobs):
                         hook(row[3].get("t"))
                 ids = [row[0] for row in rows]
                 conn.execute(finish, {"worker_id": worker_id, "ids": ids}, prepare=True)
+                # The loop's statements block: yield once a batch, or the child's time bound
+                # (a timer on this event loop) could never stop it.
+                await asyncio.sleep(0)
 
     async def batch_defer(self, url: str, n: int, calls: int) -> list[float]:
         from sqla_jobs import queries
@@ -447,20 +460,25 @@ class RawFloor(SqlaJobs):
 # Procrastinate (PsycopgConnector; SQLAlchemyPsycopg2Connector for sync defers)
 # ---------------------------------------------------------------------------------------------
 
-_PROC_STATS = """
-SELECT count(*) FILTER (WHERE type = 'succeeded'),
-       extract(epoch FROM min(at) FILTER (WHERE type = 'started'))::float8,
-       extract(epoch FROM max(at) FILTER (WHERE type = 'succeeded'))::float8
-FROM procrastinate_events
-WHERE type IN ('started', 'succeeded') AND at > to_timestamp(%(since)s)
+# The succeeded event is written by Procrastinate's own trigger when the job's status changes.
+_PROC_FINISHES = """
+SELECT extract(epoch FROM at)::float8 FROM procrastinate_events
+WHERE type = 'succeeded' AND at > to_timestamp(%(since)s)
+ORDER BY 1
 """
 
 
 class Procrastinate(System):
     name = "procrastinate"
+    jobs_table = "procrastinate_jobs"
     default_settings: dict[str, Any] = {}
-    best_settings: dict[str, Any] = {"concurrency": 10}
+    best_settings: dict[str, Any] = {"concurrency": 50}
     conc10_settings: dict[str, Any] = {"concurrency": 10}
+    # Each of ``concurrency`` sub-workers fetches one job at a time (default 1).
+    sweep_grid: list[dict[str, Any]] = [{}] + [{"concurrency": n} for n in (5, 10, 25, 50)]
+
+    def sweep_more(self, leader: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"concurrency": 100}] if leader.get("concurrency") == 50 else []
 
     def _app(self, connector: Any, hook: Hook | None = None) -> Any:
         import procrastinate
@@ -500,11 +518,11 @@ class Procrastinate(System):
             "procrastinate_periodic_defers RESTART IDENTITY CASCADE"
         )
 
-    def stats_sql(self) -> str:
-        return _PROC_STATS
-
     def waiting_sql(self) -> str:
         return "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
+
+    def finish_times_sql(self) -> str:
+        return _PROC_FINISHES
 
     async def run_worker(self, url, settings, *, drain, hook, on_ready):  # type: ignore[no-untyped-def]
         import procrastinate
@@ -526,7 +544,7 @@ class Procrastinate(System):
             task = app.tasks[NOOP]
             await task.batch_defer_async(*([{}] * 100))
             for _ in range(calls):
-                args = [{}] * n
+                args: list[dict[str, Any]] = [{}] * n
                 started = time.perf_counter()
                 await task.batch_defer_async(*args)
                 durations.append(time.perf_counter() - started)
@@ -567,20 +585,32 @@ class Procrastinate(System):
 # PgQueuer (its psycopg driver; never asyncpg)
 # ---------------------------------------------------------------------------------------------
 
-_PGQ_STATS = """
-SELECT count(*) FILTER (WHERE status = 'successful'),
-       extract(epoch FROM min(created) FILTER (WHERE status = 'picked'))::float8,
-       extract(epoch FROM max(created) FILTER (WHERE status = 'successful'))::float8
-FROM pgqueuer_log
-WHERE status IN ('picked', 'successful') AND created > to_timestamp(%(since)s)
+# PgQueuer deletes a finished job and logs it, in one statement, when its completion buffer
+# flushes (every batch_size outcomes, or ~0.1 s): the log row's ``created`` is that moment.
+_PGQ_FINISHES = """
+SELECT extract(epoch FROM created)::float8 FROM pgqueuer_log
+WHERE status = 'successful' AND created > to_timestamp(%(since)s)
+ORDER BY 1
 """
 
 
 class PgQueuer(System):
     name = "pgqueuer"
+    jobs_table = "pgqueuer"
     default_settings: dict[str, Any] = {}
-    best_settings: dict[str, Any] = {"batch_size": 100}
+    best_settings: dict[str, Any] = {"batch_size": 500}
     conc10_settings: dict[str, Any] = {"batch_size": 10}
+    # Default batch_size 10. Its other worker-wide option that bears on concurrency,
+    # max_concurrent_tasks (default unlimited; at least twice batch_size), is a cap, probed
+    # at its tightest once the best batch size is known.
+    sweep_grid: list[dict[str, Any]] = [{}] + [{"batch_size": n} for n in (50, 100, 200, 500, 1000)]
+
+    def sweep_more(self, leader: dict[str, Any]) -> list[dict[str, Any]]:
+        batch = int(leader.get("batch_size", 10))
+        more = [{"batch_size": batch, "max_concurrent_tasks": 2 * batch}]
+        if batch == 1000:
+            more.append({"batch_size": 2000})
+        return more
 
     def create_schema(self, url: str) -> None:
         from pgqueuer import PsycopgDriver, Queries
@@ -603,11 +633,11 @@ class PgQueuer(System):
     def reset_sql(self) -> str:
         return "TRUNCATE pgqueuer, pgqueuer_log, pgqueuer_statistics RESTART IDENTITY"
 
-    def stats_sql(self) -> str:
-        return _PGQ_STATS
-
     def waiting_sql(self) -> str:
         return "SELECT count(*) FROM pgqueuer WHERE status IN ('queued', 'picked')"
+
+    def finish_times_sql(self) -> str:
+        return _PGQ_FINISHES
 
     async def run_worker(self, url, settings, *, drain, hook, on_ready):  # type: ignore[no-untyped-def]
         from pgqueuer import PsycopgDriver, Queries, QueueManager
