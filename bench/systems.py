@@ -26,6 +26,9 @@ import psycopg
 #: the jobs loaded). Worker runs use ``probe`` jobs; the defer scenarios ``noop``.
 NOOP = "noop"
 PROBE = "probe"
+# Where the claim's rows (sqla_jobs.queries_core._JOB_COLUMNS) carry the job's attempt, which
+# the finish statements take with each id.
+ATTEMPTS = 9
 
 Hook = Callable[[float | None], None]
 
@@ -157,7 +160,7 @@ class SqlaJobs(System):
     default_settings: dict[str, Any] = {}
     best_settings: dict[str, Any] = {"concurrency": 500, "fetch_batch": 500}
     conc10_settings: dict[str, Any] = {"concurrency": 10}
-    # Default: concurrency 10, fetch_batch 100, prefetch adaptive (up to fetch_batch).
+    # Default: concurrency 10, fetch_batch 500, prefetch adaptive (up to fetch_batch).
     sweep_grid: list[dict[str, Any]] = [
         {},
         *({"concurrency": n, "fetch_batch": n} for n in (100, 300, 500)),
@@ -320,8 +323,12 @@ class RawFloor(SqlaJobs):
                 if hook is not None:
                     for row in rows:
                         hook(row[3].get("t"))
-                ids = [row[0] for row in rows]
-                conn.execute(finish, {"worker_id": worker_id, "ids": ids}, prepare=True)
+                done = {
+                    "worker_id": worker_id,
+                    "ids": [row[0] for row in rows],
+                    "attempts": [row[ATTEMPTS] for row in rows],
+                }
+                conn.execute(finish, done, prepare=True)
                 # The loop's statements block: yield once a batch, or the child's time bound
                 # (a timer on this event loop) could never stop it.
                 await asyncio.sleep(0)
@@ -431,11 +438,12 @@ class RawFloor(SqlaJobs):
                 for job in rows:
                     hook(job[3].get("t"))
                 if rows:
-                    await conn.execute(
-                        queries.finish_succeeded.sql,
-                        {"worker_id": worker_id, "ids": [r[0] for r in rows]},
-                        prepare=True,
-                    )
+                    done = {
+                        "worker_id": worker_id,
+                        "ids": [r[0] for r in rows],
+                        "attempts": [r[ATTEMPTS] for r in rows],
+                    }
+                    await conn.execute(queries.finish_succeeded.sql, done, prepare=True)
 
     async def latency_client(self, url: str) -> tuple[Callable[[float], Any], Callable[[], Any]]:
         from sqla_jobs import queries
