@@ -818,12 +818,11 @@ def _add_worker_options(worker: argparse.ArgumentParser) -> None:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    # The package's own version (the one place it is written), not the installed metadata,
+    # which an editable install keeps stale until it is installed again.
+    from . import __version__
 
-    try:
-        return version("sqla_jobs")
-    except PackageNotFoundError:
-        return "(version unknown: sqla_jobs is not installed)"
+    return __version__
 
 
 # -- entry point -------------------------------------------------------------------------------
