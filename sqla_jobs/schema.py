@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from .statuses import FINISHED_STATUSES, NOTIFY_CHANNEL, JobStatus
+from .statuses import FINISHED_STATUSES, NOTIFY_CHANNEL, RUNNING_STATUSES, JobStatus
 
 __all__ = [
     "FINISHED_STATUSES",
@@ -129,8 +129,7 @@ Index(
     "uq_sqla_jobs_jobs_lock_running",
     jobs.c.lock,
     unique=True,
-    postgresql_where=jobs.c.status.in_([JobStatus.DOING, JobStatus.ABORTING])
-    & jobs.c.lock.isnot(None),
+    postgresql_where=jobs.c.status.in_(RUNNING_STATUSES) & jobs.c.lock.isnot(None),
 )
 # Lets the claim query find the oldest waiting job of a lock quickly.
 Index(
@@ -150,7 +149,7 @@ Index(
 Index(
     "ix_sqla_jobs_jobs_worker_id_running",
     jobs.c.worker_id,
-    postgresql_where=jobs.c.status.in_([JobStatus.DOING, JobStatus.ABORTING]),
+    postgresql_where=jobs.c.status.in_(RUNNING_STATUSES),
 )
 
 job_events = Table(

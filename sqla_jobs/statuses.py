@@ -28,6 +28,10 @@ class JobStatus(enum.StrEnum):
         return self in FINISHED_STATUSES
 
 
+#: A worker holds the job: it runs, or runs and was asked to abort. A tuple, in this order: the
+#: rendered statements and the index predicates list them so.
+RUNNING_STATUSES = (JobStatus.DOING, JobStatus.ABORTING)
+
 FINISHED_STATUSES = frozenset(
     {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED}
 )

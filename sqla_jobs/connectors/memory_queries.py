@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConnectorError
 from ..queries import Query
-from ..statuses import FINISHED_STATUSES, JobStatus
+from ..statuses import FINISHED_STATUSES, RUNNING_STATUSES, JobStatus
 from .base import Params, Row, translate_error
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ TARGET = "in memory"
 TODO = JobStatus.TODO.value
 DOING = JobStatus.DOING.value
 ABORTING = JobStatus.ABORTING.value
-RUNNING = frozenset({DOING, ABORTING})
+RUNNING = frozenset(status.value for status in RUNNING_STATUSES)
 FINISHED = frozenset(status.value for status in FINISHED_STATUSES)
 #: The ends whose history step carries the job's last error.
 ENDED_IN_ERROR = frozenset({JobStatus.FAILED.value, JobStatus.ABORTED.value})
