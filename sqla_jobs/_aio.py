@@ -11,11 +11,14 @@ in 3.12 by building ``wait_for`` on ``asyncio.timeout``). A worker waiting for n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 _RECANCEL_INTERVAL = 0.25
+# How long `within` keeps cancelling a statement past its deadline before leaving it.
+_GIVE_UP = 1.0
 
 
 async def wait_event(event: asyncio.Event, seconds: float | None) -> bool:
@@ -34,9 +37,40 @@ async def wait_event(event: asyncio.Event, seconds: float | None) -> bool:
 
 
 async def within(seconds: float | None, awaitable: Awaitable[T]) -> T:
-    """``await awaitable``, raising `TimeoutError` after ``seconds`` (None: no bound)."""
-    async with asyncio.timeout(seconds):
+    """``await awaitable``, raising `TimeoutError` after ``seconds`` (None: no bound).
+
+    The awaitable runs in a task of its own, cancelled at the deadline with `cancel_and_wait`
+    (the cancellation sent again until it lands): a driver that loses the cancellation in its
+    own ``wait_for`` (aiopg does, waiting for a pooled connection or a result) cannot keep the
+    caller waiting past the bound. Given up after _GIVE_UP seconds more, such a task is left
+    to end by itself. Cancelling the caller cancels the statement too."""
+    if seconds is None:
         return await awaitable
+    inner = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({inner}, timeout=max(seconds, 0.0))
+    except asyncio.CancelledError:
+        inner.cancel()
+        # Let the statement's own clean-up (returning its connection) run, briefly; a second
+        # cancellation of the caller only repeats the first.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait({inner}, timeout=_RECANCEL_INTERVAL)
+        _forget(inner)
+        raise
+    if not done:
+        if not await cancel_and_wait(inner, _GIVE_UP):
+            _forget(inner)
+        elif not inner.cancelled() and inner.exception() is None:
+            # It ended with its result as the deadline passed: keep it.
+            return inner.result()
+        raise TimeoutError
+    return inner.result()
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    """Retrieve the outcome of a task nobody waits for any more, whenever it ends (no
+    "exception was never retrieved" warning)."""
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 async def cancel_and_wait(task: asyncio.Task[Any], seconds: float) -> bool:
