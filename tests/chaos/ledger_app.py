@@ -48,22 +48,36 @@ def _connector() -> sqla_jobs.BaseConnector:
 app = sqla_jobs.App(connector=_connector())
 
 _ledger: psycopg.AsyncConnection[Any] | None = None
+_connecting: asyncio.Lock | None = None
+
+
+async def _ledger_connection() -> psycopg.AsyncConnection[Any]:
+    """The process's one ledger connection. Under a lock: hundreds of jobs starting together
+    would otherwise each open one (and the server refuse clients)."""
+    global _ledger, _connecting
+    if _connecting is None:
+        _connecting = asyncio.Lock()
+    async with _connecting:
+        if _ledger is None or _ledger.closed:
+            # No prepared statements: the ledger may be reached through PgBouncer.
+            _ledger = await psycopg.AsyncConnection.connect(
+                URL, autocommit=True, prepare_threshold=None
+            )
+        return _ledger
 
 
 async def _ledger_execute(sql: str, params: tuple[Any, ...]) -> Any:
     """Run one ledger statement, reconnecting through an outage (for up to a minute)."""
     global _ledger
     for _ in range(600):
+        ledger = None
         try:
-            if _ledger is None or _ledger.closed:
-                # No prepared statements: the ledger may be reached through PgBouncer.
-                _ledger = await psycopg.AsyncConnection.connect(
-                    URL, autocommit=True, prepare_threshold=None
-                )
-            cursor = await _ledger.execute(sql, params)
+            ledger = await _ledger_connection()
+            cursor = await ledger.execute(sql, params)
             return await cursor.fetchone() if cursor.description else None
         except psycopg.OperationalError:
-            _ledger = None
+            if ledger is not None and _ledger is ledger:
+                _ledger = None  # the next statement connects again (under the lock)
             await asyncio.sleep(0.1)
     raise RuntimeError("the ledger stayed unreachable for a minute")
 
