@@ -26,7 +26,7 @@ import psycopg
 #: the jobs loaded). Worker runs use ``probe`` jobs; the defer scenarios ``noop``.
 NOOP = "noop"
 PROBE = "probe"
-# Where the claim's rows (sqla_jobs.queries_core._JOB_COLUMNS) carry the job's attempt, which
+# Where the claim's rows (sqla_jobs.statements._build.JOB_COLUMNS) carry the job's attempt, which
 # the finish statements take with each id.
 ATTEMPTS = 9
 

@@ -1,7 +1,7 @@
-"""Written by ``python -m sqla_jobs.queries_core`` from the Core statements there: do not
+"""Written by ``python -m sqla_jobs.statements`` from the Core statements there: do not
 edit (a unit test compares this file with a fresh rendering)."""
 
-from .queries import Query
+from ._query import Query
 
 JOBS_TABLE = "sqla_jobs_jobs"
 COPY_COLUMNS = (

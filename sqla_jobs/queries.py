@@ -1,6 +1,6 @@
 """Every statement sqla_jobs sends, as driver-ready SQL text; no SQLAlchemy at run time.
 
-The statements are built from the Core tables in ``queries_core`` and rendered once, into
+The statements are built from the Core tables in ``sqla_jobs.statements`` and rendered once, into
 ``_rendered_queries`` (a unit test keeps the two in agreement), so that a worker or a defer
 loads neither SQLAlchemy nor the compiler. Each `Query` is plain SQL with ``%(name)s``
 placeholders, which every connector's driver accepts as it is.
@@ -8,34 +8,11 @@ placeholders, which every connector's driver accepts as it is.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Query:
-    """One statement: its name (for messages and the in-memory connector) and its SQL.
-
-    ``prepared``: the worker sends it over and over on the same connections, so drivers that
-    can (psycopg 3) make it a server-side prepared statement at once: parsed once per
-    connection, and planned once too where PostgreSQL finds a generic plan as good as a
-    custom one (not for the claim: with its limit unknown, a generic plan is costed as if it
-    took a tenth of the queue). Other statements are never prepared.
-    """
-
-    name: str
-    sql: str
-    prepared: bool = False
-
-    def __str__(self) -> str:
-        return self.sql
-
-
-#: The limit written in the claim templates (twice), replaced by each claim's own.
-LIMIT_MARKER = 987654321
-
-from ._rendered_queries import *  # noqa: E402, F403  (needs Query, defined above)
-from ._rendered_queries import (  # noqa: E402
+from ._query import LIMIT_MARKER, Query
+from ._rendered_queries import *  # noqa: F403
+from ._rendered_queries import (
     ALL,
     CLAIM_IN_QUEUES_TEMPLATE,
     CLAIM_TEMPLATE,

@@ -184,20 +184,21 @@ def test_finish_only_touches_jobs_still_running_under_this_worker(query: queries
 
 
 def test_rendered_statements_are_the_core_statements_rendered_now() -> None:
-    """``_rendered_queries.py`` is a cache of queries_core: rewrite it with
-    ``python -m sqla_jobs.queries_core && ruff format sqla_jobs/_rendered_queries.py``."""
-    from sqla_jobs import queries_core
+    """``_rendered_queries.py`` is a cache of ``sqla_jobs.statements``: rewrite it with
+    ``python -m sqla_jobs.statements && ruff format sqla_jobs/_rendered_queries.py``."""
+    from sqla_jobs import statements
+    from sqla_jobs.statements import claim
 
-    fix = "run `python -m sqla_jobs.queries_core` to write sqla_jobs/_rendered_queries.py again"
+    fix = "run `python -m sqla_jobs.statements` to write sqla_jobs/_rendered_queries.py again"
     assert [(q.name, q.sql, q.prepared) for q in queries.ALL] == [
-        (q.name, q.sql, q.prepared) for q in queries_core.ALL
+        (q.name, q.sql, q.prepared) for q in statements.ALL
     ], fix
-    assert queries.COPY_COLUMNS == queries_core.COPY_COLUMNS, fix
-    assert queries_core.jobs.name == queries.JOBS_TABLE, fix
+    assert queries.COPY_COLUMNS == statements.COPY_COLUMNS, fix
+    assert claim.jobs.name == queries.JOBS_TABLE, fix
     for limit in (1, 7, 16, 64, 300):
         for in_queues in (False, True):
             rendered = queries.claim_query(limit, in_queues=in_queues)
-            core = queries_core._claim(queue_filter=in_queues, limit=limit)
+            core = claim.build_claim(queue_filter=in_queues, limit=limit)
             assert (rendered.name, rendered.sql, rendered.prepared) == (
                 core.name,
                 core.sql,

@@ -1,0 +1,94 @@
+"""Every statement sqla_jobs sends, built from the Core tables: the source of ``queries``.
+
+Each statement is rendered to plain SQL text with ``%(name)s`` placeholders, which psycopg 3,
+psycopg2, aiopg and SQLAlchemy psycopg 3 or psycopg2 engines (sync or async) all accept as
+they are: one definition serves every connector, and no statement is compiled on the hot
+path. The rendered text ships as ``sqla_jobs/_rendered_queries.py``, so that the runtime
+(``queries``, the worker) needs no SQLAlchemy; after changing a statement here, write it
+again with ``python -m sqla_jobs.statements`` (a unit test fails until the two agree).
+
+One module per topic: `defer`, `claim`, `finish`, `workers`, `stalled`, `jobs` (reading and
+managing them), `periodic`; `_build` holds the compiler and the shared pieces.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .._query import Query
+from ..schema import jobs as jobs_table
+from . import claim, defer, finish, jobs, periodic, stalled, workers
+from .defer import COPY_COLUMNS
+
+__all__ = ["ALL", "COPY_COLUMNS", "RENDERED_PATH", "rendered_module"]
+
+#: Every statement, in the order of the rendered module.
+ALL: tuple[Query, ...] = (
+    defer.defer_job,
+    defer.defer_jobs,
+    defer.reserve_job_ids,
+    claim.claim_jobs,
+    claim.claim_jobs_in_queues,
+    finish.finish_succeeded,
+    finish.delete_jobs_by_id,
+    finish.finish_jobs,
+    workers.register_worker,
+    workers.heartbeat,
+    workers.notify,
+    workers.unregister_worker,
+    workers.requeue_worker_jobs,
+    workers.list_workers,
+    jobs.get_job,
+    jobs.count_jobs_by_status,
+    jobs.check_schema,
+    jobs.list_jobs,
+    jobs.job_history,
+    jobs.cancel_job,
+    jobs.abort_job,
+    jobs.retry_job,
+    jobs.delete_job,
+    jobs.prune_jobs,
+    periodic.defer_periodic_jobs,
+    periodic.prune_periodic_defers,
+    stalled.adopt_stalled_jobs,
+    stalled.finish_recovered_jobs,
+    stalled.delete_stalled_workers,
+    workers.aborting_jobs_of_worker,
+    workers.reregister_worker,
+)
+
+RENDERED_PATH = Path(__file__).parent.with_name("_rendered_queries.py")
+
+
+def _split_string(sql: str) -> list[str]:
+    """``sql`` as string literals, one per line of SQL, that Python joins back."""
+    literals = [repr(line) for line in sql.splitlines(keepends=True)]
+    literals[-1] += ","
+    return literals
+
+
+def rendered_module() -> str:
+    """The text of ``_rendered_queries.py``: every statement of `ALL` as a `Query`, the claim
+    templates, and the names the runtime needs."""
+    lines = [
+        '"""Written by ``python -m sqla_jobs.statements`` from the Core statements there: do not',
+        'edit (a unit test compares this file with a fresh rendering)."""',
+        "",
+        "from ._query import Query",
+        "",
+        f"JOBS_TABLE = {jobs_table.name!r}",
+        f"COPY_COLUMNS = {COPY_COLUMNS!r}",
+        f"CLAIM_TEMPLATE = {claim.claim_template(in_queues=False)!r}",
+        f"CLAIM_IN_QUEUES_TEMPLATE = {claim.claim_template(in_queues=True)!r}",
+    ]
+    for query in ALL:
+        lines += [
+            "",
+            f"{query.name} = Query(",
+            f"    {query.name!r},",
+            *(f"    {line}" for line in _split_string(query.sql)),
+            f"    prepared={query.prepared!r},",
+            ")",
+        ]
+    lines += ["", f"ALL = ({', '.join(query.name for query in ALL)},)", ""]
+    return "\n".join(lines)

@@ -1,0 +1,141 @@
+"""Reading and managing jobs: get, count, list, history, cancel, abort, retry, delete, prune."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    Interval,
+    Text,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    null,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.sql.elements import ColumnElement
+
+from ..schema import JobStatus, history_step, job_status, jobs
+from ..schema import job_history as job_history_table
+from ..statuses import RUNNING_STATUSES
+from ._build import JOB_COLUMNS, array_param, render, status_literal, step_time
+
+# -- inspection --------------------------------------------------------------------------------
+
+get_job = render(
+    "get_job",
+    select(*JOB_COLUMNS).where(jobs.c.id == bindparam("job_id", type_=BigInteger)),
+)
+count_jobs_by_status = render(
+    "count_jobs_by_status",
+    select(jobs.c.queue, jobs.c.status, func.count().label("count")).group_by(
+        jobs.c.queue, jobs.c.status
+    ),
+)
+check_schema = render("check_schema", select(func.count()).select_from(jobs).where(jobs.c.id == -1))
+
+# -- lifecycle: list, history, cancel, abort, retry, delete, prune -----------------------------
+
+_RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED)
+
+
+def _unless_null(name: str, condition: ColumnElement[bool]) -> ColumnElement[bool]:
+    """``condition``, or true when parameter ``name`` is NULL (the filter is not used)."""
+    return or_(cast(bindparam(name), Text).is_(None), condition)
+
+
+_job_id = bindparam("job_id", type_=BigInteger)
+
+# Newest first; each filter applies only when its parameter is not NULL.
+list_jobs = render(
+    "list_jobs",
+    select(*JOB_COLUMNS)
+    .where(
+        _unless_null("queue", jobs.c.queue == bindparam("queue")),
+        _unless_null("task_name", jobs.c.task_name == bindparam("task_name")),
+        _unless_null("lock", jobs.c.lock == bindparam("lock")),
+        or_(
+            cast(bindparam("statuses"), ARRAY(Text)).is_(None),
+            jobs.c.status == func.any(cast(array_param("statuses", Text), ARRAY(job_status))),
+        ),
+    )
+    .order_by(jobs.c.id.desc())
+    .limit(bindparam("limit", type_=Integer))
+    .offset(bindparam("offset", type_=Integer)),
+)
+
+job_history = render(
+    "job_history",
+    select(job_history_table.c.status, job_history_table.c.at, job_history_table.c.error)
+    .where(job_history_table.c.job_id == _job_id)
+    .order_by(job_history_table.c.at, history_step),
+)
+
+# Only a job still waiting can be cancelled; the row lock taken by a claim in progress makes
+# this wait for the claim, and then find the job doing.
+cancel_job = render(
+    "cancel_job",
+    update(jobs)
+    .where(jobs.c.id == _job_id, jobs.c.status == JobStatus.TODO)
+    .values(status=JobStatus.CANCELLED, finished_at=step_time())
+    .returning(jobs.c.id),
+)
+
+# A waiting job is cancelled; a running one is marked aborting, whose trigger tells its worker.
+abort_job = render(
+    "abort_job",
+    update(jobs)
+    .where(jobs.c.id == _job_id, jobs.c.status.in_([JobStatus.TODO, JobStatus.DOING]))
+    .values(
+        status=case(
+            (jobs.c.status == JobStatus.TODO, status_literal(JobStatus.CANCELLED)),
+            else_=status_literal(JobStatus.ABORTING),
+        ),
+        finished_at=case((jobs.c.status == JobStatus.TODO, step_time()), else_=null()),
+    )
+    .returning(jobs.c.status),
+)
+
+# Back to the queue with a fresh count of attempts; the history and last error stay.
+retry_job = render(
+    "retry_job",
+    update(jobs)
+    .where(jobs.c.id == _job_id, jobs.c.status.in_(_RETRYABLE))
+    .values(
+        status=JobStatus.TODO,
+        attempts=0,
+        scheduled_at=cast(bindparam("scheduled_at"), DateTime(timezone=True)),
+        started_at=null(),
+        finished_at=null(),
+        worker_id=null(),
+    )
+    .returning(jobs.c.id),
+)
+
+delete_job = render(
+    "delete_job",
+    delete(jobs)
+    .where(jobs.c.id == _job_id, jobs.c.status.not_in(RUNNING_STATUSES))
+    .returning(jobs.c.id),
+)
+
+# One batch of finished jobs older than the cutoff; the caller repeats until a batch comes back
+# short. SKIP LOCKED: a job being retried or deleted meanwhile is left alone, never waited for.
+_prunable = (
+    select(jobs.c.id)
+    .where(
+        jobs.c.status == func.any(cast(array_param("statuses", Text), ARRAY(job_status))),
+        func.coalesce(jobs.c.finished_at, jobs.c.created_at)
+        < func.now() - cast(bindparam("older_than"), Interval),
+    )
+    .limit(bindparam("batch_size", type_=Integer))
+    .with_for_update(skip_locked=True)
+)
+_pruned = delete(jobs).where(jobs.c.id.in_(_prunable)).returning(jobs.c.id).cte("pruned")
+prune_jobs = render("prune_jobs", select(func.count().label("count")).select_from(_pruned))
