@@ -117,3 +117,14 @@ def _json_problem(value: Any) -> str | None:
     if "\\u0000" in text:
         return "it contains a NUL character (\\x00), which PostgreSQL cannot store"
     return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One status change of a job (``sqla_jobs.schema.job_history``: the job's row and the
+    events it no longer shows); ``error`` is the run's error when it ended in failed, aborted or
+    a retry."""
+
+    status: JobStatus
+    at: datetime.datetime
+    error: str | None = None

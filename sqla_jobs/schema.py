@@ -35,7 +35,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from .statuses import FINISHED_STATUSES, NOTIFY_CHANNEL, RUNNING_STATUSES, JobStatus
+from .statuses import (
+    FINISHED_STATUSES,
+    NOTIFY_CHANNEL,
+    QUEUEING_LOCK_INDEX,
+    RUNNING_STATUSES,
+    JobStatus,
+)
 
 __all__ = [
     "FINISHED_STATUSES",
@@ -140,7 +146,7 @@ Index(
 )
 # At most one waiting job per queueing lock; jobs without one are not indexed (revision 0003).
 Index(
-    "uq_sqla_jobs_jobs_queueing_lock_todo",
+    QUEUEING_LOCK_INDEX,
     jobs.c.queueing_lock,
     unique=True,
     postgresql_where=(jobs.c.status == JobStatus.TODO) & jobs.c.queueing_lock.isnot(None),

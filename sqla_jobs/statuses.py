@@ -1,4 +1,5 @@
-"""Job statuses and the NOTIFY channel: names the schema and the runtime share.
+"""Job statuses, the NOTIFY channel, the queueing-lock index: names the schema and the runtime
+share.
 
 Kept apart from ``schema`` so that a worker, which sends pre-rendered SQL (``queries``), runs
 without importing SQLAlchemy.
@@ -10,6 +11,10 @@ import enum
 
 #: Channel the triggers notify when jobs are ready; the payload is the job's queue name.
 NOTIFY_CHANNEL = "sqla_jobs"
+
+#: The unique index that lets one job per queueing lock wait: a write it refuses is an
+#: `AlreadyEnqueued`.
+QUEUEING_LOCK_INDEX = "uq_sqla_jobs_jobs_queueing_lock_todo"
 
 
 class JobStatus(enum.StrEnum):
@@ -35,3 +40,6 @@ RUNNING_STATUSES = (JobStatus.DOING, JobStatus.ABORTING)
 FINISHED_STATUSES = frozenset(
     {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED}
 )
+
+#: What ``prune_jobs`` deletes by default: every finished status, in this order.
+PRUNABLE_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED)

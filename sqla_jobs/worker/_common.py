@@ -13,7 +13,7 @@ from .._aio import within
 
 if TYPE_CHECKING:
     from ..app import App
-    from ..manager import JobManager
+    from .database import WorkerDatabase
     from .options import WorkerOptions
 
 # One logger for every role: "sqla_jobs.worker" is what deployments filter on.
@@ -49,7 +49,7 @@ class WorkerState:
     short."""
 
     app: App
-    manager: JobManager
+    database: WorkerDatabase
     options: WorkerOptions
     name: str
     queues: list[str] | None

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 from .._aio import within
 from ..errors import ConnectorError
-from ..manager import Outcome
 from ..statuses import JobStatus
 from ._common import WorkerState, describe_error, logger
+from .outcomes import Outcome
 
 _MAX_FLUSH = 5_000
 
@@ -21,7 +21,7 @@ class Completer:
 
     def __init__(self, state: WorkerState, on_release: Callable[[], None]) -> None:
         self._state = state
-        self._manager = state.manager
+        self._database = state.database
         self._timeout = state.options.database_timeout
         delete_jobs = state.options.delete_jobs
         self._delete_succeeded = delete_jobs in ("successful", "always")
@@ -113,16 +113,16 @@ class Completer:
 
     async def _write(self, succeeded: list[Outcome], others: list[Outcome]) -> None:
         if succeeded:
-            await self._manager.finish_succeeded_async(
+            await self._database.finish_succeeded(
                 self._state.worker_id,
                 [outcome.job_id for outcome in succeeded],
                 [outcome.attempt for outcome in succeeded],
                 delete=self._delete_succeeded,
             )
         if others:
-            await self._manager.finish_async(self._state.worker_id, others)
+            await self._database.finish(self._state.worker_id, others)
             if self._delete_failed:
-                await self._manager.delete_jobs_async(
+                await self._database.delete_jobs(
                     self._state.worker_id, (o for o in others if o.status is not JobStatus.TODO)
                 )
 

@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..jobs import Job
-from ..manager import Outcome
 from ..statuses import JobStatus
 from ._common import ABORT_CHANNEL, WorkerState, logger
 from .completer import Completer
 from .options import JobContext
+from .outcomes import Outcome
 
 if TYPE_CHECKING:
     from ..tasks import Task

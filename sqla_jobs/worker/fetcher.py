@@ -187,9 +187,7 @@ class Fetcher:
         news_before = self._news_count
         try:
             jobs = await state.bounded(
-                state.manager.claim_async(
-                    worker_id=state.worker_id, queues=state.queues, limit=limit
-                )
+                state.database.claim(worker_id=state.worker_id, queues=state.queues, limit=limit)
             )
         except Exception as exc:
             self._claim_failures += 1

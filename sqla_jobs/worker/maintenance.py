@@ -62,7 +62,7 @@ class Heartbeat:
                 continue
             self._next_beat = loop.time() + interval
             try:
-                if not await state.bounded(state.manager.heartbeat_async(state.worker_id)):
+                if not await state.bounded(state.database.heartbeat(state.worker_id)):
                     await self._register_again()
             except Exception as exc:
                 logger.warning(
@@ -82,9 +82,7 @@ class Heartbeat:
     async def look_for_aborts(self) -> None:
         state = self._state
         try:
-            for job_id in await state.bounded(
-                state.manager.aborting_job_ids_async(state.worker_id)
-            ):
+            for job_id in await state.bounded(state.database.aborting_job_ids(state.worker_id)):
                 self._executor.request_abort(job_id)
         except Exception as exc:
             logger.warning(
@@ -114,7 +112,7 @@ class Heartbeat:
         state = self._state
         timeout = state.options.stalled_timeout
         recovered = await state.bounded(
-            state.manager.recover_stalled_jobs_async(
+            state.database.recover_stalled_jobs(
                 worker_id=state.worker_id,
                 worker_name=state.name,
                 stalled_timeout=timeout,
@@ -140,7 +138,7 @@ class Heartbeat:
         if any(item.status is JobStatus.TODO for item in recovered):
             self._news()
         for row in await state.bounded(
-            state.manager.delete_stalled_workers_async(
+            state.database.delete_stalled_workers(
                 worker_id=state.worker_id, stalled_timeout=timeout
             )
         ):
@@ -171,7 +169,7 @@ class Heartbeat:
             extra=state.log_extra,
         )
         await state.bounded(
-            state.manager.reregister_worker_async(
+            state.database.reregister_worker(
                 state.worker_id,
                 name=state.name,
                 queues=state.queues,
@@ -279,7 +277,7 @@ class Listener:
         say why, stop listening and poll."""
         state = self._state
         try:
-            await state.bounded(state.manager.notify_async(NOTIFY_CHANNEL, self._probe_payload))
+            await state.bounded(state.database.notify(NOTIFY_CHANNEL, self._probe_payload))
         except Exception as exc:
             # The connection is failing: the listener's own retries deal with it.
             logger.debug("Could not send the LISTEN probe: %s", exc)

@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 from .._aio import cancel_and_wait, within
 from ..connectors.base import cannot_run_worker
 from ..errors import ConnectionFailed, JobsError, WorkerFailed
-from ..periodic import PeriodicDeferrer
 from ._common import WorkerState, logger
 from .completer import Completer
+from .database import WorkerDatabase
 from .executor import Executor
 from .fetcher import Fetcher
 from .maintenance import Heartbeat, Listener
 from .options import WorkerOptions
+from .periodic import PeriodicDeferrer
 
 if TYPE_CHECKING:
     from ..app import App
@@ -62,10 +63,10 @@ class Worker:
         self.app = app
         self.options = options or WorkerOptions()
         self.name = self.options.name or f"{socket.gethostname()}-{id(self):x}"
-        self.manager = app.job_manager
+        self.database = WorkerDatabase(app.connector)
         # No queue named means every queue.
         queues = list(self.options.queues) if self.options.queues else None
-        self._state = WorkerState(app, self.manager, self.options, self.name, queues)
+        self._state = WorkerState(app, self.database, self.options, self.name, queues)
         listen_settled = asyncio.Event()
         # A job waiting behind a lock becomes runnable once its predecessor's outcome is
         # written, and a retry once it is back in the queue: the completer brings news.
@@ -145,10 +146,10 @@ class Worker:
         state = self._state
         timeout = self.options.database_timeout
         try:
-            await within(timeout, self.manager.check_schema_async())
+            await within(timeout, self.database.check_schema())
             state.worker_id = await within(
                 timeout,
-                self.manager.register_worker_async(
+                self.database.register_worker(
                     name=self.name, queues=state.queues, concurrency=self.options.concurrency
                 ),
             )
@@ -196,7 +197,7 @@ class Worker:
         ]
         if options.periodic and options.wait and self.app.periodic_tasks:
             deferrer = PeriodicDeferrer(
-                self.manager,
+                self.database,
                 self.app.periodic_tasks.values(),
                 database_timeout=options.database_timeout,
             )
@@ -354,7 +355,7 @@ class Worker:
             try:
                 await within(
                     remaining(),
-                    self.manager.requeue_async(
+                    self.database.requeue(
                         state.worker_id,
                         interrupted,
                         unstarted=executor.unstarted,
@@ -373,7 +374,7 @@ class Worker:
             else:
                 logger.warning("Jobs %s were interrupted and go back to the queue", interrupted)
         try:
-            await within(remaining(), self.manager.unregister_worker_async(state.worker_id))
+            await within(remaining(), self.database.unregister_worker(state.worker_id))
         except (JobsError, TimeoutError) as exc:
             logger.warning(
                 "Could not remove this worker's row (%s); other workers remove it once it is "

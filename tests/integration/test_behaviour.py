@@ -24,7 +24,8 @@ import pytest
 import sqla_jobs
 from sqla_jobs import JobStatus, RetryStrategy
 from sqla_jobs.jobs import JobSpec
-from sqla_jobs.manager import PeriodicTick
+from sqla_jobs.periodic import PeriodicTick
+from sqla_jobs.worker.database import WorkerDatabase
 
 if TYPE_CHECKING:
     from conftest import Database
@@ -805,14 +806,15 @@ async def test_jobs_of_a_worker_that_stopped_heartbeating_are_recovered_by_a_liv
     backend: Backend,
 ) -> None:
     manager = backend.app.job_manager
-    dead = await manager.register_worker_async(name="dead", queues=None, concurrency=2)
-    live = await manager.register_worker_async(name="live", queues=None, concurrency=2)
+    worker_db = WorkerDatabase(backend.app.connector)
+    dead = await worker_db.register_worker(name="dead", queues=None, concurrency=2)
+    live = await worker_db.register_worker(name="live", queues=None, concurrency=2)
     retried = await backend.app.configure_task("tests.known").defer_async()
     aborting = await backend.app.configure_task("tests.known").defer_async()
-    assert len(await manager.claim_async(worker_id=dead, queues=None, limit=2)) == 2
+    assert len(await worker_db.claim(worker_id=dead, queues=None, limit=2)) == 2
     assert manager.abort_job(aborting) is ABORTING
     recover = functools.partial(
-        manager.recover_stalled_jobs_async,
+        worker_db.recover_stalled_jobs,
         worker_id=live,
         worker_name="live",
         stalled_timeout=60,
@@ -836,26 +838,26 @@ async def test_jobs_of_a_worker_that_stopped_heartbeating_are_recovered_by_a_liv
     assert history(backend.app, aborting) == [TODO, DOING, ABORTING, ABORTED]
     assert await recover() == []  # each job is recovered once
 
-    gone = await manager.delete_stalled_workers_async(worker_id=live, stalled_timeout=60)
+    gone = await worker_db.delete_stalled_workers(worker_id=live, stalled_timeout=60)
     assert [(worker["id"], worker["name"]) for worker in gone] == [(dead, "dead")]
     assert gone[0]["heartbeat_age"] > 250
     assert [worker["name"] for worker in manager.list_workers()] == ["live"]
-    assert await manager.heartbeat_async(dead) is False
-    assert await manager.reregister_worker_async(dead, name="dead", queues=None, concurrency=2)
-    assert not await manager.reregister_worker_async(dead, name="dead", queues=None, concurrency=2)
-    assert await manager.heartbeat_async(dead) is True
+    assert await worker_db.heartbeat(dead) is False
+    assert await worker_db.reregister_worker(dead, name="dead", queues=None, concurrency=2)
+    assert not await worker_db.reregister_worker(dead, name="dead", queues=None, concurrency=2)
+    assert await worker_db.heartbeat(dead) is True
     assert sorted(worker["name"] for worker in manager.list_workers()) == ["dead", "live"]
 
 
 async def test_a_running_job_whose_worker_is_not_registered_is_stalled_at_once(
     backend: Backend,
 ) -> None:
-    manager = backend.app.job_manager
-    live = await manager.register_worker_async(name="live", queues=None, concurrency=1)
+    worker_db = WorkerDatabase(backend.app.connector)
+    live = await worker_db.register_worker(name="live", queues=None, concurrency=1)
     job_id = await backend.app.configure_task("tests.unknown_here").defer_async()
-    await manager.claim_async(worker_id=live + 1000, queues=None, limit=1)
+    await worker_db.claim(worker_id=live + 1000, queues=None, limit=1)
 
-    [item] = await manager.recover_stalled_jobs_async(
+    [item] = await worker_db.recover_stalled_jobs(
         worker_id=live, worker_name="live", stalled_timeout=60, strategies={}
     )
 
@@ -866,14 +868,15 @@ async def test_a_running_job_whose_worker_is_not_registered_is_stalled_at_once(
 
 async def test_a_worker_finds_its_jobs_asked_to_abort(backend: Backend) -> None:
     manager = backend.app.job_manager
-    worker = await manager.register_worker_async(name="w", queues=None, concurrency=3)
+    worker_db = WorkerDatabase(backend.app.connector)
+    worker = await worker_db.register_worker(name="w", queues=None, concurrency=3)
     ids = await backend.app.configure_task("tests.x").batch_defer_async({}, {}, {})
-    await manager.claim_async(worker_id=worker, queues=None, limit=3)
-    assert await manager.aborting_job_ids_async(worker) == []
+    await worker_db.claim(worker_id=worker, queues=None, limit=3)
+    assert await worker_db.aborting_job_ids(worker) == []
 
     manager.abort_job(ids[1])
 
-    assert await manager.aborting_job_ids_async(worker) == [ids[1]]
+    assert await worker_db.aborting_job_ids(worker) == [ids[1]]
 
 
 def tick(timestamp: int, *, periodic_id: str = "", queueing_lock: str | None = None) -> Any:
@@ -890,9 +893,10 @@ async def test_each_periodic_tick_is_deferred_once_however_often_it_is_sent(
     backend: Backend,
 ) -> None:
     manager = backend.app.job_manager
+    worker_db = WorkerDatabase(backend.app.connector)
     ticks = [tick(60), tick(120), tick(120, periodic_id="eu")]
 
-    deferred = await manager.defer_periodic_async(ticks)
+    deferred = await worker_db.defer_periodic(ticks)
 
     assert set(deferred) == {
         ("tests.every_minute", "", 60),
@@ -903,7 +907,7 @@ async def test_each_periodic_tick_is_deferred_once_however_often_it_is_sent(
     assert set(deferred.values()) == set(jobs)
     assert jobs[deferred[("tests.every_minute", "", 60)]].args == {"timestamp": 60}
     assert {job.status for job in jobs.values()} == {TODO}
-    assert await manager.defer_periodic_async([*ticks, tick(180)]) == {
+    assert await worker_db.defer_periodic([*ticks, tick(180)]) == {
         ("tests.every_minute", "", 180): max(jobs) + 4  # every tick sent drew an id
     }
 
@@ -912,28 +916,29 @@ async def test_periodic_tick_whose_queueing_lock_is_taken_counts_as_done_without
     backend: Backend,
 ) -> None:
     manager = backend.app.job_manager
+    worker_db = WorkerDatabase(backend.app.connector)
     waiting = backend.app.configure_task("tests.x", queueing_lock="refresh").defer()
 
-    assert await manager.defer_periodic_async(
+    assert await worker_db.defer_periodic(
         [tick(60, queueing_lock="refresh"), tick(120, queueing_lock="other")]
     ) == {("tests.every_minute", "", 60): None, ("tests.every_minute", "", 120): waiting + 2}
-    assert await manager.defer_periodic_async([tick(60, queueing_lock="refresh")]) == {}
+    assert await worker_db.defer_periodic([tick(60, queueing_lock="refresh")]) == {}
     assert len(manager.list_jobs()) == 2
 
 
 async def test_prune_periodic_defers_keeps_the_newest_ticks_of_each_schedule(
     backend: Backend,
 ) -> None:
-    manager = backend.app.job_manager
-    await manager.defer_periodic_async([tick(60 * n) for n in range(1, 6)])
-    await manager.defer_periodic_async([tick(60, periodic_id="eu")])
+    worker_db = WorkerDatabase(backend.app.connector)
+    await worker_db.defer_periodic([tick(60 * n) for n in range(1, 6)])
+    await worker_db.defer_periodic([tick(60, periodic_id="eu")])
 
-    assert await manager.prune_periodic_defers_async(keep=2, before=270) == 3  # 60, 120, 180
-    assert await manager.prune_periodic_defers_async(keep=2, before=10_000) == 0
+    assert await worker_db.prune_periodic_defers(keep=2, before=270) == 3  # 60, 120, 180
+    assert await worker_db.prune_periodic_defers(keep=2, before=10_000) == 0
     # keep=0: every tick before 280 goes, 240 and the "eu" one.
-    assert await manager.prune_periodic_defers_async(keep=0, before=280) == 2
+    assert await worker_db.prune_periodic_defers(keep=0, before=280) == 2
     # Pruned ticks are not remembered: sent again, they are deferred again.
-    assert set(await manager.defer_periodic_async([tick(60), tick(240), tick(300)])) == {
+    assert set(await worker_db.defer_periodic([tick(60), tick(240), tick(300)])) == {
         ("tests.every_minute", "", 60),
         ("tests.every_minute", "", 240),
     }

@@ -18,6 +18,7 @@ import pytest
 
 import sqla_jobs
 from sqla_jobs import JobStatus, RetryStrategy
+from sqla_jobs.worker.database import WorkerDatabase
 
 if TYPE_CHECKING:
     from conftest import Database
@@ -173,28 +174,28 @@ async def test_outcome_of_a_job_another_worker_took_over_is_not_written(
 ) -> None:
     """A worker taken for dead may still finish its job late; by then the job belongs to
     whoever recovered it, and the late outcome changes nothing."""
-    from sqla_jobs.manager import Outcome
+    from sqla_jobs.worker.outcomes import Outcome
 
-    manager = async_app.job_manager
+    worker_db = WorkerDatabase(async_app.connector)
     job_id = await async_app.configure_task("tests.slow").defer_async()
-    zombie = await manager.register_worker_async(name="zombie", queues=None, concurrency=1)
-    rescuer = await manager.register_worker_async(name="rescuer", queues=None, concurrency=1)
-    [claimed] = await manager.claim_async(worker_id=zombie, queues=None, limit=1)
+    zombie = await worker_db.register_worker(name="zombie", queues=None, concurrency=1)
+    rescuer = await worker_db.register_worker(name="rescuer", queues=None, concurrency=1)
+    [claimed] = await worker_db.claim(worker_id=zombie, queues=None, limit=1)
     database.rows(
         "UPDATE sqla_jobs_jobs SET worker_id = %(w)s WHERE id = %(id)s RETURNING id",
         {"w": rescuer, "id": job_id},
     )
 
     attempt = claimed.attempts
-    await manager.finish_succeeded_async(zombie, [job_id], [attempt], delete=False)
-    await manager.finish_async(zombie, [Outcome(job_id, attempt, JobStatus.FAILED, "late")])
-    await manager.finish_succeeded_async(zombie, [job_id], [attempt], delete=True)
+    await worker_db.finish_succeeded(zombie, [job_id], [attempt], delete=False)
+    await worker_db.finish(zombie, [Outcome(job_id, attempt, JobStatus.FAILED, "late")])
+    await worker_db.finish_succeeded(zombie, [job_id], [attempt], delete=True)
     assert (database.job(job_id)["status"], database.job(job_id)["worker_id"]) == (
         "doing",
         rescuer,
     )
 
-    await manager.finish_succeeded_async(rescuer, [job_id], [attempt], delete=False)
+    await worker_db.finish_succeeded(rescuer, [job_id], [attempt], delete=False)
     assert database.job(job_id)["status"] == "succeeded"
     assert claimed.id == job_id
 
@@ -206,32 +207,32 @@ async def test_late_outcome_of_an_earlier_attempt_under_the_same_worker_is_not_w
     """A worker declared stalled registers again under its own id, and may claim the job it
     was running anew: the outcome of its first attempt, written late, must not end the second
     one, which is still running."""
-    from sqla_jobs.manager import Outcome
+    from sqla_jobs.worker.outcomes import Outcome
 
-    manager = async_app.job_manager
+    worker_db = WorkerDatabase(async_app.connector)
     job_id = await async_app.configure_task("tests.slow").defer_async()
-    worker = await manager.register_worker_async(name="paused", queues=None, concurrency=1)
-    [first] = await manager.claim_async(worker_id=worker, queues=None, limit=1)
+    worker = await worker_db.register_worker(name="paused", queues=None, concurrency=1)
+    [first] = await worker_db.claim(worker_id=worker, queues=None, limit=1)
     # Recovered while the worker was paused: back in the queue, then claimed by it again.
     database.rows(
         "UPDATE sqla_jobs_jobs SET status = 'todo', worker_id = NULL WHERE id = %(id)s "
         "RETURNING id",
         {"id": job_id},
     )
-    [second] = await manager.claim_async(worker_id=worker, queues=None, limit=1)
+    [second] = await worker_db.claim(worker_id=worker, queues=None, limit=1)
     assert (first.id, first.attempts, second.id, second.attempts) == (job_id, 1, job_id, 2)
 
     if late == "succeeded":
-        await manager.finish_succeeded_async(worker, [job_id], [first.attempts], delete=False)
+        await worker_db.finish_succeeded(worker, [job_id], [first.attempts], delete=False)
     elif late == "failed":
         failed = Outcome(job_id, first.attempts, JobStatus.FAILED, "late")
-        await manager.finish_async(worker, [failed])
+        await worker_db.finish(worker, [failed])
     else:
-        await manager.finish_succeeded_async(worker, [job_id], [first.attempts], delete=True)
+        await worker_db.finish_succeeded(worker, [job_id], [first.attempts], delete=True)
     row = database.job(job_id)
     assert (row["status"], row["attempts"], row["last_error"]) == ("doing", 2, None)
 
-    await manager.finish_succeeded_async(worker, [job_id], [second.attempts], delete=False)
+    await worker_db.finish_succeeded(worker, [job_id], [second.attempts], delete=False)
     assert database.job(job_id)["status"] == "succeeded"
 
 

@@ -17,8 +17,8 @@ import pytest
 
 import sqla_jobs
 from sqla_jobs import queries
-from sqla_jobs.manager import _periodic_params
-from sqla_jobs.periodic import PeriodicDeferrer
+from sqla_jobs.worker.database import WorkerDatabase, periodic_params
+from sqla_jobs.worker.periodic import PeriodicDeferrer
 
 if TYPE_CHECKING:
     from conftest import Database
@@ -145,9 +145,9 @@ async def test_a_tick_sent_while_another_transaction_holds_it_defers_nothing(
 
     tick = psycopg_app.periodic_tasks[("tests.raced", "")].tick(ts(2030, 1, 1, 10, 0))
     with psycopg.connect(db_url) as first:  # a transaction left open
-        rows = first.execute(queries.defer_periodic_jobs.sql, _periodic_params([tick])).fetchall()
+        rows = first.execute(queries.defer_periodic_jobs.sql, periodic_params([tick])).fetchall()
         assert len(rows) == 1
-        second = asyncio.create_task(psycopg_app.job_manager.defer_periodic_async([tick]))
+        second = asyncio.create_task(WorkerDatabase(psycopg_app.connector).defer_periodic([tick]))
         await asyncio.sleep(0.3)
         assert not second.done(), "the second statement waits for the first's tick row"
         first.commit()
@@ -165,8 +165,8 @@ async def test_a_tick_whose_first_transaction_rolls_back_is_deferred_by_the_seco
 
     tick = psycopg_app.periodic_tasks[("tests.raced", "")].tick(ts(2030, 1, 1, 10, 0))
     with psycopg.connect(db_url) as first:
-        first.execute(queries.defer_periodic_jobs.sql, _periodic_params([tick]))
-        second = asyncio.create_task(psycopg_app.job_manager.defer_periodic_async([tick]))
+        first.execute(queries.defer_periodic_jobs.sql, periodic_params([tick]))
+        second = asyncio.create_task(WorkerDatabase(psycopg_app.connector).defer_periodic([tick]))
         await asyncio.sleep(0.3)
         first.rollback()
         deferred = await asyncio.wait_for(second, timeout=5)
@@ -185,11 +185,11 @@ async def test_many_connections_sending_the_same_ticks_at_once_defer_one_job_eac
     periodic = psycopg_app.periodic_tasks[("tests.crowd", "")]
     ticks = [periodic.tick(ts(2030, 1, 1, 10, minute)) for minute in range(5)]
     connectors = [sqla_jobs.PsycopgConnector(conninfo=db_url) for _ in range(6)]
-    managers = [sqla_jobs.App(connector=c).job_manager for c in connectors]
+    managers = [WorkerDatabase(c) for c in connectors]
     for connector in connectors:
         await connector.open_async()
     try:
-        results = await asyncio.gather(*(m.defer_periodic_async(ticks) for m in managers))
+        results = await asyncio.gather(*(m.defer_periodic(ticks) for m in managers))
     finally:
         for connector in connectors:
             await connector.close_async()
@@ -208,9 +208,11 @@ async def test_a_tick_whose_queueing_lock_is_taken_is_recorded_without_a_job(
 
     periodic = psycopg_app.periodic_tasks[("tests.locked", "")]
     first, second = periodic.tick(ts(2030, 1, 1, 10, 0)), periodic.tick(ts(2030, 1, 1, 10, 1))
-    deferred = await psycopg_app.job_manager.defer_periodic_async([first])
+    deferred = await WorkerDatabase(psycopg_app.connector).defer_periodic([first])
     assert deferred[first.key] is not None
-    assert await psycopg_app.job_manager.defer_periodic_async([second]) == {second.key: None}
+    assert await WorkerDatabase(psycopg_app.connector).defer_periodic([second]) == {
+        second.key: None
+    }
     assert database.job_count() == 1, "the waiting job kept its queueing lock"
     assert len(defers(database)) == 2, "the second tick counts as done"
 
@@ -220,7 +222,9 @@ async def test_a_tick_whose_queueing_lock_is_taken_is_recorded_without_a_job(
 
 async def run_deferrer_once(app: sqla_jobs.App, now: float) -> None:
     """Start a deferrer whose clock reads ``now``, let it do its first round, stop it."""
-    deferrer = PeriodicDeferrer(app.job_manager, app.periodic_tasks.values(), clock=lambda: now)
+    deferrer = PeriodicDeferrer(
+        WorkerDatabase(app.connector), app.periodic_tasks.values(), clock=lambda: now
+    )
     stop = asyncio.Event()
     running = asyncio.create_task(deferrer.run(stop))
     try:
@@ -329,7 +333,7 @@ async def test_a_hung_defer_is_given_up_after_the_database_timeout_and_tried_aga
 
     now = float(ts(2030, 1, 1, 10, 0, 30))
     deferrer = PeriodicDeferrer(
-        psycopg_app.job_manager,
+        WorkerDatabase(psycopg_app.connector),
         psycopg_app.periodic_tasks.values(),
         clock=lambda: now,
         database_timeout=0.3,

@@ -20,6 +20,7 @@ import pytest
 
 import sqla_jobs
 from sqla_jobs import JobStatus, RetryStrategy
+from sqla_jobs.worker.database import WorkerDatabase
 
 if TYPE_CHECKING:
     from conftest import Connectors, Database
@@ -237,25 +238,25 @@ async def test_running_job_without_a_registered_worker_is_recovered_at_once(
 async def test_jobs_of_live_workers_and_workers_within_the_timeout_are_left_alone(
     async_app: sqla_jobs.App, database: Database
 ) -> None:
-    manager = async_app.job_manager
+    worker_db = WorkerDatabase(async_app.connector)
 
     @async_app.task(name="tests.report", retry=3)
     async def report() -> None:
         pass
 
-    sweeper = await manager.register_worker_async(name="sweeper", queues=None, concurrency=1)
+    sweeper = await worker_db.register_worker(name="sweeper", queues=None, concurrency=1)
     quiet = dead_worker(database, "quiet-for-30-s", silent_for=30)
     own, of_quiet = await report.defer_async(), await report.defer_async()
     make_running(database, own, sweeper)
     make_running(database, of_quiet, quiet)
 
-    recovered = await manager.recover_stalled_jobs_async(
+    recovered = await worker_db.recover_stalled_jobs(
         worker_id=sweeper,
         worker_name="sweeper",
         stalled_timeout=60,
         strategies={"tests.report": report.retry},
     )
-    removed = await manager.delete_stalled_workers_async(worker_id=sweeper, stalled_timeout=60)
+    removed = await worker_db.delete_stalled_workers(worker_id=sweeper, stalled_timeout=60)
 
     assert (recovered, removed) == ([], [])
     assert [database.job(job_id)["status"] for job_id in (own, of_quiet)] == ["doing", "doing"]
@@ -321,14 +322,14 @@ async def test_sweeps_running_at_once_recover_each_stalled_job_exactly_once(
     other_app = sqla_jobs.App(connector=connectors.from_dsn(async_connector_kind, db_url))
     await other_app.open_async()
     try:
-        managers = [async_app.job_manager, other_app.job_manager] * 2
+        managers = [WorkerDatabase(async_app.connector), WorkerDatabase(other_app.connector)] * 2
         sweepers = [
-            await manager.register_worker_async(name=f"sweeper-{n}", queues=None, concurrency=1)
+            await manager.register_worker(name=f"sweeper-{n}", queues=None, concurrency=1)
             for n, manager in enumerate(managers)
         ]
         results = await asyncio.gather(
             *(
-                manager.recover_stalled_jobs_async(
+                manager.recover_stalled_jobs(
                     worker_id=sweeper,
                     worker_name=f"sweeper-{n}",
                     stalled_timeout=60,
@@ -340,7 +341,7 @@ async def test_sweeps_running_at_once_recover_each_stalled_job_exactly_once(
         )
         removed = await asyncio.gather(
             *(
-                manager.delete_stalled_workers_async(worker_id=sweeper, stalled_timeout=60)
+                manager.delete_stalled_workers(worker_id=sweeper, stalled_timeout=60)
                 for manager, sweeper in zip(managers, sweepers, strict=True)
             )
         )
@@ -359,7 +360,7 @@ async def test_sweeps_running_at_once_recover_each_stalled_job_exactly_once(
 async def test_requeue_refused_by_a_waiting_job_s_queueing_lock_fails_the_stalled_job(
     async_app: sqla_jobs.App, database: Database
 ) -> None:
-    manager = async_app.job_manager
+    worker_db = WorkerDatabase(async_app.connector)
 
     @async_app.task(name="tests.refresh", retry=3)
     async def refresh() -> None:
@@ -370,9 +371,9 @@ async def test_requeue_refused_by_a_waiting_job_s_queueing_lock_fails_the_stalle
     make_running(database, stalled, dead_worker(database))
     make_running(database, fine, dead_worker(database, "another"))
     waiting = await refresh.configure(queueing_lock="refresh").defer_async()
-    sweeper = await manager.register_worker_async(name="sweeper", queues=None, concurrency=1)
+    sweeper = await worker_db.register_worker(name="sweeper", queues=None, concurrency=1)
 
-    recovered = await manager.recover_stalled_jobs_async(
+    recovered = await worker_db.recover_stalled_jobs(
         worker_id=sweeper,
         worker_name="sweeper",
         stalled_timeout=60,
@@ -435,7 +436,7 @@ async def test_job_asked_to_abort_while_its_recovery_is_planned_ends_aborted_and
     from sqla_jobs import queries
 
     job_id = await async_app.configure_task("tests.export").defer_async()
-    rescuer = await async_app.job_manager.register_worker_async(
+    rescuer = await WorkerDatabase(async_app.connector).register_worker(
         name="rescuer", queues=None, concurrency=1
     )
     make_running(database, job_id, rescuer, aborting=True)  # adopted, then asked to abort

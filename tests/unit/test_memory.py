@@ -20,8 +20,9 @@ import sqla_jobs
 from sqla_jobs import JobStatus, queries
 from sqla_jobs.connectors.memory import ABORT_CHANNEL, InMemoryConnector
 from sqla_jobs.connectors.memory_queries import implemented_queries
-from sqla_jobs.manager import QUEUEING_LOCK_INDEX, JobManager
+from sqla_jobs.manager import JobManager
 from sqla_jobs.schema import NOTIFY_CHANNEL
+from sqla_jobs.statuses import QUEUEING_LOCK_INDEX
 from sqla_jobs.worker import ABORT_CHANNEL as WORKER_ABORT_CHANNEL
 
 UTC = datetime.UTC

@@ -11,8 +11,8 @@ import pytest
 
 import sqla_jobs
 from sqla_jobs import queries
-from sqla_jobs.manager import _periodic_params
 from sqla_jobs.periodic import PeriodicTask
+from sqla_jobs.worker.database import periodic_params
 
 
 def ts(*args: int) -> int:
@@ -113,7 +113,7 @@ def test_the_defer_statement_takes_exactly_the_parameters_the_manager_sends(
 ) -> None:
     tick = schedule(app, "* * * * *").tick(ts(2030, 1, 1))
     sql = queries.defer_periodic_jobs.sql
-    assert set(re.findall(r"%\((\w+)\)s", sql)) == set(_periodic_params([tick]))
+    assert set(re.findall(r"%\((\w+)\)s", sql)) == set(periodic_params([tick]))
     assert "ON CONFLICT ON CONSTRAINT uq_sqla_jobs_periodic_defers_tick DO NOTHING" in sql
 
 

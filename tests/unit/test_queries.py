@@ -12,7 +12,7 @@ import pytest
 
 from sqla_jobs import queries
 from sqla_jobs.jobs import JobSpec
-from sqla_jobs.manager import _many_jobs_params, _one_job_params
+from sqla_jobs.operations import _many_jobs_params, _one_job_params
 from sqla_jobs.statuses import JobStatus
 
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")

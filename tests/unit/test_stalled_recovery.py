@@ -10,12 +10,11 @@ import pytest
 
 from sqla_jobs import Job, JobStatus, RetryStrategy, WorkerOptions, queries
 from sqla_jobs.cli import build_parser
-from sqla_jobs.manager import (
+from sqla_jobs.worker.database import _recovered_params, _stalled_params
+from sqla_jobs.worker.recovery import (
     STALLED_ERROR_PREFIX,
     RecoveredJob,
     StalledJob,
-    _recovered_params,
-    _stalled_params,
     plan_recovery,
 )
 

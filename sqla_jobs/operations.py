@@ -1,0 +1,337 @@
+"""The job manager's operations, each written once, for the sync and the async API alike.
+
+An operation is a generator: it yields the statements it needs (`Fetch`, `Copy`), receives
+their rows, and returns its result. `run` drives it on a connector's sync methods and
+`run_async` on its async ones; an error from a statement is thrown back into the operation,
+which may turn it into a better one (`AlreadyEnqueued`). So a new operation is one function,
+and `JobManager` gives it its two entry points (``x`` and ``x_async``) in one line each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import re
+from collections.abc import Collection, Generator, Iterable, Iterator, Sequence
+from typing import Any, TypeAlias, TypeVar
+
+from . import queries
+from ._query import Query
+from .connectors.base import BaseConnector, Row
+from .errors import AlreadyEnqueued, ConnectorError, JobNotFound
+from .jobs import Job, JobEvent, JobSpec
+from .statuses import FINISHED_STATUSES, QUEUEING_LOCK_INDEX, JobStatus
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fetch:
+    """Send ``query`` with ``params``; the operation receives its rows (a list, maybe empty)."""
+
+    query: Query
+    params: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Copy:
+    """COPY ``rows`` into ``table``'s ``columns``; the operation receives None."""
+
+    table: str
+    columns: Sequence[str]
+    rows: Iterable[Sequence[Any]]
+
+
+Step: TypeAlias = Fetch | Copy
+#: What an operation is: it yields steps, is sent their results, returns ``T``.
+Operation: TypeAlias = Generator[Step, Any, T]
+
+
+def run(connector: BaseConnector, operation: Operation[T]) -> T:
+    """Drive ``operation`` on the connector's sync methods."""
+    try:
+        step = next(operation)
+        while True:
+            try:
+                if isinstance(step, Fetch):
+                    reply: list[Row] | None = connector.fetch_all(step.query, step.params)
+                else:
+                    connector.copy_rows(step.table, step.columns, step.rows)
+                    reply = None
+            except ConnectorError as exc:
+                step = operation.throw(exc)  # raised at the operation's ``yield``
+            else:
+                step = operation.send(reply)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+async def run_async(connector: BaseConnector, operation: Operation[T]) -> T:
+    """Drive ``operation`` on the connector's async methods."""
+    try:
+        step = next(operation)
+        while True:
+            try:
+                if isinstance(step, Fetch):
+                    reply: list[Row] | None = await connector.fetch_all_async(
+                        step.query, step.params
+                    )
+                else:
+                    await connector.copy_rows_async(step.table, step.columns, step.rows)
+                    reply = None
+            except ConnectorError as exc:
+                step = operation.throw(exc)
+            else:
+                step = operation.send(reply)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+# -- defer -------------------------------------------------------------------------------------
+
+#: Batches of at least this many jobs are written with COPY when the connector can (psycopg
+#: 3): two round trips instead of one, but several times faster per row.
+COPY_THRESHOLD = 1000
+
+
+def defer(spec: JobSpec) -> Operation[int]:
+    try:
+        rows: list[Row] = yield Fetch(queries.defer_job, _one_job_params(spec))
+    except ConnectorError as exc:
+        if exc.constraint_name != QUEUEING_LOCK_INDEX:
+            raise
+        raise _already_enqueued(exc, [spec]) from exc
+    return int(rows[0]["id"])
+
+
+def defer_many(
+    specs: Sequence[JobSpec], *, can_copy: bool, copy_threshold: int = COPY_THRESHOLD
+) -> Operation[list[int]]:
+    """All the jobs in one transaction, or none; their ids in order."""
+    if not specs:
+        return []
+    try:
+        if can_copy and len(specs) >= copy_threshold:
+            rows: list[Row] = yield Fetch(queries.reserve_job_ids, {"count": len(specs)})
+            ids = sorted(rows[0]["ids"])
+            yield Copy(queries.JOBS_TABLE, queries.COPY_COLUMNS, _copy_rows(ids, specs))
+            return ids
+        rows = yield Fetch(queries.defer_jobs, _many_jobs_params(specs))
+    except ConnectorError as exc:
+        if exc.constraint_name != QUEUEING_LOCK_INDEX:
+            raise
+        raise _already_enqueued(exc, specs) from exc
+    return [int(row["id"]) for row in rows]
+
+
+def _one_job_params(spec: JobSpec) -> dict[str, Any]:
+    return {
+        "queue": spec.queue,
+        "task_name": spec.task_name,
+        "priority": spec.priority,
+        "lock": spec.lock,
+        "queueing_lock": spec.queueing_lock,
+        "args": spec.args_json(),
+        "scheduled_at": spec.scheduled_at,
+    }
+
+
+def _many_jobs_params(specs: Sequence[JobSpec]) -> dict[str, Any]:
+    return {
+        "queues": [s.queue for s in specs],
+        "task_names": [s.task_name for s in specs],
+        "priorities": [s.priority for s in specs],
+        "locks": [s.lock for s in specs],
+        "queueing_locks": [s.queueing_lock for s in specs],
+        "args": [s.args_json() for s in specs],
+        "scheduled_ats": [s.scheduled_at for s in specs],
+    }
+
+
+def _copy_rows(ids: Sequence[int], specs: Sequence[JobSpec]) -> Iterator[tuple[Any, ...]]:
+    for job_id, s in zip(ids, specs, strict=True):
+        yield (
+            job_id,
+            s.queue,
+            s.task_name,
+            s.priority,
+            s.lock,
+            s.queueing_lock,
+            s.args_json(),
+            s.scheduled_at,
+        )
+
+
+_KEY_DETAIL = re.compile(r"Key \(queueing_lock\)=\((?P<key>.*?)\) already exists")
+
+
+def _already_enqueued(exc: ConnectorError, specs: Sequence[JobSpec]) -> AlreadyEnqueued:
+    """The AlreadyEnqueued for a write the queueing-lock index refused, naming the job."""
+    match = _KEY_DETAIL.search(str(exc))
+    key = match.group("key") if match else None
+    clashing = next((s for s in specs if s.queueing_lock == key), None)
+    task = f" of task {clashing.task_name!r}" if clashing else ""
+    batch = f" None of the {len(specs)} jobs of this batch were deferred." if len(specs) > 1 else ""
+    return AlreadyEnqueued(
+        f"A job{task} with queueing_lock {key!r} is already waiting: only one job per "
+        f"queueing lock may wait at a time.{batch} Catch sqla_jobs.AlreadyEnqueued to ignore "
+        "the duplicate, or defer it without a queueing_lock.",
+        queueing_lock=key,
+    )
+
+
+# -- inspection --------------------------------------------------------------------------------
+
+
+def get_job(job_id: int) -> Operation[Job]:
+    rows: list[Row] = yield Fetch(queries.get_job, {"job_id": job_id})
+    if not rows:
+        raise _not_found(job_id)
+    return Job.from_row(rows[0])
+
+
+def count_jobs() -> Operation[dict[tuple[str, JobStatus], int]]:
+    rows: list[Row] = yield Fetch(queries.count_jobs_by_status)
+    return {(row["queue"], JobStatus(row["status"])): int(row["count"]) for row in rows}
+
+
+Statuses = JobStatus | str | Collection[JobStatus | str]
+
+
+def list_jobs(
+    *,
+    queue: str | None,
+    task_name: str | None,
+    status: Statuses | None,
+    lock: str | None,
+    limit: int,
+    offset: int,
+) -> Operation[list[Job]]:
+    if limit < 0 or offset < 0:
+        raise ValueError(f"limit and offset must be 0 or more, not {limit} and {offset}")
+    params = {
+        "queue": queue,
+        "task_name": task_name,
+        "lock": lock,
+        "statuses": None if status is None else _statuses(status, "status"),
+        "limit": limit,
+        "offset": offset,
+    }
+    rows: list[Row] = yield Fetch(queries.list_jobs, params)
+    return [Job.from_row(row) for row in rows]
+
+
+def job_history(job_id: int) -> Operation[list[JobEvent]]:
+    rows: list[Row] = yield Fetch(queries.job_history, {"job_id": job_id})
+    # Every job's history starts with its creation (its row's created_at): nothing, no job.
+    if not rows:
+        raise _not_found(job_id)
+    return [JobEvent(JobStatus(row["status"]), row["at"], row["error"]) for row in rows]
+
+
+def list_workers() -> Operation[list[dict[str, Any]]]:
+    rows: list[Row] = yield Fetch(queries.list_workers)
+    for row in rows:
+        row["heartbeat_age"] = float(row["heartbeat_age"])
+    return rows
+
+
+def _statuses(statuses: Statuses, what: str) -> list[str]:
+    """Status values from one status or many, with an error naming the valid ones."""
+    items = [statuses] if isinstance(statuses, str) else list(statuses)
+    try:
+        return [JobStatus(item).value for item in items]
+    except ValueError:
+        known = ", ".join(status.value for status in JobStatus)
+        raise ValueError(f"{what}: {statuses!r} is not a job status; use {known}") from None
+
+
+def _not_found(job_id: int) -> JobNotFound:
+    return JobNotFound(
+        f"No job with id {job_id}: it never existed or was deleted (delete_jobs, prune_jobs). "
+        "List jobs with `sqla-jobs jobs list`."
+    )
+
+
+# -- management --------------------------------------------------------------------------------
+
+
+def cancel_job(job_id: int) -> Operation[bool]:
+    if (yield Fetch(queries.cancel_job, {"job_id": job_id})):
+        return True
+    yield from get_job(job_id)  # JobNotFound, or it exists in another status
+    return False
+
+
+def abort_job(job_id: int) -> Operation[JobStatus]:
+    rows: list[Row] = yield Fetch(queries.abort_job, {"job_id": job_id})
+    if rows:
+        return JobStatus(rows[0]["status"])
+    return (yield from get_job(job_id)).status
+
+
+def retry_job(job_id: int, schedule_at: datetime.datetime | None) -> Operation[bool]:
+    if schedule_at is not None and schedule_at.tzinfo is None:
+        raise ValueError(
+            f"schedule_at={schedule_at!r} has no time zone; pass an aware datetime "
+            "(e.g. datetime.now(timezone.utc) + timedelta(minutes=5))."
+        )
+    try:
+        rows: list[Row] = yield Fetch(
+            queries.retry_job, {"job_id": job_id, "scheduled_at": schedule_at}
+        )
+    except ConnectorError as exc:
+        if exc.constraint_name != QUEUEING_LOCK_INDEX:
+            raise
+        raise _requeue_refused(job_id, exc) from exc
+    if rows:
+        return True
+    yield from get_job(job_id)
+    return False
+
+
+def delete_job(job_id: int) -> Operation[bool]:
+    if (yield Fetch(queries.delete_job, {"job_id": job_id})):
+        return True
+    yield from get_job(job_id)
+    return False
+
+
+def prune_jobs(
+    older_than: datetime.timedelta, statuses: Statuses, batch_size: int
+) -> Operation[int]:
+    if not isinstance(older_than, datetime.timedelta) or older_than < datetime.timedelta(0):
+        raise ValueError(
+            f"older_than must be a timedelta of 0 or more, e.g. timedelta(days=7); "
+            f"not {older_than!r}"
+        )
+    values = _statuses(statuses, "statuses")
+    unfinished = [value for value in values if JobStatus(value) not in FINISHED_STATUSES]
+    if unfinished or not values:
+        raise ValueError(
+            f"prune_jobs deletes finished jobs only; {unfinished or 'no status'} given. Pass "
+            "statuses among succeeded, failed, cancelled, aborted (cancel or abort a job "
+            "first, or delete it with delete_job)."
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    params = {"older_than": older_than, "statuses": values, "batch_size": batch_size}
+    deleted = 0
+    while True:
+        rows: list[Row] = yield Fetch(queries.prune_jobs, params)
+        batch = int(rows[0]["count"]) if rows else 0
+        deleted += batch
+        if batch < batch_size:
+            return deleted
+
+
+def _requeue_refused(job_id: int, exc: ConnectorError) -> AlreadyEnqueued:
+    """The error for a retried job whose queueing lock is taken by a waiting job."""
+    match = _KEY_DETAIL.search(str(exc))
+    key = match.group("key") if match else None
+    return AlreadyEnqueued(
+        f"Job {job_id} cannot go back to the queue: another job with queueing_lock {key!r} "
+        "is already waiting, and only one may wait at a time. Retry it once that job has "
+        "started, or cancel that job.",
+        queueing_lock=key,
+    )
