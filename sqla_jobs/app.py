@@ -57,16 +57,18 @@ class App(TaskRegistry):
             return
         # Check every name first: a clash leaves the app and the blueprint unchanged.
         for name, task in blueprint.tasks.items():
-            self._check_name_free(f"{namespace}:{name}", task.func)
+            self.check_task_name(f"{namespace}:{name}", task.func)
         for name, periodic_id in blueprint.periodic_tasks:
-            self._check_schedule_free((f"{namespace}:{name}", periodic_id))
+            self.check_schedule((f"{namespace}:{name}", periodic_id))
         for name in blueprint.tasks:
-            self._adopt_task(blueprint, name, namespace)
+            self.add_blueprint_task(blueprint, name, namespace)
         for key in blueprint.periodic_tasks:
-            self._adopt_periodic(blueprint, key, namespace)
+            self.add_blueprint_periodic(blueprint, key, namespace)
         blueprint.added_to.append((self, namespace))
 
-    def _adopt_task(self, blueprint: Blueprint, name: str, namespace: str) -> None:
+    def add_blueprint_task(self, blueprint: Blueprint, name: str, namespace: str) -> None:
+        """Register task ``name`` of ``blueprint`` (added under ``namespace``) on this app:
+        `add_tasks_from` does it for each task, and the blueprint for a task declared later."""
         task = blueprint.tasks[name]
         full_name = f"{namespace}:{name}"
         if task.is_bound:
@@ -75,7 +77,11 @@ class App(TaskRegistry):
             task._bind(self, full_name)
         self._add_task(full_name, task)
 
-    def _adopt_periodic(self, blueprint: Blueprint, key: tuple[str, str], namespace: str) -> None:
+    def add_blueprint_periodic(
+        self, blueprint: Blueprint, key: tuple[str, str], namespace: str
+    ) -> None:
+        """Register the periodic schedule ``key`` of ``blueprint`` (added under ``namespace``)
+        on this app, for its task already registered there."""
         periodic = blueprint.periodic_tasks[key]
         task = self.tasks[f"{namespace}:{key[0]}"]
         self._add_periodic(periodic if periodic.task is task else periodic.with_task(task))

@@ -10,15 +10,12 @@ works from then on.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, Protocol, overload
 
 from .jobs import DEFAULT_QUEUE
 from .periodic import PeriodicTask
 from .retry import RetryStrategy
-from .tasks import Task
-
-if TYPE_CHECKING:
-    from .app import App
+from .tasks import Task, TaskHost
 
 
 class TaskRegistry:
@@ -32,7 +29,7 @@ class TaskRegistry:
         self.tasks: dict[str, Task] = {}
         self.periodic_tasks: dict[tuple[str, str], PeriodicTask] = {}
 
-    def _app_of_tasks(self) -> App | None:
+    def _app_of_tasks(self) -> TaskHost | None:
         """The app the tasks declared here defer through (None: not known yet)."""
         raise NotImplementedError
 
@@ -131,7 +128,7 @@ class TaskRegistry:
 
         return register
 
-    def _check_name_free(self, key: str, func: Callable[..., Any]) -> None:
+    def check_task_name(self, key: str, func: Callable[..., Any]) -> None:
         existing = self.tasks.get(key)
         if existing is not None and existing.func is not func:
             raise ValueError(
@@ -139,7 +136,7 @@ class TaskRegistry:
                 f"{existing.func!r} and {func!r}. Give one of them @app.task(name=...)."
             )
 
-    def _check_schedule_free(self, key: tuple[str, str]) -> None:
+    def check_schedule(self, key: tuple[str, str]) -> None:
         if key in self.periodic_tasks:
             raise ValueError(
                 f"Task {key[0]!r} already has a periodic schedule with periodic_id={key[1]!r}: "
@@ -150,13 +147,29 @@ class TaskRegistry:
         return periodic.key
 
     def _add_task(self, key: str, task: Task) -> None:
-        self._check_name_free(key, task.func)
+        self.check_task_name(key, task.func)
         self.tasks[key] = task
 
     def _add_periodic(self, periodic: PeriodicTask) -> None:
         key = self._periodic_key(periodic)
-        self._check_schedule_free(key)
+        self.check_schedule(key)
         self.periodic_tasks[key] = periodic
+
+
+class BlueprintHost(Protocol):
+    """What a blueprint asks of the registries that added it (`sqla_jobs.App`): to check a
+    new name first, then to take the task or schedule declared on the blueprint after it was
+    added."""
+
+    def check_task_name(self, key: str, func: Callable[..., Any]) -> None: ...
+
+    def check_schedule(self, key: tuple[str, str]) -> None: ...
+
+    def add_blueprint_task(self, blueprint: Blueprint, name: str, namespace: str) -> None: ...
+
+    def add_blueprint_periodic(
+        self, blueprint: Blueprint, key: tuple[str, str], namespace: str
+    ) -> None: ...
 
 
 class Blueprint(TaskRegistry):
@@ -171,12 +184,12 @@ class Blueprint(TaskRegistry):
     def __init__(self) -> None:
         super().__init__()
         #: (app, namespace) of each ``add_tasks_from`` of this blueprint.
-        self.added_to: list[tuple[App, str]] = []
+        self.added_to: list[tuple[BlueprintHost, str]] = []
 
     def __repr__(self) -> str:
         return f"<Blueprint tasks={len(self.tasks)}>"
 
-    def _app_of_tasks(self) -> App | None:
+    def _app_of_tasks(self) -> TaskHost | None:
         return None
 
     def _periodic_key(self, periodic: PeriodicTask) -> tuple[str, str]:
@@ -188,15 +201,15 @@ class Blueprint(TaskRegistry):
 
     def _add_task(self, key: str, task: Task) -> None:
         for app, namespace in self.added_to:
-            app._check_name_free(f"{namespace}:{key}", task.func)
+            app.check_task_name(f"{namespace}:{key}", task.func)
         super()._add_task(key, task)
         for app, namespace in self.added_to:
-            app._adopt_task(self, key, namespace)
+            app.add_blueprint_task(self, key, namespace)
 
     def _add_periodic(self, periodic: PeriodicTask) -> None:
         base_name, periodic_id = key = self._periodic_key(periodic)
         for app, namespace in self.added_to:
-            app._check_schedule_free((f"{namespace}:{base_name}", periodic_id))
+            app.check_schedule((f"{namespace}:{base_name}", periodic_id))
         super()._add_periodic(periodic)
         for app, namespace in self.added_to:
-            app._adopt_periodic(self, key, namespace)
+            app.add_blueprint_periodic(self, key, namespace)

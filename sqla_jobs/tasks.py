@@ -7,7 +7,7 @@ import datetime
 import inspect
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import TaskNotFound
 from .jobs import DEFAULT_QUEUE, JobSpec
@@ -15,10 +15,17 @@ from .manager import JobManager
 from .retry import RetryStrategy, retry_strategy
 
 if TYPE_CHECKING:
-    from .app import App
     from .connectors.bind import Bind
 
 logger = logging.getLogger("sqla_jobs.tasks")
+
+
+class TaskHost(Protocol):
+    """What a task needs of the app that holds it (`sqla_jobs.App` is one): the job manager
+    its jobs are deferred through."""
+
+    @property
+    def job_manager(self) -> JobManager: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,7 +63,7 @@ class JobDeferrer:
     """
 
     def __init__(
-        self, app: App, task_name: str, options: JobOptions, bind: Bind | None = None
+        self, app: TaskHost, task_name: str, options: JobOptions, bind: Bind | None = None
     ) -> None:
         self.app = app
         self.task_name = task_name
@@ -109,7 +116,7 @@ class Task:
         self,
         func: Callable[..., Any],
         *,
-        app: App | None,
+        app: TaskHost | None,
         name: str,
         queue: str = DEFAULT_QUEUE,
         priority: int = 0,
@@ -137,7 +144,7 @@ class Task:
         return self.func(*args, **kwargs)
 
     @property
-    def app(self) -> App:
+    def app(self) -> TaskHost:
         """The app whose database this task's jobs go to."""
         if self._app is None:
             raise TaskNotFound(
@@ -152,12 +159,12 @@ class Task:
         """Whether an app holds this task (False for a blueprint task not added yet)."""
         return self._app is not None
 
-    def _bind(self, app: App, name: str) -> None:
+    def _bind(self, app: TaskHost, name: str) -> None:
         """Attach a blueprint's task to the app that adds it, under its namespaced name."""
         self._app = app
         self.name = name
 
-    def bound_to(self, app: App, *, name: str | None = None) -> Task:
+    def bound_to(self, app: TaskHost, *, name: str | None = None) -> Task:
         """The same task registered on another app (see `App.with_connector`), under the same
         name or ``name``."""
         o = self.options

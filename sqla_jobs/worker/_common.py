@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._aio import within
 
 if TYPE_CHECKING:
-    from ..app import App
     from .database import WorkerDatabase
-    from .options import WorkerOptions
+    from .options import WorkerApp, WorkerOptions
 
 # One logger for every role: "sqla_jobs.worker" is what deployments filter on.
 logger = logging.getLogger("sqla_jobs.worker")
@@ -48,7 +47,7 @@ class WorkerState:
     or given up, the side roles end. ``hurry``: the worker was cancelled, every wait is cut
     short."""
 
-    app: App
+    app: WorkerApp
     database: WorkerDatabase
     options: WorkerOptions
     name: str

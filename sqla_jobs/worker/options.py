@@ -4,15 +4,40 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..jobs import Job
 
 if TYPE_CHECKING:
-    from ..app import App
+    from ..connectors.base import BaseConnector
+    from ..manager import JobManager
+    from ..periodic import PeriodicTask
+    from ..tasks import JobDeferrer, Task
 
 DeleteJobs = Literal["never", "successful", "always"]
+
+
+class WorkerApp(Protocol):
+    """What a worker needs of the app it runs (`sqla_jobs.App` is one), and what a task's
+    `JobContext` offers of it: its connector and job manager, its tasks and schedules, a way
+    to defer by task name."""
+
+    @property
+    def connector(self) -> BaseConnector: ...
+
+    @property
+    def job_manager(self) -> JobManager: ...
+
+    @property
+    def tasks(self) -> Mapping[str, Task]: ...
+
+    @property
+    def periodic_tasks(self) -> Mapping[tuple[str, str], PeriodicTask]: ...
+
+    def import_tasks(self) -> None: ...
+
+    def configure_task(self, name: str, **options: Any) -> JobDeferrer: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -105,7 +130,7 @@ class JobContext:
     """What a task declared with ``pass_context=True`` receives as its first argument."""
 
     job: Job
-    app: App
+    app: WorkerApp
     worker_name: str
     worker_id: int
     _abort_requested: set[int] = dataclasses.field(repr=False)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._aio import cancel_and_wait, within
 from ..connectors.base import cannot_run_worker
@@ -25,11 +25,8 @@ from .database import WorkerDatabase
 from .executor import Executor
 from .fetcher import Fetcher
 from .maintenance import Heartbeat, Listener
-from .options import WorkerOptions
+from .options import WorkerApp, WorkerOptions
 from .periodic import PeriodicDeferrer
-
-if TYPE_CHECKING:
-    from ..app import App
 
 # Bounds on stopping, so that neither a hung statement nor a server that is down can keep a
 # stopping worker alive: side roles (heartbeat, periodic deferrer, listener) get this long to
@@ -59,7 +56,7 @@ class _Role:
 class Worker:
     """Runs jobs for an app. Use `App.run_worker` / `App.run_worker_async` (or the CLI)."""
 
-    def __init__(self, app: App, options: WorkerOptions | None = None) -> None:
+    def __init__(self, app: WorkerApp, options: WorkerOptions | None = None) -> None:
         self.app = app
         self.options = options or WorkerOptions()
         self.name = self.options.name or f"{socket.gethostname()}-{id(self):x}"
