@@ -41,5 +41,10 @@ FINISHED_STATUSES = frozenset(
     {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED}
 )
 
-#: What ``prune_jobs`` deletes by default: every finished status, in this order.
-PRUNABLE_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED)
+#: What ``prune_jobs`` deletes by default: every finished status, in the enum's order.
+PRUNABLE_STATUSES = tuple(status for status in JobStatus if status in FINISHED_STATUSES)
+
+#: What ``retry_job`` puts back in the queue: a job that finished without succeeding.
+RETRYABLE_STATUSES = tuple(
+    status for status in PRUNABLE_STATUSES if status is not JobStatus.SUCCEEDED
+)

@@ -23,7 +23,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from ..schema import JobStatus, history_step, job_status, jobs
 from ..schema import job_history as job_history_table
-from ..statuses import RUNNING_STATUSES
+from ..statuses import RETRYABLE_STATUSES, RUNNING_STATUSES
 from ._build import JOB_COLUMNS, array_param, render, status_literal, step_time
 
 # -- inspection --------------------------------------------------------------------------------
@@ -41,8 +41,6 @@ count_jobs_by_status = render(
 check_schema = render("check_schema", select(func.count()).select_from(jobs).where(jobs.c.id == -1))
 
 # -- lifecycle: list, history, cancel, abort, retry, delete, prune -----------------------------
-
-_RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED)
 
 
 def _unless_null(name: str, condition: ColumnElement[bool]) -> ColumnElement[bool]:
@@ -106,7 +104,7 @@ abort_job = render(
 retry_job = render(
     "retry_job",
     update(jobs)
-    .where(jobs.c.id == _job_id, jobs.c.status.in_(_RETRYABLE))
+    .where(jobs.c.id == _job_id, jobs.c.status.in_(RETRYABLE_STATUSES))
     .values(
         status=JobStatus.TODO,
         attempts=0,
