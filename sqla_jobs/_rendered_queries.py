@@ -39,6 +39,15 @@ reserve_job_ids = Query(
     prepared=False,
 )
 
+waiting_queueing_locks = Query(
+    "waiting_queueing_locks",
+    "SELECT sqla_jobs_jobs.queueing_lock \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.status = 'todo' AND sqla_jobs_jobs.queueing_lock = any(CAST(%(queueing_locks)s AS TEXT[])) ORDER BY sqla_jobs_jobs.queueing_lock \n"
+    " LIMIT 1",
+    prepared=False,
+)
+
 claim_jobs = Query(
     "claim_jobs",
     "WITH candidates AS \n"
@@ -290,6 +299,7 @@ ALL = (
     defer_job,
     defer_jobs,
     reserve_job_ids,
+    waiting_queueing_locks,
     claim_jobs,
     claim_jobs_in_queues,
     finish_succeeded,

@@ -10,6 +10,7 @@ from typing import Any
 
 from .blueprints import Blueprint, TaskRegistry
 from .connectors.base import BaseConnector, cannot_run_worker
+from .jobs import DEFAULT_MAX_ARGS_BYTES
 from .manager import JobManager
 from .tasks import JobDeferrer, JobOptions, Task
 
@@ -20,13 +21,28 @@ class App(TaskRegistry):
     ``import_paths`` are modules the worker imports at start so that their ``@app.task``
     declarations register. Tasks are declared with ``@app.task`` (and scheduled with
     ``@app.periodic``), or on a `Blueprint` added with `add_tasks_from`.
+
+    ``max_args_bytes``: the largest a job's arguments may be, as JSON (1 MiB by default); a
+    bigger defer raises `InvalidJobArguments` and writes nothing.
     """
 
-    def __init__(self, *, connector: BaseConnector, import_paths: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        connector: BaseConnector,
+        import_paths: Iterable[str] = (),
+        max_args_bytes: int = DEFAULT_MAX_ARGS_BYTES,
+    ) -> None:
         super().__init__()
+        if isinstance(max_args_bytes, bool) or not isinstance(max_args_bytes, int):
+            raise TypeError(f"max_args_bytes must be an int, not {max_args_bytes!r}")
+        if max_args_bytes < 2:
+            raise ValueError(
+                f"max_args_bytes must be at least 2 (for '{{}}'), not {max_args_bytes}"
+            )
         self.connector = connector
         self.import_paths = tuple(import_paths)
-        self.job_manager = JobManager(connector)
+        self.job_manager = JobManager(connector, max_args_bytes=max_args_bytes)
 
     def __repr__(self) -> str:
         return f"<App connector={type(self.connector).__name__} tasks={len(self.tasks)}>"
@@ -106,7 +122,11 @@ class App(TaskRegistry):
 
     def with_connector(self, connector: BaseConnector) -> App:
         """A new app with the same tasks, bound to ``connector``; this app is unchanged."""
-        other = App(connector=connector, import_paths=self.import_paths)
+        other = App(
+            connector=connector,
+            import_paths=self.import_paths,
+            max_args_bytes=self.job_manager.max_args_bytes,
+        )
         for name, task in self.tasks.items():
             other.tasks[name] = task.bound_to(other)
         for key, periodic in self.periodic_tasks.items():

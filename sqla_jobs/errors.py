@@ -59,7 +59,13 @@ class TaskNotFound(JobsError):
 
 
 class InvalidJobArguments(JobsError, TypeError):
-    """Job arguments that cannot be stored as JSON."""
+    """Job arguments that cannot be stored as JSON, or that would not read back as written,
+    or that are too big; nothing is written."""
+
+
+class InvalidJobOptions(JobsError, ValueError):
+    """A job option (task or queue name, lock, queueing lock, priority, schedule) of the wrong
+    type, too long, or with characters PostgreSQL cannot store; nothing is written."""
 
 
 class JobNotFound(JobsError):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import re
+import reprlib
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import InvalidJobArguments
+from .errors import InvalidJobArguments, InvalidJobOptions
 from .statuses import JobStatus
 
 DEFAULT_QUEUE = "default"
@@ -59,6 +61,20 @@ _FIELD_NAMES = tuple(field.name for field in dataclasses.fields(Job))
 _STATUS_BY_VALUE = {status.value: status for status in JobStatus}
 
 
+#: At most this many bytes (UTF-8) in a task name, a queue name, a lock or a queueing lock: a
+#: queue name is a NOTIFY payload (at most 8,000 bytes) and every name is an index key (at
+#: most ~2,700 bytes), so a longer one would fail in PostgreSQL with a less helpful error.
+MAX_NAME_BYTES = 1000
+#: Arguments nest at most this deep (dicts and lists inside one another): the worker decodes
+#: them with Python's json module, whose recursion a job nested ~1,000 deep would exhaust.
+MAX_ARGS_DEPTH = 100
+#: A job's arguments, as JSON, take at most this many bytes unless the app says otherwise
+#: (``App(max_args_bytes=...)``): a worker holds the arguments of every job it has claimed.
+DEFAULT_MAX_ARGS_BYTES = 1024 * 1024
+#: A priority is a PostgreSQL ``integer``.
+PRIORITY_RANGE = range(-(2**31), 2**31)
+
+
 # Not frozen: a batch defer builds one per job, and a frozen dataclass's __init__ costs 2.5
 # times as much. Nothing changes a spec once built.
 @dataclasses.dataclass(slots=True)
@@ -73,49 +89,213 @@ class JobSpec:
     queueing_lock: str | None = None
     scheduled_at: datetime.datetime | None = None
 
-    def args_json(self) -> str:
-        """The arguments as JSON text, or an error naming the argument that is not JSON."""
-        return dump_args(self.task_name, self.args)
+    def args_json(self, max_bytes: int = DEFAULT_MAX_ARGS_BYTES) -> str:
+        """Check the job's options (`InvalidJobOptions`) and return its arguments as JSON text
+        (`InvalidJobArguments` naming the argument at fault)."""
+        check_options(self)
+        return dump_args(self.task_name, self.args, max_bytes)
 
 
-# One encoder for every job: json.dumps with options builds a new one per call.
-_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+def check_options(spec: JobSpec) -> None:
+    """Raise `InvalidJobOptions`, naming the option and the fix, for a name that PostgreSQL
+    cannot store or index, a priority that is not an integer in range, a naive schedule."""
+    _check_name("task name", spec.task_name, spec.task_name, required=True)
+    _check_name("queue", spec.queue, spec.task_name, required=True)
+    _check_name("lock", spec.lock, spec.task_name, required=False)
+    _check_name("queueing_lock", spec.queueing_lock, spec.task_name, required=False)
+    priority = spec.priority
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise InvalidJobOptions(
+            f"priority of a job of task {_short(spec.task_name)} must be an int, not "
+            f"{type(priority).__name__} {_short(priority)}."
+        )
+    if priority not in PRIORITY_RANGE:
+        raise InvalidJobOptions(
+            f"priority {priority} of a job of task {_short(spec.task_name)} is out of range: "
+            f"use {PRIORITY_RANGE.start} to {PRIORITY_RANGE.stop - 1} (higher runs first)."
+        )
+    at = spec.scheduled_at
+    if at is not None and not (isinstance(at, datetime.datetime) and at.tzinfo is not None):
+        raise InvalidJobOptions(
+            f"scheduled_at of a job of task {_short(spec.task_name)} must be an aware datetime "
+            f"(e.g. datetime.now(timezone.utc) + timedelta(minutes=5)), not {_short(at)}."
+        )
 
 
-def dump_args(task_name: str, args: Mapping[str, Any]) -> str:
-    """The job's arguments as JSON text that PostgreSQL's jsonb accepts, or an error that names
-    the argument at fault."""
+def _check_name(what: str, value: object, task_name: object, *, required: bool) -> None:
+    if value is None and not required:
+        return
+    of_task = "" if what == "task name" else f" of a job of task {_short(task_name)}"
+    if not isinstance(value, str):
+        raise InvalidJobOptions(
+            f"The {what}{of_task} must be a string, not {type(value).__name__} {_short(value)}."
+        )
+    if value.isascii():
+        size = len(value)
+    else:
+        try:
+            size = len(value.encode())
+        except UnicodeEncodeError:
+            raise InvalidJobOptions(
+                f"The {what} {_short(value)}{of_task} is not valid Unicode (it holds a lone "
+                "surrogate, e.g. from decoding bytes with errors='surrogateescape'): "
+                "PostgreSQL stores UTF-8 text only."
+            ) from None
+    if "\x00" in value:
+        raise InvalidJobOptions(
+            f"The {what} {_short(value)}{of_task} holds a NUL character (\\x00), which "
+            "PostgreSQL text cannot store."
+        )
+    if size > MAX_NAME_BYTES:
+        raise InvalidJobOptions(
+            f"The {what} {_short(value)}{of_task} is {size:,} bytes long in UTF-8; at most "
+            f"{MAX_NAME_BYTES:,} fit (it is an index key, and a queue name a NOTIFY payload). "
+            "Use a shorter name, e.g. a hash of it."
+        )
+    if required and not value:
+        raise InvalidJobOptions(f"The {what}{of_task} must not be empty.")
+
+
+def _short(value: object) -> str:
+    """``repr(value)``, cut to a readable length for a message."""
+    return reprlib.repr(value)
+
+
+# One encoder for every job: json.dumps with options builds a new one per call. Non-ASCII text
+# stays as it is (jsonb reads UTF-8): its size is then its size in the database, and a lone
+# surrogate, which jsonb refuses, shows as text that does not encode.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+_CONTAINERS = (dict, list, tuple)
+
+
+def dump_args(
+    task_name: str, args: Mapping[str, Any], max_bytes: int = DEFAULT_MAX_ARGS_BYTES
+) -> str:
+    """The job's arguments as JSON text that PostgreSQL's jsonb accepts and that reads back as
+    it was written, or an error that names the argument at fault."""
+    if not isinstance(args, dict):
+        raise InvalidJobArguments(
+            f"The arguments of task {task_name!r} must be a dict of argument names to values "
+            f"(the task's keyword arguments), not {type(args).__name__}."
+        )
     if not args:
         return "{}"  # tasks without arguments are common; the encoder costs 2 us a call
+    text = _encoded(args)
+    if text is None:
+        raise _argument_problem(task_name, args)
+    size = len(text) if text.isascii() else len(text.encode())
+    if size > max_bytes:
+        raise InvalidJobArguments(
+            f"The arguments of task {task_name!r} take {size:,} bytes as JSON; at most "
+            f"{max_bytes:,} are allowed (App(max_args_bytes=...)): a worker holds the "
+            "arguments of every job it claims. Store big data elsewhere (a table, a file) and "
+            "pass its key."
+        )
+    return text
+
+
+def _encoded(args: dict[str, Any]) -> str | None:
+    """The JSON text, or None when some argument cannot be stored or read back as it is."""
+    for value in args.values():
+        if isinstance(value, _CONTAINERS) and _nesting_problem(value, 1) is not None:
+            return None
     try:
         text = _ENCODE(args)
-    except (TypeError, ValueError):
-        pass
+    except (TypeError, ValueError, RecursionError):
+        return None
+    # Valid JSON, but jsonb stores neither a NUL character nor a lone surrogate.
+    if _has_nul(text) or not (text.isascii() or _encodes(text)):
+        return None
+    if "e+" in text:  # a float such as 1e+16 (or text that holds "e+")
+        text = _exact_json(args)
+    return text
+
+
+def _exact_json(value: Any) -> str:
+    """JSON whose floats read back from jsonb as the same floats. jsonb keeps a number as a
+    decimal and writes it without exponent: 3.829620172551429e+16 would come back as the int
+    38296201725514290, which is not even equal to the float (38296201725514288). A float with
+    a positive exponent is written with all its digits and a decimal point instead."""
+    if isinstance(value, float):
+        text = repr(value)
+        return f"{value:.1f}" if "e+" in text else text
+    if isinstance(value, dict):
+        items = (f"{_ENCODE(key)}:{_exact_json(item)}" for key, item in value.items())
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_exact_json(item) for item in value) + "]"
+    return _ENCODE(value)
+
+
+# A NUL character, as JSON writes it: \u0000 after an even number of backslashes (a text
+# holding a backslash then "u0000" is written \\u0000, and is fine).
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _has_nul(text: str) -> bool:
+    return "\\u0000" in text and _NUL.search(text) is not None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _nesting_problem(value: object, depth: int) -> str | None:
+    """What keeps a nested value from reading back as written: too deep, or a key that is not
+    a string (JSON would turn it into one)."""
+    if depth > MAX_ARGS_DEPTH:
+        return f"it nests dicts and lists more than {MAX_ARGS_DEPTH} deep"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return (
+                    f"it holds the key {_short(key)}, which JSON would turn into a string: use "
+                    "string keys"
+                )
+            if isinstance(item, _CONTAINERS) and (problem := _nesting_problem(item, depth + 1)):
+                return problem
     else:
-        # Valid JSON, but jsonb cannot store a NUL character.
-        if "\\u0000" not in text:
-            return text
+        for item in value:  # type: ignore[attr-defined]
+            if isinstance(item, _CONTAINERS) and (problem := _nesting_problem(item, depth + 1)):
+                return problem
+    return None
+
+
+def _argument_problem(task_name: str, args: dict[str, Any]) -> InvalidJobArguments:
     for key, value in args.items():
+        if not isinstance(key, str):
+            break
         problem = _json_problem(value)
         if problem is not None:
-            raise InvalidJobArguments(
+            return InvalidJobArguments(
                 f"Argument {key!r} of task {task_name!r} cannot be stored as JSON ({problem}). "
                 "Pass JSON values (str, int, finite float, bool, None, lists and dicts of "
                 "them), e.g. an id instead of an object."
             )
-    raise InvalidJobArguments(
+    return InvalidJobArguments(
         f"The arguments of task {task_name!r} cannot be stored as JSON. "
         "Use string keys and JSON-serialisable values."
     )
 
 
 def _json_problem(value: Any) -> str | None:
+    if isinstance(value, _CONTAINERS) and (problem := _nesting_problem(value, 1)):
+        return problem
     try:
-        text = json.dumps(value, allow_nan=False)
+        text = _ENCODE(value)
     except (TypeError, ValueError) as exc:
         return f"{type(value).__name__}: {exc}"
-    if "\\u0000" in text:
+    if _has_nul(text):
         return "it contains a NUL character (\\x00), which PostgreSQL cannot store"
+    if not (text.isascii() or _encodes(text)):
+        return (
+            "it holds text that is not valid Unicode (a lone surrogate), which PostgreSQL "
+            "cannot store"
+        )
     return None
 
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from . import operations as ops
 from .connectors.base import BaseConnector
-from .jobs import Job, JobEvent, JobSpec
+from .jobs import DEFAULT_MAX_ARGS_BYTES, Job, JobEvent, JobSpec
 from .operations import Statuses
 from .statuses import PRUNABLE_STATUSES, JobStatus
 
@@ -35,8 +35,12 @@ class JobManager:
     #: 3): two round trips instead of one, but several times faster per row.
     copy_threshold = ops.COPY_THRESHOLD
 
-    def __init__(self, connector: BaseConnector) -> None:
+    def __init__(
+        self, connector: BaseConnector, *, max_args_bytes: int = DEFAULT_MAX_ARGS_BYTES
+    ) -> None:
         self.connector = connector
+        #: The largest a job's arguments may be, as JSON (bytes): see `App`.
+        self.max_args_bytes = max_args_bytes
 
     def _run(self, operation: ops.Operation[T]) -> T:
         return ops.run(self.connector, operation)
@@ -48,22 +52,28 @@ class JobManager:
 
     def defer(self, spec: JobSpec) -> int:
         """Write one job (its own transaction); returns its id."""
-        return self._run(ops.defer(spec))
+        return self._run(ops.defer(spec, max_args_bytes=self.max_args_bytes))
 
     async def defer_async(self, spec: JobSpec) -> int:
         """Async form of `defer`."""
-        return await self._run_async(ops.defer(spec))
+        return await self._run_async(ops.defer(spec, max_args_bytes=self.max_args_bytes))
 
     def defer_many(self, specs: Sequence[JobSpec]) -> list[int]:
         """Defer a batch in one transaction: all its jobs or none; their ids in order."""
-        copy = self.connector.supports_copy
-        return self._run(ops.defer_many(specs, can_copy=copy, copy_threshold=self.copy_threshold))
+        return self._run(self._defer_many(specs, can_copy=self.connector.supports_copy))
 
     async def defer_many_async(self, specs: Sequence[JobSpec]) -> list[int]:
         """Async form of `defer_many`."""
-        copy = self.connector.supports_copy_async
-        operation = ops.defer_many(specs, can_copy=copy, copy_threshold=self.copy_threshold)
+        operation = self._defer_many(specs, can_copy=self.connector.supports_copy_async)
         return await self._run_async(operation)
+
+    def _defer_many(self, specs: Sequence[JobSpec], *, can_copy: bool) -> ops.Operation[list[int]]:
+        return ops.defer_many(
+            specs,
+            can_copy=can_copy,
+            copy_threshold=self.copy_threshold,
+            max_args_bytes=self.max_args_bytes,
+        )
 
     # -- inspection ----------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import re
 from collections.abc import Collection, Generator, Iterable, Iterator, Sequence
 from typing import Any, TypeAlias, TypeVar
 
@@ -19,7 +18,7 @@ from . import queries
 from ._query import Query
 from .connectors.base import BaseConnector, Row
 from .errors import AlreadyEnqueued, ConnectorError, JobNotFound
-from .jobs import Job, JobEvent, JobSpec
+from .jobs import DEFAULT_MAX_ARGS_BYTES, Job, JobEvent, JobSpec
 from .statuses import FINISHED_STATUSES, QUEUEING_LOCK_INDEX, JobStatus
 
 T = TypeVar("T")
@@ -94,62 +93,89 @@ async def run_async(connector: BaseConnector, operation: Operation[T]) -> T:
 COPY_THRESHOLD = 1000
 
 
-def defer(spec: JobSpec) -> Operation[int]:
+def defer(spec: JobSpec, *, max_args_bytes: int = DEFAULT_MAX_ARGS_BYTES) -> Operation[int]:
+    params = _one_job_params(spec, max_args_bytes)  # a bad job raises before any statement
     try:
-        rows: list[Row] = yield Fetch(queries.defer_job, _one_job_params(spec))
+        rows: list[Row] = yield Fetch(queries.defer_job, params)
     except ConnectorError as exc:
         if exc.constraint_name != QUEUEING_LOCK_INDEX:
             raise
-        raise _already_enqueued(exc, [spec]) from exc
+        raise _already_enqueued([spec], spec.queueing_lock) from exc
     return int(rows[0]["id"])
 
 
 def defer_many(
-    specs: Sequence[JobSpec], *, can_copy: bool, copy_threshold: int = COPY_THRESHOLD
+    specs: Sequence[JobSpec],
+    *,
+    can_copy: bool,
+    copy_threshold: int = COPY_THRESHOLD,
+    max_args_bytes: int = DEFAULT_MAX_ARGS_BYTES,
 ) -> Operation[list[int]]:
     """All the jobs in one transaction, or none; their ids in order."""
     if not specs:
         return []
+    # Every job is checked before any statement: a bad one leaves nothing written.
+    args = [spec.args_json(max_args_bytes) for spec in specs]
     try:
         if can_copy and len(specs) >= copy_threshold:
             rows: list[Row] = yield Fetch(queries.reserve_job_ids, {"count": len(specs)})
             ids = sorted(rows[0]["ids"])
-            yield Copy(queries.JOBS_TABLE, queries.COPY_COLUMNS, _copy_rows(ids, specs))
+            yield Copy(queries.JOBS_TABLE, queries.COPY_COLUMNS, _copy_rows(ids, specs, args))
             return ids
-        rows = yield Fetch(queries.defer_jobs, _many_jobs_params(specs))
+        rows = yield Fetch(queries.defer_jobs, _many_jobs_params(specs, args))
+        return [int(row["id"]) for row in rows]
     except ConnectorError as exc:
         if exc.constraint_name != QUEUEING_LOCK_INDEX:
             raise
-        raise _already_enqueued(exc, specs) from exc
-    return [int(row["id"]) for row in rows]
+        refused = exc
+    key = yield from _clashing_lock(specs)
+    raise _already_enqueued(specs, key) from refused
 
 
-def _one_job_params(spec: JobSpec) -> dict[str, Any]:
+def _clashing_lock(specs: Sequence[JobSpec]) -> Operation[str | None]:
+    """Which queueing lock of a refused batch is taken: by two jobs of the batch, or by a job
+    that waits (None if that job has started since)."""
+    locks = [spec.queueing_lock for spec in specs if spec.queueing_lock is not None]
+    distinct = list(dict.fromkeys(locks))
+    if len(distinct) < len(locks):
+        return next(lock for lock in distinct if locks.count(lock) > 1)
+    if len(distinct) <= 1:
+        return distinct[0] if distinct else None
+    try:
+        rows: list[Row] = yield Fetch(queries.waiting_queueing_locks, {"queueing_locks": distinct})
+    except ConnectorError:  # e.g. the caller's transaction, which the refusal aborted
+        return None
+    return str(rows[0]["queueing_lock"]) if rows else None
+
+
+def _one_job_params(spec: JobSpec, max_args_bytes: int = DEFAULT_MAX_ARGS_BYTES) -> dict[str, Any]:
     return {
         "queue": spec.queue,
         "task_name": spec.task_name,
         "priority": spec.priority,
         "lock": spec.lock,
         "queueing_lock": spec.queueing_lock,
-        "args": spec.args_json(),
+        "args": spec.args_json(max_args_bytes),
         "scheduled_at": spec.scheduled_at,
     }
 
 
-def _many_jobs_params(specs: Sequence[JobSpec]) -> dict[str, Any]:
+def _many_jobs_params(specs: Sequence[JobSpec], args: Sequence[str]) -> dict[str, Any]:
     return {
         "queues": [s.queue for s in specs],
         "task_names": [s.task_name for s in specs],
         "priorities": [s.priority for s in specs],
         "locks": [s.lock for s in specs],
         "queueing_locks": [s.queueing_lock for s in specs],
-        "args": [s.args_json() for s in specs],
+        "args": list(args),
         "scheduled_ats": [s.scheduled_at for s in specs],
     }
 
 
-def _copy_rows(ids: Sequence[int], specs: Sequence[JobSpec]) -> Iterator[tuple[Any, ...]]:
-    for job_id, s in zip(ids, specs, strict=True):
+def _copy_rows(
+    ids: Sequence[int], specs: Sequence[JobSpec], args: Sequence[str]
+) -> Iterator[tuple[Any, ...]]:
+    for job_id, s, arguments in zip(ids, specs, args, strict=True):
         yield (
             job_id,
             s.queue,
@@ -157,25 +183,21 @@ def _copy_rows(ids: Sequence[int], specs: Sequence[JobSpec]) -> Iterator[tuple[A
             s.priority,
             s.lock,
             s.queueing_lock,
-            s.args_json(),
+            arguments,
             s.scheduled_at,
         )
 
 
-_KEY_DETAIL = re.compile(r"Key \(queueing_lock\)=\((?P<key>.*?)\) already exists")
-
-
-def _already_enqueued(exc: ConnectorError, specs: Sequence[JobSpec]) -> AlreadyEnqueued:
-    """The AlreadyEnqueued for a write the queueing-lock index refused, naming the job."""
-    match = _KEY_DETAIL.search(str(exc))
-    key = match.group("key") if match else None
-    clashing = next((s for s in specs if s.queueing_lock == key), None)
+def _already_enqueued(specs: Sequence[JobSpec], key: str | None) -> AlreadyEnqueued:
+    """The AlreadyEnqueued for jobs the queueing-lock index refused, naming the job."""
+    clashing = next((s for s in specs if key is not None and s.queueing_lock == key), None)
     task = f" of task {clashing.task_name!r}" if clashing else ""
+    which = f"with queueing_lock {key!r}" if key is not None else "with one of its queueing locks"
     batch = f" None of the {len(specs)} jobs of this batch were deferred." if len(specs) > 1 else ""
     return AlreadyEnqueued(
-        f"A job{task} with queueing_lock {key!r} is already waiting: only one job per "
-        f"queueing lock may wait at a time.{batch} Catch sqla_jobs.AlreadyEnqueued to ignore "
-        "the duplicate, or defer it without a queueing_lock.",
+        f"A job{task} {which} is already waiting: only one job per queueing lock may wait at "
+        f"a time.{batch} Catch sqla_jobs.AlreadyEnqueued to ignore the duplicate, or defer it "
+        "without a queueing_lock.",
         queueing_lock=key,
     )
 
@@ -283,7 +305,13 @@ def retry_job(job_id: int, schedule_at: datetime.datetime | None) -> Operation[b
     except ConnectorError as exc:
         if exc.constraint_name != QUEUEING_LOCK_INDEX:
             raise
-        raise _requeue_refused(job_id, exc) from exc
+        key = (yield from get_job(job_id)).queueing_lock
+        raise AlreadyEnqueued(
+            f"Job {job_id} cannot go back to the queue: another job with queueing_lock "
+            f"{key!r} is already waiting, and only one may wait at a time. Retry it once that "
+            "job has started, or cancel that job.",
+            queueing_lock=key,
+        ) from exc
     if rows:
         return True
     yield from get_job(job_id)
@@ -323,15 +351,3 @@ def prune_jobs(
         deleted += batch
         if batch < batch_size:
             return deleted
-
-
-def _requeue_refused(job_id: int, exc: ConnectorError) -> AlreadyEnqueued:
-    """The error for a retried job whose queueing lock is taken by a waiting job."""
-    match = _KEY_DETAIL.search(str(exc))
-    key = match.group("key") if match else None
-    return AlreadyEnqueued(
-        f"Job {job_id} cannot go back to the queue: another job with queueing_lock {key!r} "
-        "is already waiting, and only one may wait at a time. Retry it once that job has "
-        "started, or cancel that job.",
-        queueing_lock=key,
-    )

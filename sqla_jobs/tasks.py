@@ -76,7 +76,10 @@ class JobDeferrer:
             from .connectors.bind import BindConnector
 
             savepoint = options.queueing_lock is not None
-            self._manager = JobManager(BindConnector(bind, savepoint=savepoint))
+            limit = app.job_manager.max_args_bytes
+            self._manager = JobManager(
+                BindConnector(bind, savepoint=savepoint), max_args_bytes=limit
+            )
 
     def _spec(self, kwargs: Mapping[str, Any]) -> JobSpec:
         o = self.options
@@ -90,11 +93,11 @@ class JobDeferrer:
             scheduled_at=o.scheduled_at,
         )
 
-    def defer(self, **kwargs: Any) -> int:
+    def defer(self, /, **kwargs: Any) -> int:
         """Write one job (its own transaction) and return its id."""
         return self._manager.defer(self._spec(kwargs))
 
-    async def defer_async(self, **kwargs: Any) -> int:
+    async def defer_async(self, /, **kwargs: Any) -> int:
         return await self._manager.defer_async(self._spec(kwargs))
 
     def batch_defer(self, *kwargs: Mapping[str, Any]) -> list[int]:
@@ -219,11 +222,11 @@ class Task:
     def _deferrer(self) -> JobDeferrer:
         return JobDeferrer(self.app, self.name, self.options)
 
-    def defer(self, **kwargs: Any) -> int:
+    def defer(self, /, **kwargs: Any) -> int:
         """Queue one job for this task (its own transaction); returns the job id."""
         return self._deferrer().defer(**kwargs)
 
-    async def defer_async(self, **kwargs: Any) -> int:
+    async def defer_async(self, /, **kwargs: Any) -> int:
         return await self._deferrer().defer_async(**kwargs)
 
     def batch_defer(self, *kwargs: Mapping[str, Any]) -> list[int]:

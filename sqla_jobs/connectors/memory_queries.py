@@ -217,6 +217,17 @@ def _defer_jobs(statement: Statement, params: Params) -> list[Row]:
     return [{"id": row["id"]} for row in rows]
 
 
+@_implements("waiting_queueing_locks")
+def _waiting_queueing_locks(statement: Statement, params: Params) -> list[Row]:
+    wanted = set(params["queueing_locks"])
+    held = sorted(
+        job["queueing_lock"]
+        for job in statement.db.jobs.values()
+        if job["status"] == "todo" and job["queueing_lock"] in wanted
+    )
+    return [{"queueing_lock": lock} for lock in held[:1]]
+
+
 @_implements("claim_jobs", "claim_jobs_in_queues")
 def _claim_jobs(statement: Statement, params: Params) -> list[Row]:
     jobs = statement.db.jobs.values()

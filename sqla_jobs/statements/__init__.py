@@ -27,6 +27,7 @@ ALL: tuple[Query, ...] = (
     defer.defer_job,
     defer.defer_jobs,
     defer.reserve_job_ids,
+    defer.waiting_queueing_locks,
     claim.claim_jobs,
     claim.claim_jobs_in_queues,
     finish.finish_succeeded,

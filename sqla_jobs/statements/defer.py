@@ -15,7 +15,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, REGCLASS
 
-from ..schema import jobs
+from ..schema import JobStatus, jobs
 from ._build import array_param, render
 
 defer_job = render(
@@ -94,3 +94,16 @@ reserve_job_ids = render(
 )
 #: The columns a COPY of new jobs writes, in order (the rest take their defaults).
 COPY_COLUMNS = ("id", *_SPEC_COLUMNS)
+
+# Which of a refused batch's queueing locks a waiting job holds: what AlreadyEnqueued names (the
+# server's message is not read: its wording follows lc_messages).
+waiting_queueing_locks = render(
+    "waiting_queueing_locks",
+    select(jobs.c.queueing_lock)
+    .where(
+        jobs.c.status == JobStatus.TODO,
+        jobs.c.queueing_lock == func.any(array_param("queueing_locks", Text)),
+    )
+    .order_by(jobs.c.queueing_lock)
+    .limit(1),
+)

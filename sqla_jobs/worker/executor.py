@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import threading
 import time
 import traceback
@@ -267,9 +268,10 @@ class Executor:
             return
         self._sync_jobs.add(job.id)
         try:
-            await _in_daemon_thread(
-                self._threads, job.id, f"sqla_jobs-job-{job.id}", task.func, *args, **job.args
-            )
+            # The arguments travel bound to the function: a task's own argument may be called
+            # ``name`` or ``func``.
+            call = functools.partial(task.func, *args, **job.args)
+            await _in_daemon_thread(self._threads, job.id, f"sqla_jobs-job-{job.id}", call)
         finally:
             self._sync_jobs.discard(job.id)
 
@@ -291,9 +293,7 @@ async def _in_daemon_thread(
     threads: dict[int, threading.Thread],
     job_id: int,
     name: str,
-    func: Callable[..., Any],
-    *args: Any,
-    **kwargs: Any,
+    call: Callable[[], Any],
 ) -> Any:
     """Run a sync task in a thread of its own, listed in ``threads`` while it runs.
 
@@ -314,7 +314,7 @@ async def _in_daemon_thread(
 
     def run() -> None:
         try:
-            result = context.run(func, *args, **kwargs)
+            result = context.run(call)
         except BaseException as exc:
             outcome: tuple[Any, BaseException | None] = (None, exc)
         else:

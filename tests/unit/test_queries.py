@@ -140,7 +140,7 @@ def test_defer_query_takes_exactly_the_parameters_the_manager_sends() -> None:
 
 
 def test_batch_defer_query_takes_exactly_the_parameters_the_manager_sends() -> None:
-    assert placeholders(queries.defer_jobs) == set(_many_jobs_params([SPEC, SPEC]))
+    assert placeholders(queries.defer_jobs) == set(_many_jobs_params([SPEC, SPEC], ["{}", "{}"]))
 
 
 def test_batch_defer_text_does_not_depend_on_the_batch_size() -> None:
