@@ -196,13 +196,17 @@ def dump_args(
 
 def _encoded(args: dict[str, Any]) -> str | None:
     """The JSON text, or None when some argument cannot be stored or read back as it is."""
-    for value in args.values():
-        if isinstance(value, _CONTAINERS) and _nesting_problem(value, 1) is not None:
-            return None
     try:
         text = _ENCODE(args)
     except (TypeError, ValueError, RecursionError):
         return None
+    # Nesting deeper than allowed needs that many brackets; a key that is not a string (JSON
+    # makes it one) needs a dict inside the arguments. Short flat arguments, the common case,
+    # skip the walk.
+    if len(text) > 2 * MAX_ARGS_DEPTH or text.find("{", 1) != -1:
+        for value in args.values():
+            if isinstance(value, _CONTAINERS) and _nesting_problem(value, 1) is not None:
+                return None
     # Valid JSON, but jsonb stores neither a NUL character nor a lone surrogate.
     if _has_nul(text) or not (text.isascii() or _encodes(text)):
         return None

@@ -18,7 +18,7 @@ from . import queries
 from ._query import Query
 from .connectors.base import BaseConnector, Row
 from .errors import AlreadyEnqueued, ConnectorError, JobNotFound
-from .jobs import DEFAULT_MAX_ARGS_BYTES, Job, JobEvent, JobSpec
+from .jobs import DEFAULT_MAX_ARGS_BYTES, Job, JobEvent, JobSpec, check_options, dump_args
 from .statuses import FINISHED_STATUSES, QUEUEING_LOCK_INDEX, JobStatus
 
 T = TypeVar("T")
@@ -115,7 +115,7 @@ def defer_many(
     if not specs:
         return []
     # Every job is checked before any statement: a bad one leaves nothing written.
-    args = [spec.args_json(max_args_bytes) for spec in specs]
+    args = _checked_args(specs, max_args_bytes)
     try:
         if can_copy and len(specs) >= copy_threshold:
             rows: list[Row] = yield Fetch(queries.reserve_job_ids, {"count": len(specs)})
@@ -146,6 +146,27 @@ def _clashing_lock(specs: Sequence[JobSpec]) -> Operation[str | None]:
     except ConnectorError:  # e.g. the caller's transaction, which the refusal aborted
         return None
     return str(rows[0]["queueing_lock"]) if rows else None
+
+
+def _checked_args(specs: Sequence[JobSpec], max_args_bytes: int) -> list[str]:
+    """Each job's options checked and its arguments as JSON. The jobs of a batch mostly share
+    their options (one task, queue, priority): each set of options is checked once."""
+    checked: set[tuple[Any, ...]] = set()
+    args = []
+    for spec in specs:
+        options = (
+            spec.task_name,
+            spec.queue,
+            spec.priority,
+            spec.lock,
+            spec.queueing_lock,
+            spec.scheduled_at,
+        )
+        if options not in checked:
+            check_options(spec)
+            checked.add(options)
+        args.append(dump_args(spec.task_name, spec.args, max_args_bytes))
+    return args
 
 
 def _one_job_params(spec: JobSpec, max_args_bytes: int = DEFAULT_MAX_ARGS_BYTES) -> dict[str, Any]:
