@@ -35,7 +35,6 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .connectors.aiopg import AiopgConnector
-    from .connectors.memory import InMemoryConnector
     from .connectors.psycopg import PsycopgConnector, SyncPsycopgConnector
     from .connectors.psycopg2 import Psycopg2Connector
     from .connectors.sqlalchemy import SQLAlchemyConnector, SQLAlchemyPsycopg2Connector
@@ -52,7 +51,6 @@ __all__ = [
     "ConnectionFailed",
     "ConnectorError",
     "ConnectorNotOpen",
-    "InMemoryConnector",
     "InvalidJobArguments",
     "InvalidJobOptions",
     "Job",
@@ -79,6 +77,17 @@ __all__ = [
     "metadata",
 ]
 
+# Names that no longer exist, with what to use instead. Asking for one raises ImportError, not
+# AttributeError: ``from sqla_jobs import X`` replaces an AttributeError with its own "cannot
+# import name", and the message saying what to do would be lost.
+_REMOVED = {
+    "InMemoryConnector": (
+        "Test your app on PostgreSQL with the sqla_jobs.testing pytest plugin instead: a "
+        "migrated database per test, run_deferred_jobs(app), assert_deferred(task, ...) "
+        "(see docs/testing.md)."
+    ),
+}
+
 
 def __getattr__(name: str) -> Any:
     # The tables load SQLAlchemy, which a worker that sends pre-rendered SQL never needs.
@@ -88,6 +97,8 @@ def __getattr__(name: str) -> Any:
         globals()[name] = metadata
         return metadata
     # Connectors load with their driver on first use (see sqla_jobs.connectors).
+    if name in _REMOVED:
+        raise ImportError(f"{name} was removed from sqla_jobs. {_REMOVED[name]}", name=__name__)
     connectors = importlib.import_module(".connectors", __name__)
     if name in connectors.CONNECTOR_MODULES:
         value = getattr(connectors, name)

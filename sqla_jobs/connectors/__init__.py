@@ -13,7 +13,6 @@ from .base import BaseAsyncConnector, BaseConnector
 
 if TYPE_CHECKING:
     from .aiopg import AiopgConnector
-    from .memory import InMemoryConnector
     from .psycopg import PsycopgConnector, SyncPsycopgConnector
     from .psycopg2 import Psycopg2Connector
     from .sqlalchemy import SQLAlchemyConnector, SQLAlchemyPsycopg2Connector
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
 # Public name -> the module that defines it.
 CONNECTOR_MODULES = {
     "AiopgConnector": "aiopg",
-    "InMemoryConnector": "memory",
     "PsycopgConnector": "psycopg",
     "SyncPsycopgConnector": "psycopg",
     "Psycopg2Connector": "psycopg2",
@@ -35,7 +33,6 @@ __all__ = [
     "AiopgConnector",
     "BaseAsyncConnector",
     "BaseConnector",
-    "InMemoryConnector",
     "Psycopg2Connector",
     "PsycopgConnector",
     "SQLAlchemyAsyncConnector",

@@ -1,9 +1,8 @@
-"""One behaviour suite, two backends: PostgreSQL (through `PsycopgConnector`) and
-`InMemoryConnector`. Every test runs on both with the same assertions, through the public
-API only (tasks, ``app.job_manager``, a worker), so an app's unit tests on the memory connector
-see what production on PostgreSQL does: defer and batches, claim order, queues, schedules, lock
-rules, queueing locks, statuses, cancel/abort/retry/delete/prune, counts, lists, history,
-workers and notifications. Where they differ, the memory connector is wrong.
+"""The queue's behaviour, through the public API only (tasks, ``app.job_manager``, a worker),
+on PostgreSQL: defer and batches, claim order, queues, schedules, lock rules, queueing locks,
+statuses, cancel/abort/retry/delete/prune, counts, lists, history, workers and notifications.
+What an application sees, whichever connector it uses (test_connectors.py runs the defers
+and the worker on each).
 """
 
 from __future__ import annotations
@@ -42,54 +41,30 @@ CANCELLED, ABORTING, ABORTED = JobStatus.CANCELLED, JobStatus.ABORTING, JobStatu
 
 @dataclasses.dataclass
 class Backend:
-    """An opened app on one backend, and what a test cannot do through the API: see whether a
-    worker listens, back-date a finished job (for pruning) or a worker's heartbeat (to make it
-    stalled)."""
+    """An opened app on the test's database, and what a test cannot do through the API: see
+    whether a worker listens, back-date a finished job (for pruning) or a worker's heartbeat
+    (to make it stalled)."""
 
-    name: str
     app: sqla_jobs.App
     listening: Callable[[], bool]
     set_finished_at: Callable[[Sequence[int], datetime.datetime], None]
     set_last_heartbeat: Callable[[int, datetime.datetime], None]
 
 
-@pytest.fixture(params=["postgresql", "memory"])
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    if request.param == "postgresql":
-        database: Database = request.getfixturevalue("database")
-
-        def set_finished_at_pg(ids: Sequence[int], at: datetime.datetime) -> None:
-            database.conn.execute(
-                "UPDATE sqla_jobs_jobs SET finished_at = %s WHERE id = ANY(%s)", (at, list(ids))
-            )
-
-        def set_last_heartbeat_pg(worker_id: int, at: datetime.datetime) -> None:
-            database.conn.execute(
-                "UPDATE sqla_jobs_workers SET last_heartbeat = %s WHERE id = %s", (at, worker_id)
-            )
-
-        app = sqla_jobs.App(connector=sqla_jobs.PsycopgConnector(conninfo=database.url))
-        made = Backend(
-            "postgresql", app, database.listening, set_finished_at_pg, set_last_heartbeat_pg
+@pytest.fixture
+async def backend(database: Database) -> AsyncIterator[Backend]:
+    def set_finished_at(ids: Sequence[int], at: datetime.datetime) -> None:
+        database.conn.execute(
+            "UPDATE sqla_jobs_jobs SET finished_at = %s WHERE id = ANY(%s)", (at, list(ids))
         )
-    else:
-        memory = sqla_jobs.InMemoryConnector()
 
-        def set_finished_at_memory(ids: Sequence[int], at: datetime.datetime) -> None:
-            for job_id in ids:
-                memory.jobs[job_id]["finished_at"] = at
-
-        def set_last_heartbeat_memory(worker_id: int, at: datetime.datetime) -> None:
-            memory.workers[worker_id]["last_heartbeat"] = at
-
-        app = sqla_jobs.App(connector=memory)
-        made = Backend(
-            "memory",
-            app,
-            lambda: memory.listening,
-            set_finished_at_memory,
-            set_last_heartbeat_memory,
+    def set_last_heartbeat(worker_id: int, at: datetime.datetime) -> None:
+        database.conn.execute(
+            "UPDATE sqla_jobs_workers SET last_heartbeat = %s WHERE id = %s", (at, worker_id)
         )
+
+    app = sqla_jobs.App(connector=sqla_jobs.PsycopgConnector(conninfo=database.url))
+    made = Backend(app, database.listening, set_finished_at, set_last_heartbeat)
     await app.open_async()
     yield made
     await app.close_async()

@@ -453,13 +453,10 @@ async def test_pooled_connections_the_server_closed_cost_no_failed_defer(
 
 
 def test_every_connector_is_in_the_suite(connectors: type[Connectors]) -> None:
-    """A sixth connector must join CONNECTORS (and pass this suite) to be done.
-
-    InMemoryConnector has no database to reach: test_behaviour.py runs it against PostgreSQL.
-    """
+    """A sixth connector must join CONNECTORS (and pass this suite) to be done."""
     exported = {
         name
         for name in sqla_jobs.__all__
         if name.endswith("Connector") and not name.startswith("Base")
-    } - {"InMemoryConnector"}
+    }
     assert {connectors.CLASS_NAMES[kind] for kind in connectors.ALL} == exported
