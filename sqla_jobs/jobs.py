@@ -38,13 +38,20 @@ class Job:
     finished_at: datetime.datetime | None = None
     last_error: str | None = None
     worker_id: int | None = None
+    #: Why the stored arguments could not be read (a row written or edited outside
+    #: sqla_jobs: not a JSON object, nested too deep to decode); ``args`` is then empty and a
+    #: worker fails the job with this reason instead of running it. None normally.
+    args_error: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
-        """Build a Job from a row of the jobs table (any subset of its columns)."""
+        """Build a Job from a row of the jobs table (any subset of its columns); ``args`` as
+        the statements read it (JSON text), or already decoded."""
         values = {name: row[name] for name in _FIELD_NAMES if name in row}
         if "status" in values:
             values["status"] = JobStatus(values["status"])
+        if isinstance(values.get("args"), str):
+            values["args"], values["args_error"] = load_args(values["args"])
         return cls(**values)
 
     @classmethod
@@ -52,9 +59,42 @@ class Job:
         """Build a Job from a row holding exactly the Job fields (the claim's hot path); the
         row becomes the Job's attributes."""
         row["status"] = _STATUS_BY_VALUE[row["status"]]
+        args = row["args"]
+        if args == "{}":
+            row["args"] = {}
+        elif type(args) is str:
+            row["args"], error = load_args(args)
+            if error is not None:
+                row["args_error"] = error
         job = object.__new__(cls)
         job.__dict__.update(row)
         return job
+
+
+_JSON_KINDS = {
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
+
+
+def load_args(text: str) -> tuple[dict[str, Any], str | None]:
+    """A job's arguments from their JSON text, and None; or ``{}`` and why they cannot be used
+    (the statements read arguments as text, so that one bad row cannot fail a whole claim or
+    listing in the driver)."""
+    try:
+        args = json.loads(text)
+    except RecursionError:
+        return {}, f"the stored arguments nest too deep to decode (over {MAX_ARGS_DEPTH} allowed)"
+    except ValueError as exc:
+        return {}, f"the stored arguments are not valid JSON ({exc})"
+    if type(args) is not dict:
+        kind = _JSON_KINDS.get(type(args), "not an object")
+        return {}, f"the stored arguments are {kind}, not a JSON object of argument names"
+    return args, None
 
 
 _FIELD_NAMES = tuple(field.name for field in dataclasses.fields(Job))

@@ -70,11 +70,13 @@ def array_param(
     return cast(bindparam(name), ARRAY(element))
 
 
+# The arguments as text: each job's are decoded on their own (`Job.from_row`), so that one row
+# the driver could not decode (nested too deep, edited by hand) cannot fail a claim or a list.
 JOB_COLUMNS = (
     jobs.c.id,
     jobs.c.queue,
     jobs.c.task_name,
-    jobs.c.args,
+    cast(jobs.c.args, Text).label("args"),
     jobs.c.priority,
     jobs.c.lock,
     jobs.c.queueing_lock,

@@ -173,6 +173,8 @@ class Executor:
         try:
             if task is None:
                 raise _UnknownTask(self._unknown_task_message(job))
+            if job.args_error is not None:
+                raise _UnknownTask(_unreadable_args_message(job))
             await self._call(task, job)
         except asyncio.CancelledError as exc:
             current = asyncio.current_task()
@@ -286,7 +288,17 @@ class Executor:
 
 
 class _UnknownTask(Exception):
-    pass
+    """A job the worker cannot start: no task of its name, or arguments it cannot read. It
+    fails at once (a retry would find the same), with the reason; the worker goes on."""
+
+
+def _unreadable_args_message(job: Job) -> str:
+    return (
+        f"Job {job.id} ({job.task_name}) was not run: {job.args_error}. sqla_jobs writes a "
+        "JSON object of the task's keyword arguments; this row was written or edited another "
+        f"way. Fix its args (UPDATE sqla_jobs_jobs SET args = '{{...}}' WHERE id = {job.id}) "
+        "and retry it, or delete it."
+    )
 
 
 async def _in_daemon_thread(

@@ -234,3 +234,54 @@ async def test_a_sync_task_may_take_any_argument_name(async_app: sqla_jobs.App) 
     await async_app.run_worker_async(wait=False)
 
     assert received == [args]
+
+
+async def test_the_worker_fails_rows_it_cannot_run_with_a_reason_and_goes_on(
+    async_app: sqla_jobs.App, database: Database
+) -> None:
+    """Rows written or edited outside sqla_jobs: each fails with its reason, the others run,
+    and listing or reading them works."""
+    ran: list[dict[str, Any]] = []
+
+    @async_app.task(name="tests.strict")
+    def strict(a: int) -> None:
+        ran.append({"a": a})
+
+    deep = '{"a": ' + "[" * 2_000 + "]" * 2_000 + "}"
+    rows = {
+        "array": ("tests.strict", "[1, 2]"),
+        "string": ("tests.strict", '"text"'),
+        "null": ("tests.strict", "null"),
+        "deep": ("tests.strict", deep),
+        "signature": ("tests.strict", '{"b": 1}'),
+        "unknown": ("tests.nobody", '{"a": 1}'),
+        "good": ("tests.strict", '{"a": 1}'),
+    }
+    ids = {
+        name: database.scalar(
+            "INSERT INTO sqla_jobs_jobs (queue, task_name, args) "
+            "VALUES ('default', %(task)s, %(args)s::jsonb) RETURNING id",
+            {"task": task, "args": args},
+        )
+        for name, (task, args) in rows.items()
+    }
+
+    listed = {job.id: job for job in async_app.job_manager.list_jobs()}
+    assert listed[ids["deep"]].args_error is not None
+    assert listed[ids["good"]].args == {"a": 1} and listed[ids["good"]].args_error is None
+
+    await async_app.run_worker_async(wait=False)
+
+    assert ran == [{"a": 1}]
+    errors = {name: async_app.job_manager.get_job(job_id) for name, job_id in ids.items()}
+    assert {name: job.status.value for name, job in errors.items()} == {
+        **{name: "failed" for name in rows},
+        "good": "succeeded",
+    }
+    assert "an array, not a JSON object" in (errors["array"].last_error or "")
+    assert "a string, not a JSON object" in (errors["string"].last_error or "")
+    assert "are null, not" in (errors["null"].last_error or "")
+    assert "nest too deep" in (errors["deep"].last_error or "")
+    assert "unexpected keyword argument 'b'" in (errors["signature"].last_error or "")
+    assert "does not" in (errors["unknown"].last_error or "")
+    assert f"WHERE id = {ids['array']}" in (errors["array"].last_error or "")

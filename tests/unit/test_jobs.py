@@ -114,8 +114,37 @@ FULL_ROW: dict[str, Any] = {
 def test_job_from_a_full_row_keeps_every_column_and_types_the_status() -> None:
     job = Job.from_row(FULL_ROW)
 
-    assert dataclasses.asdict(job) == {**FULL_ROW, "status": JobStatus.DOING}
+    assert dataclasses.asdict(job) == {**FULL_ROW, "status": JobStatus.DOING, "args_error": None}
     assert job.status is JobStatus.DOING
+
+
+@pytest.mark.parametrize("build", [Job.from_row, Job.from_full_row])
+def test_arguments_read_as_text_are_decoded_per_job(build: Any) -> None:
+    job = build({**FULL_ROW, "args": '{"to": "ada@example.com", "n": [1, 2.5]}'})
+
+    assert (job.args, job.args_error) == ({"to": "ada@example.com", "n": [1, 2.5]}, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("[1, 2]", "are an array, not a JSON object"),
+        ('"x"', "are a string"),
+        ("7", "are a number"),
+        ("true", "are a boolean"),
+        ("null", "are null"),
+        ("{", "not valid JSON"),
+        ('{"a": ' + "[" * 5_000 + "]" * 5_000 + "}", "nest too deep"),
+    ],
+)
+@pytest.mark.parametrize("build", [Job.from_row, Job.from_full_row])
+def test_arguments_that_cannot_be_used_leave_the_job_readable_with_the_reason(
+    build: Any, text: str, reason: str
+) -> None:
+    job = build({**FULL_ROW, "args": text})
+
+    assert job.args == {}
+    assert reason in (job.args_error or "")
 
 
 def test_job_from_a_partial_row_takes_defaults_for_the_missing_columns() -> None:
