@@ -25,8 +25,9 @@ from typing import Any
 
 from .app import App
 from .cli_jobs import add_jobs_commands, int_at_least
-from .connectors.base import BaseConnector, translate_error
+from .connectors.base import BaseConnector
 from .connectors.psycopg import PsycopgConnector
+from .connectors.translate import translate_error
 from .errors import JobsError
 from .logs import configure_logging
 from .manager import JobManager
@@ -239,7 +240,8 @@ def _import_tasks(app: App) -> None:
 
 @contextlib.contextmanager
 def _database_errors(connector: BaseConnector) -> Iterator[None]:
-    """Report SQLAlchemy's errors (migrations, reports) as the connectors do theirs."""
+    """Report SQLAlchemy's errors (migrations, reports) as the connectors report theirs: with
+    the same translator."""
     # SQLAlchemy and Alembic are imported here, not at the top: `sqla-jobs worker` never
     # loads them (the worker sends pre-rendered SQL).
     try:
@@ -247,15 +249,8 @@ def _database_errors(connector: BaseConnector) -> Iterator[None]:
     except Exception as exc:
         import sqlalchemy.exc
 
-        if isinstance(exc, sqlalchemy.exc.DBAPIError):
-            orig: Any = exc.orig
-            sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-            raise translate_error(
-                orig if orig is not None else exc,
-                target=connector.describe(),
-                sqlstate=sqlstate,
-                connecting=isinstance(exc, sqlalchemy.exc.OperationalError) and not sqlstate,
-            ) from exc
+        if isinstance(exc, (sqlalchemy.exc.DBAPIError, sqlalchemy.exc.TimeoutError)):
+            raise translate_error(exc, target=connector.describe()) from exc
 
         from alembic.util import CommandError
 

@@ -10,7 +10,13 @@ class JobsError(Exception):
 class ConnectorError(JobsError):
     """The database could not be reached or refused a statement.
 
-    ``constraint_name`` and ``sqlstate`` carry the server's diagnostics when there are any.
+    The server's diagnostics come with it, each None when the server sent none (a connection
+    refused has no SQLSTATE; only a constraint violation names a constraint): ``sqlstate``
+    (e.g. ``"23505"``, a unique violation), ``detail`` (the server's DETAIL line, e.g. which
+    key clashed), ``schema_name``, ``table_name``, ``column_name`` and ``constraint_name``.
+    The driver's own exception is the ``__cause__``. Decide on the codes and names, never on
+    the text: the server writes its messages and ``detail`` in the language of its
+    ``lc_messages`` setting.
     """
 
     def __init__(
@@ -18,19 +24,29 @@ class ConnectorError(JobsError):
         message: str,
         *,
         sqlstate: str | None = None,
+        detail: str | None = None,
+        schema_name: str | None = None,
+        table_name: str | None = None,
+        column_name: str | None = None,
         constraint_name: str | None = None,
     ) -> None:
         super().__init__(message)
         self.sqlstate = sqlstate
+        self.detail = detail
+        self.schema_name = schema_name
+        self.table_name = table_name
+        self.column_name = column_name
         self.constraint_name = constraint_name
 
 
 class ConnectionFailed(ConnectorError):
-    """PostgreSQL could not be reached: a wrong DSN, a down server, bad credentials."""
+    """PostgreSQL could not be reached (a wrong DSN, a down server, bad credentials), or the
+    connection was lost under a statement."""
 
 
 class SchemaNotFound(ConnectorError):
-    """The job tables do not exist in the database yet."""
+    """The job tables do not exist in the database yet (or not in the connection's
+    ``search_path``): ``sqla-jobs schema upgrade`` creates them."""
 
 
 class ConnectorNotOpen(JobsError):

@@ -19,7 +19,8 @@ from .base import (
     not_open,
     rows_from_cursor,
 )
-from .psycopg2 import Psycopg2Connector, describe_psycopg2, translate_psycopg2
+from .psycopg2 import Psycopg2Connector, describe_psycopg2
+from .translate import translate_error
 
 # aiopg (and psycopg2 under it) comes with the aiopg extra: without it this module still
 # imports, and building a connector says which extra to install.
@@ -93,7 +94,7 @@ class AiopgConnector(BaseAsyncConnector):
             try:
                 self._pool = await self._pool_factory(self._dsn, **args)
             except psycopg2.Error as exc:
-                raise translate_psycopg2(exc, self._target, None, connecting=True) from None
+                raise translate_error(exc, target=self._target, connecting=True) from exc
 
     async def close_async(self) -> None:
         if self._pool is not None:
@@ -118,7 +119,7 @@ class AiopgConnector(BaseAsyncConnector):
             finally:
                 pool.release(conn)
         except psycopg2.Error as exc:
-            raise translate_psycopg2(exc, self._target, query) from None
+            raise translate_error(exc, target=self._target, query=query) from exc
 
     async def listen(
         self,
@@ -130,7 +131,7 @@ class AiopgConnector(BaseAsyncConnector):
         try:
             conn = await aiopg.connect(self._dsn, enable_hstore=False, **self._connect_kwargs)
         except psycopg2.Error as exc:
-            raise translate_psycopg2(exc, self._target, None, connecting=True) from None
+            raise translate_error(exc, target=self._target, connecting=True) from exc
         try:
             async with conn.cursor() as cursor:
                 for channel in channels:
@@ -143,7 +144,7 @@ class AiopgConnector(BaseAsyncConnector):
                 if result is not None:
                     await result
         except psycopg2.Error as exc:
-            raise translate_psycopg2(exc, self._target, None) from None
+            raise translate_error(exc, target=self._target) from exc
         finally:
             conn.close()
 

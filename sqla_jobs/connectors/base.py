@@ -16,13 +16,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import (
-    ConnectionFailed,
-    ConnectorError,
-    ConnectorNotOpen,
-    SchemaNotFound,
-    SyncConnectorCannotRunWorker,
-)
+from ..errors import ConnectorNotOpen, SyncConnectorCannotRunWorker
 from ..queries import Query
 
 if TYPE_CHECKING:
@@ -36,10 +30,6 @@ Row = dict[str, Any]
 NotificationHandler = Callable[[str, str], Awaitable[None] | None]
 #: Called once LISTEN is in place on every channel: notifications sent from then on arrive.
 ListeningHandler = Callable[[], None]
-
-_UNDEFINED_TABLE = "42P01"
-_UNDEFINED_OBJECT = "42704"
-_OPERATOR_INTERVENTION = "57P"  # the server ended the session: shutdown, pg_terminate_backend
 
 
 class BaseConnector(abc.ABC):
@@ -198,55 +188,6 @@ def not_open(connector: BaseConnector) -> ConnectorNotOpen:
     return ConnectorNotOpen(
         f"{type(connector).__name__} is not open. Call app.open() / await app.open_async() "
         "(or use `with app.open():` / `async with app.open_async():`) before using it."
-    )
-
-
-def translate_error(
-    exc: BaseException,
-    *,
-    target: str,
-    sqlstate: str | None = None,
-    constraint_name: str | None = None,
-    query: Query | None = None,
-    connecting: bool = False,
-    lost: bool = False,
-) -> ConnectorError:
-    """Turn a driver exception into a sqla_jobs error whose message names the fix.
-
-    ``connecting``: the error came while getting a connection (nothing was sent). ``lost``:
-    the connection failed under a statement, which may or may not have taken effect.
-    """
-    text = str(exc).strip()
-    detail = " ".join(text.split()) if text else type(exc).__name__
-    if not connecting and (lost or (sqlstate or "").startswith(_OPERATOR_INTERVENTION)):
-        during = f" during {query.name}" if query is not None else ""
-        stop = "" if detail.endswith((".", "?", "!")) else "."
-        return ConnectionFailed(
-            f"Lost the connection to PostgreSQL{during} ({target}): {detail}{stop} The "
-            "statement may or may not have taken effect (a defer may have written its job); "
-            "the next statement gets a new connection. If this repeats, check that the server "
-            "is running and reachable.",
-            sqlstate=sqlstate,
-        )
-    if connecting or (sqlstate or "").startswith("08"):
-        stop = "" if detail.endswith((".", "?", "!")) else "."
-        return ConnectionFailed(
-            f"Could not connect to PostgreSQL ({target}): {detail}{stop} Check the connection "
-            "settings (DATABASE_URL, the connector's conninfo/dsn or keyword arguments, the "
-            "PG* environment variables) and that the server is running.",
-            sqlstate=sqlstate,
-        )
-    if sqlstate in (_UNDEFINED_TABLE, _UNDEFINED_OBJECT) and "sqla_jobs" in detail:
-        return SchemaNotFound(
-            f"The sqla_jobs tables are missing in this database ({target}). Create them with "
-            "`sqla-jobs schema upgrade` (or `alembic upgrade head`). Server said: " + detail,
-            sqlstate=sqlstate,
-        )
-    where = f" in {query.name}" if query is not None else ""
-    return ConnectorError(
-        f"PostgreSQL refused a statement{where} ({target}): {detail}",
-        sqlstate=sqlstate,
-        constraint_name=constraint_name,
     )
 
 

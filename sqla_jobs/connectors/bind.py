@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session, scoped_session
 from ..errors import JobsError
 from ..queries import Query
 from .base import BaseConnector, Params, Row
-from .sqlalchemy import check_dialect, translate_dbapi_error
+from .sqlalchemy import check_dialect
+from .translate import translate_error
 
 SyncBind = Session | scoped_session[Any] | Connection
 AsyncBind = AsyncSession | async_scoped_session[Any] | AsyncConnection
@@ -90,7 +91,7 @@ class BindConnector(BaseConnector):
             else:
                 result = connection.exec_driver_sql(query.sql, dict(params or {}))
         except sqlalchemy.exc.DBAPIError as exc:
-            raise translate_dbapi_error(exc, target=self.describe(), query=query) from None
+            raise translate_error(exc, target=self.describe(), query=query) from exc
         return [dict(row) for row in result.mappings()] if result.returns_rows else []
 
     async def fetch_all_async(self, query: Query, params: Params | None = None) -> list[Row]:
@@ -103,7 +104,7 @@ class BindConnector(BaseConnector):
             else:
                 result = await connection.exec_driver_sql(query.sql, dict(params or {}))
         except sqlalchemy.exc.DBAPIError as exc:
-            raise translate_dbapi_error(exc, target=self.describe(), query=query) from None
+            raise translate_error(exc, target=self.describe(), query=query) from exc
         return [dict(row) for row in result.mappings()] if result.returns_rows else []
 
     def sqlalchemy_engine(self) -> Engine:

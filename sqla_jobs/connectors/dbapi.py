@@ -1,5 +1,6 @@
 """Statements and COPY on a bare DB-API connection of either driver (psycopg 3 or psycopg2),
 for the connectors that hold one: psycopg2's pool, and SQLAlchemy engines' pooled connections.
+Errors are the driver's: the connector translates them (`translate.translate_error`).
 
 For COPY, psycopg 3 streams rows itself; psycopg2 reads the text format from a file-like
 object, written here."""
@@ -14,9 +15,8 @@ from typing import Any
 
 import psycopg
 
-from ..errors import ConnectorError
 from ..queries import Query
-from .base import Params, Row, rows_from_cursor, translate_error
+from .base import Params, Row, rows_from_cursor
 
 
 @functools.cache
@@ -62,26 +62,18 @@ def text_rows(rows: Iterable[Sequence[Any]]) -> str:
 
 
 def copy_rows(
-    connection: Any,
-    table: str,
-    columns: Sequence[str],
-    rows: Iterable[Sequence[Any]],
-    *,
-    target: str,
+    connection: Any, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> None:
     """Write ``rows`` with one COPY on ``connection``, a psycopg 3 or psycopg2 connection in
     autocommit mode (the COPY is then its own transaction)."""
     statement = copy_statement(table, columns)
-    try:
-        if isinstance(connection, psycopg.Connection):
-            with connection.cursor() as cursor, cursor.copy(statement) as copy:
-                for row in rows:
-                    copy.write_row(row)
-        else:
-            with connection.cursor() as cursor:
-                cursor.copy_expert(statement, io.StringIO(text_rows(rows)))
-    except driver_errors() as exc:
-        raise translate_driver_error(exc, target, None) from None
+    if isinstance(connection, psycopg.Connection):
+        with connection.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+    else:
+        with connection.cursor() as cursor:
+            cursor.copy_expert(statement, io.StringIO(text_rows(rows)))
 
 
 async def copy_rows_async(
@@ -89,39 +81,11 @@ async def copy_rows_async(
     table: str,
     columns: Sequence[str],
     rows: Iterable[Sequence[Any]],
-    *,
-    target: str,
 ) -> None:
     """`copy_rows` on a psycopg 3 async connection."""
-    try:
-        async with (
-            connection.cursor() as cursor,
-            cursor.copy(copy_statement(table, columns)) as copy,
-        ):
-            for row in rows:
-                await copy.write_row(row)
-    except psycopg.Error as exc:
-        raise translate_driver_error(exc, target, None) from None
-
-
-def translate_driver_error(
-    exc: Exception, target: str, query: Query | None, *, connecting: bool = False
-) -> ConnectorError:
-    """A sqla_jobs error for a psycopg 3 or psycopg2 error; ``connecting``: raised while
-    getting a connection."""
-    if isinstance(exc, psycopg.Error):
-        sqlstate, operational = exc.sqlstate, isinstance(exc, psycopg.OperationalError)
-    else:
-        sqlstate = getattr(exc, "pgcode", None)
-        operational = type(exc).__name__ == "OperationalError"  # psycopg2's, not imported here
-    diag = getattr(exc, "diag", None)
-    return translate_error(
-        exc,
-        target=target,
-        sqlstate=sqlstate,
-        constraint_name=getattr(diag, "constraint_name", None),
-        query=query,
-        connecting=connecting,
-        # A statement error carries a SQLSTATE; a lost connection has none.
-        lost=operational and not sqlstate,
-    )
+    async with (
+        connection.cursor() as cursor,
+        cursor.copy(copy_statement(table, columns)) as copy,
+    ):
+        for row in rows:
+            await copy.write_row(row)

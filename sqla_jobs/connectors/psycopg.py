@@ -15,7 +15,6 @@ from psycopg.conninfo import make_conninfo
 from psycopg.pq import ExecStatus
 from psycopg.rows import dict_row
 
-from ..errors import ConnectorError
 from ..queries import Query
 from .base import (
     BaseAsyncConnector,
@@ -28,9 +27,9 @@ from .base import (
     not_open,
     redact,
     rows_from_cursor,
-    translate_error,
 )
 from .dbapi import copy_rows, copy_rows_async
+from .translate import translate_error
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -63,20 +62,6 @@ def _is_dead(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bo
 # growing pauses (1, 2, 4 s...), then connects by itself: at once refused while the server is
 # down, at once through when it is back.
 _OUTAGE_POOL_WAIT = 0.2
-
-
-def _translate(
-    exc: psycopg.Error, target: str, query: Query | None, connecting: bool = False
-) -> ConnectorError:
-    return translate_error(
-        exc,
-        target=target,
-        sqlstate=exc.sqlstate,
-        constraint_name=exc.diag.constraint_name,
-        query=query,
-        connecting=connecting or isinstance(exc, psycopg_pool.PoolTimeout),
-        lost=isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None,
-    )
 
 
 class PsycopgConnector(BaseAsyncConnector):
@@ -129,7 +114,7 @@ class PsycopgConnector(BaseAsyncConnector):
             try:
                 conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs)
             except psycopg.Error as exc:
-                raise _translate(exc, self._target, None, connecting=True) from None
+                raise translate_error(exc, target=self._target, connecting=True) from exc
             await conn.close()
             pool = self._pool_factory(**{**self._pool_args, "kwargs": self._kwargs, "open": False})
             await pool.open()
@@ -166,7 +151,7 @@ class PsycopgConnector(BaseAsyncConnector):
         try:
             return await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs), False
         except psycopg.Error as exc:
-            raise _translate(exc, self._target, None, connecting=True) from None
+            raise translate_error(exc, target=self._target, connecting=True) from exc
 
     @staticmethod
     async def _checkin(
@@ -202,7 +187,7 @@ class PsycopgConnector(BaseAsyncConnector):
         except psycopg.Error as exc:
             if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
                 self._outage = True  # the connection was lost, not the statement refused
-            raise _translate(exc, self._target, query) from None
+            raise translate_error(exc, target=self._target, query=query) from exc
 
     supports_copy = True  # through the sync twin
     supports_copy_async = True
@@ -216,11 +201,11 @@ class PsycopgConnector(BaseAsyncConnector):
         try:
             conn, pooled = await self._checkout(pool)
             try:
-                await copy_rows_async(conn, table, columns, rows, target=self._target)
+                await copy_rows_async(conn, table, columns, rows)
             finally:
                 await self._checkin(pool, conn, pooled)
         except psycopg.Error as exc:
-            raise _translate(exc, self._target, None) from None
+            raise translate_error(exc, target=self._target) from exc
 
     async def listen(
         self,
@@ -232,7 +217,7 @@ class PsycopgConnector(BaseAsyncConnector):
         try:
             conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs)
         except psycopg.Error as exc:
-            raise _translate(exc, self._target, None, connecting=True) from None
+            raise translate_error(exc, target=self._target, connecting=True) from exc
         try:
             for channel in channels:
                 await conn.execute(f'LISTEN "{channel}"')
@@ -243,7 +228,7 @@ class PsycopgConnector(BaseAsyncConnector):
                 if result is not None:
                     await result
         except psycopg.Error as exc:
-            raise _translate(exc, self._target, None) from None
+            raise translate_error(exc, target=self._target) from exc
         finally:
             await conn.close()
 
@@ -280,7 +265,7 @@ class SyncPsycopgConnector(BaseConnector):
             try:
                 psycopg.Connection.connect(self._conninfo, **self._kwargs).close()
             except psycopg.Error as exc:
-                raise _translate(exc, self._target, None, connecting=True) from None
+                raise translate_error(exc, target=self._target, connecting=True) from exc
             pool = self._pool_factory(**{**self._pool_args, "kwargs": self._kwargs, "open": False})
             pool.open()
             self._pool = pool
@@ -309,7 +294,7 @@ class SyncPsycopgConnector(BaseConnector):
         except psycopg.Error as exc:
             if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
                 self._outage = True  # the connection was lost, not the statement refused
-            raise _translate(exc, self._target, query) from None
+            raise translate_error(exc, target=self._target, query=query) from exc
 
     def _checkout(
         self, pool: psycopg_pool.ConnectionPool[Any]
@@ -332,7 +317,7 @@ class SyncPsycopgConnector(BaseConnector):
         try:
             return psycopg.Connection.connect(self._conninfo, **self._kwargs), False
         except psycopg.Error as exc:
-            raise _translate(exc, self._target, None, connecting=True) from None
+            raise translate_error(exc, target=self._target, connecting=True) from exc
 
     def fetch_all(self, query: Query, params: Params | None = None) -> list[Row]:
         with self._connection(query) as conn:
@@ -346,7 +331,7 @@ class SyncPsycopgConnector(BaseConnector):
 
     def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         with self._connection(None) as conn:
-            copy_rows(conn, table, columns, rows, target=self._target)
+            copy_rows(conn, table, columns, rows)
 
     def sqlalchemy_engine(self) -> Engine:
         kwargs = {k: v for k, v in self._kwargs.items() if k != "autocommit"}

@@ -11,18 +11,10 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
-from ..errors import ConnectorError
 from ..queries import Query
-from .base import (
-    BaseConnector,
-    Params,
-    Row,
-    idle_connection_is_dead,
-    missing_driver,
-    redact,
-    translate_error,
-)
+from .base import BaseConnector, Params, Row, idle_connection_is_dead, missing_driver, redact
 from .dbapi import copy_rows, fetch_all
+from .translate import translate_error
 
 # psycopg2 comes with the psycopg2 (or aiopg) extra: without it this module still imports,
 # and building a connector says which extra to install.
@@ -36,21 +28,6 @@ else:
     _missing_psycopg2 = None
 
 PoolFactory = Callable[..., "psycopg2.pool.AbstractConnectionPool"]
-
-
-def translate_psycopg2(
-    exc: psycopg2.Error, target: str, query: Query | None, connecting: bool = False
-) -> ConnectorError:
-    diag = getattr(exc, "diag", None)
-    return translate_error(
-        exc,
-        target=target,
-        sqlstate=exc.pgcode,
-        constraint_name=diag.constraint_name if diag is not None else None,
-        query=query,
-        connecting=connecting,
-        lost=isinstance(exc, psycopg2.OperationalError) and not exc.pgcode,
-    )
 
 
 def describe_psycopg2(dsn: str, kwargs: dict[str, Any]) -> str:
@@ -104,7 +81,7 @@ class Psycopg2Connector(BaseConnector):
                     self._minconn, self._maxconn, self._dsn or None, **self._kwargs
                 )
             except psycopg2.Error as exc:
-                raise translate_psycopg2(exc, self._target, None, connecting=True) from None
+                raise translate_error(exc, target=self._target, connecting=True) from exc
 
     def close(self) -> None:
         with self._open_lock:
@@ -122,14 +99,16 @@ class Psycopg2Connector(BaseConnector):
             try:
                 conn = self._getconn_alive(pool)
             except psycopg2.Error as exc:
-                raise translate_psycopg2(exc, self._target, query, connecting=True) from None
+                raise translate_error(
+                    exc, target=self._target, query=query, connecting=True
+                ) from exc
             broken = False
             try:
                 conn.autocommit = True
                 yield conn
             except psycopg2.Error as exc:
                 broken = bool(conn.closed)
-                raise translate_psycopg2(exc, self._target, query) from None
+                raise translate_error(exc, target=self._target, query=query) from exc
             finally:
                 pool.putconn(conn, close=broken)
 
@@ -152,7 +131,7 @@ class Psycopg2Connector(BaseConnector):
 
     def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         with self._connection(None) as conn:
-            copy_rows(conn, table, columns, rows, target=self._target)
+            copy_rows(conn, table, columns, rows)
 
     def sqlalchemy_engine(self) -> Engine:
         dsn, kwargs = self._dsn or None, self._kwargs

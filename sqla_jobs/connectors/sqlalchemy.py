@@ -2,13 +2,14 @@
 `SQLAlchemyPsycopg2Connector`. They defer jobs through the engine's pool, never a pool of
 their own.
 
-The helpers here (driver check, error translation) serve every SQLAlchemy-based connector:
-this one, `SQLAlchemyAsyncConnector` and the ``bind=`` connector.
+The helpers here (driver and argument checks) serve every SQLAlchemy-based connector: this
+one, `SQLAlchemyAsyncConnector` and the ``bind=`` connector.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..errors import ConnectionFailed, ConnectorError, JobsError
+from ..errors import JobsError
 from ..queries import Query
 from .base import (
     MAX_DEAD_CONNECTIONS,
@@ -27,12 +28,15 @@ from .base import (
     Row,
     idle_connection_is_dead,
     missing_driver,
-    translate_error,
 )
-from .dbapi import copy_rows, driver_errors, fetch_all, translate_driver_error
+from .dbapi import copy_rows, driver_errors, fetch_all
+from .translate import translate_error
 
 #: SQLAlchemy drivers whose paramstyle is the ``%(name)s`` our rendered statements use.
 SUPPORTED_DRIVERS = ("psycopg", "psycopg2")
+
+#: What SQLAlchemy raises around a driver's error, or when its pool has no connection free.
+SQLALCHEMY_ERRORS = (sqlalchemy.exc.DBAPIError, sqlalchemy.exc.TimeoutError)
 
 
 def check_dialect(dialect: Dialect, *, what: str, want_async: bool | None = None) -> None:
@@ -96,34 +100,11 @@ def check_engine_arguments(
         raise TypeError(f"{owner}(engine=...) takes {name}, not {type(engine).__name__}")
 
 
-def translate_dbapi_error(
-    exc: sqlalchemy.exc.DBAPIError, *, target: str, query: Query | None, connecting: bool = False
-) -> ConnectorError:
-    """A sqla_jobs error for an error SQLAlchemy raised around a psycopg/psycopg2 one;
-    ``connecting``: raised while getting a connection."""
-    orig: Any = exc.orig
-    sqlstate = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
-    diag = getattr(orig, "diag", None)
-    return translate_error(
-        orig if orig is not None else exc,
-        target=target,
-        sqlstate=sqlstate,
-        constraint_name=getattr(diag, "constraint_name", None),
-        query=query,
-        connecting=connecting,
-        # A statement error carries a SQLSTATE; a refused or lost connection has none.
-        lost=isinstance(exc, sqlalchemy.exc.OperationalError) and not sqlstate,
-    )
-
-
-def pool_timeout_error(exc: sqlalchemy.exc.TimeoutError, *, target: str) -> ConnectionFailed:
-    """The engine's pool had no connection to give within its ``pool_timeout``."""
-    detail = " ".join(str(exc).split("(Background on this error")[0].split())
-    return ConnectionFailed(
-        f"No connection free in the SQLAlchemy engine's pool ({target}): {detail} The jobs "
-        "share the pool with the rest of the application: raise the engine's pool_size / "
-        "max_overflow, or lower the worker's --concurrency."
-    )
+@functools.cache
+def _connect_errors() -> tuple[type[Exception], ...]:
+    """What getting a connection from an engine's pool raises: the pool lets the driver's
+    connect errors through, unwrapped."""
+    return (*driver_errors(), *SQLALCHEMY_ERRORS)
 
 
 class SQLAlchemyConnector(BaseConnector):
@@ -190,14 +171,8 @@ class SQLAlchemyConnector(BaseConnector):
         ``echo`` do not see these statements; pool events do."""
         try:
             pooled = self._raw_connection_alive()
-        except driver_errors() as exc:  # the pool lets the driver's connect errors through
-            raise translate_driver_error(exc, self._target, query, connecting=True) from None
-        except sqlalchemy.exc.DBAPIError as exc:
-            raise translate_dbapi_error(
-                exc, target=self._target, query=query, connecting=True
-            ) from None
-        except sqlalchemy.exc.TimeoutError as exc:
-            raise pool_timeout_error(exc, target=self._target) from None
+        except _connect_errors() as exc:
+            raise translate_error(exc, target=self._target, query=query, connecting=True) from exc
         driver_connection: Any = pooled.driver_connection
         try:
             was_autocommit = driver_connection.autocommit
@@ -210,7 +185,7 @@ class SQLAlchemyConnector(BaseConnector):
         except driver_errors() as exc:
             if driver_connection.closed:
                 pooled.invalidate()  # lost: the pool must not hand it out again
-            raise translate_driver_error(exc, self._target, query) from None
+            raise translate_error(exc, target=self._target, query=query) from exc
         finally:
             pooled.close()  # back to the pool
 
@@ -223,7 +198,7 @@ class SQLAlchemyConnector(BaseConnector):
 
     def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         with self._driver_connection(None) as connection:
-            copy_rows(connection, table, columns, rows, target=self._target)
+            copy_rows(connection, table, columns, rows)
 
     def sqlalchemy_engine(self) -> Engine:
         return self.engine
@@ -258,7 +233,7 @@ def engine_arguments(
         raise ValueError(
             f"dsn= is neither a URL nor a valid key=value connection string: {exc}. Pass e.g. "
             "'postgresql://user@host/dbname' or 'host=... dbname=...'."
-        ) from None
+        ) from exc
     # Both drivers take libpq's keywords as connect() arguments; explicit ones win.
     connect_args = {**params, **engine_kwargs.get("connect_args", {})}
     return f"postgresql+{driver}://", {**engine_kwargs, "connect_args": connect_args}

@@ -12,7 +12,6 @@ import sqlalchemy
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from ..errors import ConnectorError
 from ..queries import Query
 from .base import (
     MAX_DEAD_CONNECTIONS,
@@ -24,17 +23,16 @@ from .base import (
     Row,
     idle_connection_is_dead,
     not_open,
-    translate_error,
 )
 from .dbapi import copy_rows_async
 from .sqlalchemy import (
+    SQLALCHEMY_ERRORS,
     SQLAlchemyConnector,
     check_dialect,
     check_engine_arguments,
     engine_arguments,
-    pool_timeout_error,
-    translate_dbapi_error,
 )
+from .translate import translate_error
 
 #: Pool of the sync engine built for deferring from sync code: one kept connection, a few
 #: more under load (closed when returned).
@@ -109,12 +107,8 @@ class SQLAlchemyAsyncConnector(BaseAsyncConnector):
         try:
             async with self.engine.connect():
                 pass
-        except sqlalchemy.exc.DBAPIError as exc:
-            raise translate_dbapi_error(
-                exc, target=self._target, query=None, connecting=True
-            ) from None
-        except sqlalchemy.exc.TimeoutError as exc:
-            raise pool_timeout_error(exc, target=self._target) from None
+        except SQLALCHEMY_ERRORS as exc:
+            raise translate_error(exc, target=self._target, connecting=True) from exc
         self._open = True
 
     async def close_async(self) -> None:
@@ -151,10 +145,8 @@ class SQLAlchemyAsyncConnector(BaseAsyncConnector):
                 return [dict(row) for row in result.mappings()]
             finally:
                 await conn.close()
-        except sqlalchemy.exc.DBAPIError as exc:
-            raise translate_dbapi_error(exc, target=self._target, query=query) from None
-        except sqlalchemy.exc.TimeoutError as exc:
-            raise pool_timeout_error(exc, target=self._target) from None
+        except SQLALCHEMY_ERRORS as exc:
+            raise translate_error(exc, target=self._target, query=query) from exc
 
     supports_copy = True  # through the sync twin
     supports_copy_async = True
@@ -169,13 +161,11 @@ class SQLAlchemyAsyncConnector(BaseAsyncConnector):
             try:
                 raw = await conn.get_raw_connection()
                 driver_connection: Any = raw.driver_connection
-                await copy_rows_async(driver_connection, table, columns, rows, target=self._target)
+                await copy_rows_async(driver_connection, table, columns, rows)
             finally:
                 await conn.close()
-        except sqlalchemy.exc.DBAPIError as exc:
-            raise translate_dbapi_error(exc, target=self._target, query=None) from None
-        except sqlalchemy.exc.TimeoutError as exc:
-            raise pool_timeout_error(exc, target=self._target) from None
+        except (*SQLALCHEMY_ERRORS, psycopg.Error) as exc:
+            raise translate_error(exc, target=self._target) from exc
 
     async def listen(
         self,
@@ -188,12 +178,8 @@ class SQLAlchemyAsyncConnector(BaseAsyncConnector):
             raise not_open(self)
         try:
             conn = await self._autocommit.connect()
-        except sqlalchemy.exc.DBAPIError as exc:
-            raise translate_dbapi_error(
-                exc, target=self._target, query=None, connecting=True
-            ) from None
-        except sqlalchemy.exc.TimeoutError as exc:
-            raise pool_timeout_error(exc, target=self._target) from None
+        except SQLALCHEMY_ERRORS as exc:
+            raise translate_error(exc, target=self._target, connecting=True) from exc
         try:
             await self._listen_on(conn, channels, on_notification, on_listening)
         finally:
@@ -222,18 +208,6 @@ class SQLAlchemyAsyncConnector(BaseAsyncConnector):
                     result = on_notification(notification.channel, notification.payload)
                     if result is not None:
                         await result
-        except sqlalchemy.exc.DBAPIError as exc:
-            raise translate_dbapi_error(exc, target=self._target, query=None) from None
-        except psycopg.Error as exc:
-            raise _translate_psycopg(exc, self._target) from None
-
-
-def _translate_psycopg(exc: psycopg.Error, target: str) -> ConnectorError:
-    # psycopg's own errors reach us only from notifies(), outside SQLAlchemy's wrapping.
-    return translate_error(
-        exc,
-        target=target,
-        sqlstate=exc.sqlstate,
-        constraint_name=exc.diag.constraint_name,
-        lost=isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None,
-    )
+        # psycopg's own errors come from notifies(), outside SQLAlchemy's wrapping.
+        except (*SQLALCHEMY_ERRORS, psycopg.Error) as exc:
+            raise translate_error(exc, target=self._target) from exc
