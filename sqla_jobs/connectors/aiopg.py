@@ -97,12 +97,13 @@ class AiopgConnector(BaseAsyncConnector):
                 raise translate_error(exc, target=self._target, connecting=True) from exc
 
     async def close_async(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            pool.close()
-            await pool.wait_closed()
-        if self._sync is not None:
-            self._sync.close()
+        # Under the lock: a close that comes while the pool opens waits for it, then closes it.
+        async with self._open_lock:
+            if self._pool is not None:
+                pool, self._pool = self._pool, None
+                pool.close()
+                await pool.wait_closed()
+        self.close()  # the sync twin's pool
 
     async def fetch_all_async(self, query: Query, params: Params | None = None) -> list[Row]:
         if self._pool is None:
@@ -110,16 +111,18 @@ class AiopgConnector(BaseAsyncConnector):
         pool = self._pool
         try:
             conn = await _acquire_alive(pool)
-            try:
-                async with conn.cursor() as cursor:
-                    await cursor.execute(query.sql, params)
-                    if cursor.description is None:
-                        return []
-                    return rows_from_cursor(cursor.description, await cursor.fetchall())
-            finally:
-                pool.release(conn)
+        except psycopg2.Error as exc:  # nothing was sent
+            raise translate_error(exc, target=self._target, query=query, connecting=True) from exc
+        try:
+            async with conn.cursor() as cursor:
+                await cursor.execute(query.sql, params)
+                if cursor.description is None:
+                    return []
+                return rows_from_cursor(cursor.description, await cursor.fetchall())
         except psycopg2.Error as exc:
             raise translate_error(exc, target=self._target, query=query) from exc
+        finally:
+            pool.release(conn)
 
     async def listen(
         self,

@@ -1,5 +1,5 @@
-"""Statements and COPY on a bare DB-API connection of either driver (psycopg 3 or psycopg2),
-for the connectors that hold one: psycopg2's pool, and SQLAlchemy engines' pooled connections.
+"""Statements and COPY on a bare connection of either driver (psycopg 3 or psycopg2), sync or
+async, for every connector that holds one: its own pool's, or a SQLAlchemy engine's pooled one.
 Errors are the driver's: the connector translates them (`translate.translate_error`).
 
 For COPY, psycopg 3 streams rows itself; psycopg2 reads the text format from a file-like
@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
+from psycopg.pq import ExecStatus
+from psycopg.rows import dict_row
 
 from ..queries import Query
 from .base import Params, Row, rows_from_cursor
@@ -34,13 +36,40 @@ def driver_errors() -> tuple[type[Exception], ...]:
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def fetch_all(connection: Any, query: Query, params: Params | None) -> list[Row]:
-    """Run ``query`` on a DB-API connection (in autocommit mode); its rows as dicts."""
+_TUPLES_OK = ExecStatus.TUPLES_OK
+
+
+def fetch_all(
+    connection: Any, query: Query, params: Params | None, *, prepare: bool | None = None
+) -> list[Row]:
+    """Run ``query`` on a DB-API connection (in autocommit mode); its rows as dicts.
+    ``prepare`` (psycopg 3 only): as ``cursor.execute`` takes it; None leaves it to the
+    connection's ``prepare_threshold``."""
     with connection.cursor() as cursor:
-        cursor.execute(query.sql, params)
+        if prepare is None:
+            cursor.execute(query.sql, params)
+        else:
+            cursor.execute(query.sql, params, prepare=prepare)
         if cursor.description is None:
             return []
         return rows_from_cursor(cursor.description, cursor.fetchall())
+
+
+async def fetch_all_async(
+    connection: psycopg.AsyncConnection[Any],
+    query: Query,
+    params: Params | None,
+    *,
+    prepare: bool | None = None,
+) -> list[Row]:
+    """`fetch_all` on a psycopg 3 async connection."""
+    # dict_row builds each row straight from the result (no Column objects).
+    cursor = connection.cursor(row_factory=dict_row)
+    await cursor.execute(query.sql, params, prepare=prepare)
+    if cursor.pgresult is None or cursor.pgresult.status != _TUPLES_OK:
+        return []
+    rows: list[Row] = await cursor.fetchall()
+    return rows
 
 
 def copy_statement(table: str, columns: Sequence[str]) -> str:
@@ -89,3 +118,9 @@ async def copy_rows_async(
     ):
         for row in rows:
             await copy.write_row(row)
+
+
+def is_idle(connection: Any) -> bool:
+    """Whether a psycopg 3 or psycopg2 connection is open and in no transaction and no
+    statement: its autocommit can be set back. Both drivers number the idle status 0."""
+    return not connection.closed and connection.info.transaction_status == 0

@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import psycopg_pool
 from psycopg.conninfo import make_conninfo
-from psycopg.pq import ExecStatus
-from psycopg.rows import dict_row
 
 from ..queries import Query
 from .base import (
@@ -26,15 +24,12 @@ from .base import (
     idle_connection_is_dead,
     not_open,
     redact,
-    rows_from_cursor,
 )
-from .dbapi import copy_rows, copy_rows_async
+from .dbapi import copy_rows, copy_rows_async, fetch_all, fetch_all_async
 from .translate import translate_error
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
-
-_TUPLES_OK = ExecStatus.TUPLES_OK
 
 AsyncPoolFactory = Callable[..., psycopg_pool.AsyncConnectionPool[Any]]
 SyncPoolFactory = Callable[..., psycopg_pool.ConnectionPool[Any]]
@@ -121,11 +116,12 @@ class PsycopgConnector(BaseAsyncConnector):
             self._pool = pool
 
     async def close_async(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
-        if self._sync is not None:
-            self._sync.close()
+        # Under the lock: a close that comes while the pool opens waits for it, then closes it.
+        async with self._open_lock:
+            if self._pool is not None:
+                pool, self._pool = self._pool, None
+                await pool.close()
+        self.close()  # the sync twin's pool
 
     async def _checkout(
         self, pool: psycopg_pool.AsyncConnectionPool[Any]
@@ -175,13 +171,7 @@ class PsycopgConnector(BaseAsyncConnector):
             # one returned mid-statement (cancelled), and the pool replaces it.
             conn, pooled = await self._checkout(pool)
             try:
-                # dict_row builds each row straight from the result (no Column objects).
-                cursor = conn.cursor(row_factory=dict_row)
-                await cursor.execute(query.sql, params, prepare=query.prepared)
-                if cursor.pgresult is None or cursor.pgresult.status != _TUPLES_OK:
-                    return []
-                rows: list[Row] = await cursor.fetchall()
-                return rows
+                return await fetch_all_async(conn, query, params, prepare=query.prepared)
             finally:
                 await self._checkin(pool, conn, pooled)
         except psycopg.Error as exc:
@@ -259,9 +249,13 @@ class SyncPsycopgConnector(BaseConnector):
         return self._target
 
     def open(self) -> None:
+        self._open_pool()
+
+    def _open_pool(self) -> psycopg_pool.ConnectionPool[Any]:
+        """The pool, opened now if it is not yet."""
         with self._open_lock:
             if self._pool is not None:
-                return
+                return self._pool
             try:
                 psycopg.Connection.connect(self._conninfo, **self._kwargs).close()
             except psycopg.Error as exc:
@@ -269,6 +263,7 @@ class SyncPsycopgConnector(BaseConnector):
             pool = self._pool_factory(**{**self._pool_args, "kwargs": self._kwargs, "open": False})
             pool.open()
             self._pool = pool
+            return pool
 
     def close(self) -> None:
         with self._open_lock:
@@ -278,10 +273,7 @@ class SyncPsycopgConnector(BaseConnector):
 
     @contextlib.contextmanager
     def _connection(self, query: Query | None) -> Iterator[psycopg.Connection[Any]]:
-        if self._pool is None:
-            self.open()
-        pool = self._pool
-        assert pool is not None
+        pool = self._pool or self._open_pool()
         try:
             conn, pooled = self._checkout(pool)
             try:
@@ -321,10 +313,7 @@ class SyncPsycopgConnector(BaseConnector):
 
     def fetch_all(self, query: Query, params: Params | None = None) -> list[Row]:
         with self._connection(query) as conn:
-            cursor = conn.execute(query.sql, params, prepare=query.prepared)
-            if cursor.description is None:
-                return []
-            return rows_from_cursor(cursor.description, cursor.fetchall())
+            return fetch_all(conn, query, params, prepare=query.prepared)
 
     supports_copy = True
     supports_copy_async = True  # in a thread

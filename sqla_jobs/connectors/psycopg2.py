@@ -73,15 +73,19 @@ class Psycopg2Connector(BaseConnector):
         return self._target
 
     def open(self) -> None:
+        self._open_pool()
+
+    def _open_pool(self) -> psycopg2.pool.AbstractConnectionPool:
+        """The pool, opened now if it is not yet."""
         with self._open_lock:
-            if self._pool is not None:
-                return
-            try:
-                self._pool = self._pool_factory(
-                    self._minconn, self._maxconn, self._dsn or None, **self._kwargs
-                )
-            except psycopg2.Error as exc:
-                raise translate_error(exc, target=self._target, connecting=True) from exc
+            if self._pool is None:
+                try:
+                    self._pool = self._pool_factory(
+                        self._minconn, self._maxconn, self._dsn or None, **self._kwargs
+                    )
+                except psycopg2.Error as exc:
+                    raise translate_error(exc, target=self._target, connecting=True) from exc
+            return self._pool
 
     def close(self) -> None:
         with self._open_lock:
@@ -91,10 +95,7 @@ class Psycopg2Connector(BaseConnector):
 
     @contextlib.contextmanager
     def _connection(self, query: Query | None) -> Iterator[Any]:
-        if self._pool is None:
-            self.open()
-        pool = self._pool
-        assert pool is not None
+        pool = self._pool or self._open_pool()
         with self._slots:
             try:
                 conn = self._getconn_alive(pool)

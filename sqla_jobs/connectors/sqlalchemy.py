@@ -29,7 +29,7 @@ from .base import (
     idle_connection_is_dead,
     missing_driver,
 )
-from .dbapi import copy_rows, driver_errors, fetch_all
+from .dbapi import copy_rows, driver_errors, fetch_all, is_idle
 from .translate import translate_error
 
 #: SQLAlchemy drivers whose paramstyle is the ``%(name)s`` our rendered statements use.
@@ -168,7 +168,8 @@ class SQLAlchemyConnector(BaseConnector):
         """A connection from the engine's pool as the bare driver connection, in autocommit
         mode for the statement: a third of the client time of a SQLAlchemy ``Connection``
         (whose per-call work costs more than PostgreSQL's insert). Engine events and
-        ``echo`` do not see these statements; pool events do."""
+        ``echo`` do not see these statements; pool events do. `SQLAlchemyAsyncConnector`
+        borrows its connections the same way."""
         try:
             pooled = self._raw_connection_alive()
         except _connect_errors() as exc:
@@ -180,11 +181,11 @@ class SQLAlchemyConnector(BaseConnector):
             try:
                 yield driver_connection
             finally:
-                if not driver_connection.closed:
+                if is_idle(driver_connection):
                     driver_connection.autocommit = was_autocommit
+                else:  # lost, or stopped mid-statement: the pool must not hand it out again
+                    pooled.invalidate()
         except driver_errors() as exc:
-            if driver_connection.closed:
-                pooled.invalidate()  # lost: the pool must not hand it out again
             raise translate_error(exc, target=self._target, query=query) from exc
         finally:
             pooled.close()  # back to the pool

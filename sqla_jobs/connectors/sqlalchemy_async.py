@@ -3,8 +3,9 @@ SQLAlchemy `AsyncEngine` (``postgresql+psycopg://``) and its pool."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -24,7 +25,7 @@ from .base import (
     idle_connection_is_dead,
     not_open,
 )
-from .dbapi import copy_rows_async
+from .dbapi import copy_rows_async, fetch_all_async, is_idle
 from .sqlalchemy import (
     SQLALCHEMY_ERRORS,
     SQLAlchemyConnector,
@@ -80,10 +81,9 @@ class SQLAlchemyAsyncConnector(BaseAsyncConnector):
             check_dialect(sync_engine.dialect, what=f"{cls}'s sync_engine", want_async=False)
         self.engine: AsyncEngine = engine
         self._sync_engine = sync_engine
-        # The same pool, with each statement in autocommit: no BEGIN/COMMIT round trips.
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._target = engine.url.render_as_string(hide_password=True)
         self._open = False
+        self._open_lock = asyncio.Lock()
 
     def describe(self) -> str:
         return self._target
@@ -102,51 +102,72 @@ class SQLAlchemyAsyncConnector(BaseAsyncConnector):
         """Check that the database answers, so that a wrong URL or a down server fails here
         rather than at the first defer. Like every async connector, this one must be opened
         before it defers or runs a worker (the engine's pool itself needs no opening)."""
-        if self._open:
-            return
-        try:
-            async with self.engine.connect():
-                pass
-        except SQLALCHEMY_ERRORS as exc:
-            raise translate_error(exc, target=self._target, connecting=True) from exc
-        self._open = True
+        async with self._open_lock:
+            if self._open:
+                return
+            try:
+                async with self.engine.connect():
+                    pass
+            except SQLALCHEMY_ERRORS as exc:
+                raise translate_error(exc, target=self._target, connecting=True) from exc
+            self._open = True
 
     async def close_async(self) -> None:
         """Close the sync twin; dispose of the engine only if this connector built it."""
-        self._open = False
-        if self._owns_engine:
-            await self.engine.dispose()
+        # Under the lock: a close that comes while the check runs waits for it, then closes.
+        async with self._open_lock:
+            self._open = False
+            if self._owns_engine:
+                await self.engine.dispose()
         self.close()
 
-    async def _connect_alive(self) -> AsyncConnection:
-        """A pooled connection that the server has not closed (`idle_connection_is_dead`):
-        closed ones are invalidated (the pool connects anew in their place)."""
+    async def _connect_alive(self) -> tuple[AsyncConnection, psycopg.AsyncConnection[Any]]:
+        """A pooled connection that the server has not closed (`idle_connection_is_dead`),
+        and its driver connection: closed ones are invalidated (the pool connects anew in
+        their place)."""
         for _ in range(MAX_DEAD_CONNECTIONS):
-            conn = await self._autocommit.connect()
-            raw = await conn.get_raw_connection()
-            driver_connection: Any = raw.driver_connection
+            conn = await self.engine.connect()
+            driver_connection = await _driver_connection_of(conn)
             if not driver_connection.closed and not idle_connection_is_dead(
                 driver_connection.fileno()
             ):
-                return conn
+                return conn, driver_connection
             await conn.invalidate()
             await conn.close()
-        return await self._autocommit.connect()
+        conn = await self.engine.connect()
+        return conn, await _driver_connection_of(conn)
 
-    async def fetch_all_async(self, query: Query, params: Params | None = None) -> list[Row]:
+    @contextlib.asynccontextmanager
+    async def _driver_connection(
+        self, query: Query | None
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """`SQLAlchemyConnector._driver_connection` for the async engine: the bare psycopg
+        connection of one of the pool's connections, in autocommit mode for the statement."""
         if not self._open:
             raise not_open(self)
         try:
-            conn = await self._connect_alive()
+            conn, driver_connection = await self._connect_alive()
+        except (*SQLALCHEMY_ERRORS, psycopg.Error) as exc:
+            raise translate_error(exc, target=self._target, query=query, connecting=True) from exc
+        try:
+            was_autocommit = driver_connection.autocommit
+            await driver_connection.set_autocommit(True)
             try:
-                result = await conn.exec_driver_sql(query.sql, dict(params or {}))
-                if not result.returns_rows:
-                    return []
-                return [dict(row) for row in result.mappings()]
+                yield driver_connection
             finally:
-                await conn.close()
-        except SQLALCHEMY_ERRORS as exc:
+                if is_idle(driver_connection):
+                    await driver_connection.set_autocommit(was_autocommit)
+                else:  # lost, or cancelled mid-statement: the pool must not hand it out again
+                    await conn.invalidate()
+        except psycopg.Error as exc:
             raise translate_error(exc, target=self._target, query=query) from exc
+        finally:
+            await conn.close()  # back to the pool
+
+    async def fetch_all_async(self, query: Query, params: Params | None = None) -> list[Row]:
+        async with self._driver_connection(query) as connection:
+            # Prepared or not as the application's engine decides (its prepare_threshold).
+            return await fetch_all_async(connection, query, params)
 
     supports_copy = True  # through the sync twin
     supports_copy_async = True
@@ -154,18 +175,8 @@ class SQLAlchemyAsyncConnector(BaseAsyncConnector):
     async def copy_rows_async(
         self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
     ) -> None:
-        if not self._open:
-            raise not_open(self)
-        try:
-            conn = await self._connect_alive()
-            try:
-                raw = await conn.get_raw_connection()
-                driver_connection: Any = raw.driver_connection
-                await copy_rows_async(driver_connection, table, columns, rows)
-            finally:
-                await conn.close()
-        except (*SQLALCHEMY_ERRORS, psycopg.Error) as exc:
-            raise translate_error(exc, target=self._target) from exc
+        async with self._driver_connection(None) as connection:
+            await copy_rows_async(connection, table, columns, rows)
 
     async def listen(
         self,
@@ -177,37 +188,32 @@ class SQLAlchemyAsyncConnector(BaseAsyncConnector):
         if not self._open:
             raise not_open(self)
         try:
-            conn = await self._autocommit.connect()
-        except SQLALCHEMY_ERRORS as exc:
+            conn = await self.engine.connect()
+            driver_connection = await _driver_connection_of(conn)
+        except (*SQLALCHEMY_ERRORS, psycopg.Error) as exc:
             raise translate_error(exc, target=self._target, connecting=True) from exc
         try:
-            await self._listen_on(conn, channels, on_notification, on_listening)
+            await driver_connection.set_autocommit(True)
+            for channel in channels:
+                await driver_connection.execute(f'LISTEN "{channel}"')
+            if on_listening is not None:
+                on_listening()
+            async with contextlib.aclosing(driver_connection.notifies()) as notifications:
+                async for notification in notifications:
+                    result = on_notification(notification.channel, notification.payload)
+                    if result is not None:
+                        await result
+        except psycopg.Error as exc:
+            raise translate_error(exc, target=self._target) from exc
         finally:
             # A connection that listened must not go back to the pool: it would keep
             # collecting notifications for whoever borrows it next.
             await conn.invalidate()
             await conn.close()
 
-    async def _listen_on(
-        self,
-        conn: AsyncConnection,
-        channels: Iterable[str],
-        on_notification: NotificationHandler,
-        on_listening: ListeningHandler | None,
-    ) -> None:
-        try:
-            for channel in channels:
-                await conn.exec_driver_sql(f'LISTEN "{channel}"')
-            if on_listening is not None:
-                on_listening()
-            raw = await conn.get_raw_connection()
-            driver_connection = raw.driver_connection
-            assert isinstance(driver_connection, psycopg.AsyncConnection)
-            async with contextlib.aclosing(driver_connection.notifies()) as notifications:
-                async for notification in notifications:
-                    result = on_notification(notification.channel, notification.payload)
-                    if result is not None:
-                        await result
-        # psycopg's own errors come from notifies(), outside SQLAlchemy's wrapping.
-        except (*SQLALCHEMY_ERRORS, psycopg.Error) as exc:
-            raise translate_error(exc, target=self._target) from exc
+
+async def _driver_connection_of(conn: AsyncConnection) -> psycopg.AsyncConnection[Any]:
+    raw = await conn.get_raw_connection()
+    driver_connection = raw.driver_connection
+    assert isinstance(driver_connection, psycopg.AsyncConnection)  # check_dialect saw to it
+    return driver_connection
