@@ -9,7 +9,7 @@ import datetime
 import pytest
 
 from sqla_jobs import JobStatus, cli
-from sqla_jobs.cli_jobs import duration, error_summary, format_duration, status_list, table
+from sqla_jobs.cli.jobs import duration, error_summary, format_duration, status_list, table
 
 DAY = datetime.timedelta(days=1)
 

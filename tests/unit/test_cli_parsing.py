@@ -11,6 +11,9 @@ import sys
 import pytest
 
 from sqla_jobs import cli, logs
+from sqla_jobs.cli import common as cli_common
+from sqla_jobs.cli import defer as cli_defer
+from sqla_jobs.cli import worker as cli_worker
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -29,22 +32,22 @@ def parse_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 
 
 def test_queues_from_commas_and_repeats_keep_order_without_duplicates() -> None:
-    assert cli.parse_queues(["b,a", "c", " a , d "]) == ["b", "a", "c", "d"]
+    assert cli_worker.parse_queues(["b,a", "c", " a , d "]) == ["b", "a", "c", "d"]
 
 
 def test_no_queue_option_means_every_queue() -> None:
-    assert cli.parse_queues(None) is None
-    assert cli.parse_queues([]) is None
+    assert cli_worker.parse_queues(None) is None
+    assert cli_worker.parse_queues([]) is None
 
 
 def test_empty_queue_name_is_refused_with_an_example() -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=r"empty queue name in 'a,,b'.*--queues"):
-        cli.parse_queues(["a,,b"])
+        cli_worker.parse_queues(["a,,b"])
 
 
 def test_worker_queue_flags_accumulate() -> None:
     args = parse("worker", "--queues", "a,b", "-q", "c", "--queue", "a")
-    assert cli.parse_queues(args.queues) == ["a", "b", "c"]
+    assert cli_worker.parse_queues(args.queues) == ["a", "b", "c"]
 
 
 # -- worker options ----------------------------------------------------------------------------
@@ -75,7 +78,7 @@ def test_worker_options_left_out_are_not_set() -> None:
     args = parse("worker")
     assert args.concurrency is None
     assert args.wait is None
-    assert args.shutdown_timeout is cli._UNSET
+    assert args.shutdown_timeout is cli_worker._UNSET
 
 
 @pytest.mark.parametrize(
@@ -122,7 +125,7 @@ def test_invalid_json_names_the_problem_and_gives_an_example(
 )
 def test_json_that_is_not_an_object_is_refused(text: str, kind: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=f"is a JSON {kind}, not an object"):
-        cli.json_arguments(text)
+        cli_defer.json_arguments(text)
 
 
 def test_schedule_at_needs_a_time_zone(capsys: pytest.CaptureFixture[str]) -> None:
@@ -171,9 +174,9 @@ def test_bare_schema_downgrade_is_refused_before_touching_a_database(
 
 
 def test_sqlalchemy_urls_are_read_as_libpq_urls() -> None:
-    assert cli.libpq_url("postgresql+psycopg2://u@h/db") == "postgresql://u@h/db"
-    assert cli.libpq_url("postgresql://u@h/db") == "postgresql://u@h/db"
-    assert cli.libpq_url("host=h dbname=db") == "host=h dbname=db"
+    assert cli_common.libpq_url("postgresql+psycopg2://u@h/db") == "postgresql://u@h/db"
+    assert cli_common.libpq_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert cli_common.libpq_url("host=h dbname=db") == "host=h dbname=db"
 
 
 # -- --app -------------------------------------------------------------------------------------
@@ -185,13 +188,13 @@ def test_sqlalchemy_urls_are_read_as_libpq_urls() -> None:
         ("surely_no_such_module:app", "no module named 'surely_no_such_module'"),
         ("sqla_jobs:no_such_attribute", "has no attribute 'no_such_attribute'"),
         ("sqla_jobs:JobStatus", "is of type EnumType, not a sqla_jobs.App"),
-        ("sqla_jobs.cli:libpq_url", "calling libpq_url() raised TypeError"),
+        ("sqla_jobs.cli.common:libpq_url", "calling libpq_url() raised TypeError"),
         (":app", "names no module"),
     ],
 )
 def test_bad_app_specs_name_the_fix(spec: str, message: str) -> None:
-    with pytest.raises(cli.CliError) as raised:
-        cli.load_app(spec)
+    with pytest.raises(cli_common.CliError) as raised:
+        cli_common.load_app(spec)
     assert message in str(raised.value)
 
 

@@ -22,7 +22,7 @@ import sqlalchemy.exc
 from psycopg.pq import DiagnosticField
 
 from sqla_jobs import ConnectionFailed, ConnectorError, SchemaNotFound
-from sqla_jobs.cli import _database_errors as database_errors
+from sqla_jobs.cli.common import database_errors
 from sqla_jobs.connectors.translate import read_diagnostics, translate_error
 from sqla_jobs.queries import Query
 

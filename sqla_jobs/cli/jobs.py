@@ -15,15 +15,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .app import App
-from .errors import JobsError
-from .jobs import Job
-from .manager import PRUNABLE_STATUSES, JobEvent, JobManager
-from .statuses import JobStatus
+from ..errors import JobsError
+from ..jobs import Job
+from ..manager import PRUNABLE_STATUSES, JobEvent, JobManager
+from ..statuses import JobStatus
+from .common import build_app, int_at_least, subparser
 
-Handler = Callable[[argparse.Namespace], int]
-#: ``sqla_jobs.cli._subparser``: a subcommand parser that takes the global options too.
-SubparserFactory = Callable[[Any, str, str, Handler], argparse.ArgumentParser]
 Command = Callable[[JobManager, argparse.Namespace], int]
 
 _ERROR_WIDTH = 72
@@ -307,9 +304,7 @@ def cmd_prune(manager: JobManager, args: argparse.Namespace) -> int:
 # -- the parser --------------------------------------------------------------------------------
 
 
-def add_jobs_commands(
-    commands: Any, subparser: SubparserFactory, build_app: Callable[[argparse.Namespace], App]
-) -> None:
+def add_jobs_commands(commands: Any) -> None:
     """Add ``jobs`` and its actions to the command line's subcommands."""
     jobs = commands.add_parser(
         "jobs",
@@ -398,18 +393,3 @@ def add_jobs_commands(
         metavar="N",
         help="jobs deleted per transaction (default: 10000)",
     )
-
-
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
-        return value
-
-    return parse

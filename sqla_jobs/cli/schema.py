@@ -1,0 +1,148 @@
+"""``sqla-jobs schema``: create, upgrade, downgrade or show the job tables, through the Alembic
+migrations in `sqla_jobs.migrations` (loaded only by these commands, with SQLAlchemy)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from .common import CliError, build_app, database_errors, subparser
+
+
+def _migrate(
+    args: argparse.Namespace, run: Callable[[Any, str], None]
+) -> tuple[str | None, str | None]:
+    """Run ``migrations.upgrade`` or ``downgrade`` to ``args.revision``; the revisions before
+    and after."""
+    from .. import migrations  # Alembic loads only for the commands that use it
+
+    app = build_app(args)
+    engine = app.connector.sqlalchemy_engine()
+    try:
+        with database_errors(app.connector):
+            before = migrations.current(engine)
+            run(engine, args.revision)
+            return before, migrations.current(engine)
+    finally:
+        app.close()
+
+
+def cmd_schema_upgrade(args: argparse.Namespace) -> int:
+    from .. import migrations
+
+    before, after = _migrate(args, migrations.upgrade)
+    if before == after:
+        note = " (head)" if after == migrations.head() else ""
+        print(f"The sqla_jobs schema is already at {after}{note}.")
+    else:
+        print(f"Upgraded the sqla_jobs schema from {before or 'nothing'} to {after}.")
+    return 0
+
+
+def cmd_schema_downgrade(args: argparse.Namespace) -> int:
+    from .. import migrations
+
+    if args.revision is None:
+        args.parser.error(
+            "schema downgrade needs the revision to go back to: `sqla-jobs schema downgrade "
+            "base` drops every sqla_jobs table and the jobs in them; `sqla-jobs schema "
+            "downgrade <revision>` stops at that revision (see `sqla-jobs schema current`)"
+        )
+    before, after = _migrate(args, migrations.downgrade)
+    if before == after:
+        print(f"The sqla_jobs schema is already at {after or 'base (no tables)'}.")
+    else:
+        print(
+            f"Downgraded the sqla_jobs schema from {before} to "
+            f"{after or 'base: its tables are dropped'}."
+        )
+    return 0
+
+
+def cmd_schema_current(args: argparse.Namespace) -> int:
+    from .. import migrations
+
+    app = build_app(args)
+    try:
+        with database_errors(app.connector):
+            revision = migrations.current(app.connector.sqlalchemy_engine())
+    finally:
+        app.close()
+    head = migrations.head()
+    if revision is None:
+        print("none: no sqla_jobs schema in this database; run `sqla-jobs schema upgrade`")
+    elif revision == head:
+        print(f"{revision} (head)")
+    else:
+        print(
+            f"{revision} (not the head: this sqla_jobs version's head is {head}; run "
+            "`sqla-jobs schema upgrade`)"
+        )
+    return 0
+
+
+def cmd_schema_sql(args: argparse.Namespace) -> int:
+    from alembic.util import CommandError
+
+    from .. import migrations
+
+    default = "head:base" if args.downgrade else "base:head"
+    try:
+        text = migrations.sql(args.range or default, downgrade=args.downgrade)
+    except CommandError as exc:
+        raise CliError(
+            f"{exc}. Give a range such as {default} (downgrade ranges go from the newer "
+            "revision to the older)."
+        ) from exc
+    sys.stdout.write(text)
+    return 0
+
+
+def add_schema_commands(commands: Any) -> None:
+    """Add ``schema`` and its actions to the command line's subcommands."""
+    schema = commands.add_parser(
+        "schema",
+        help="Create, upgrade, downgrade or show the job tables (Alembic migrations).",
+        description="Create, upgrade, downgrade or show the job tables (Alembic migrations).",
+    )
+    actions = schema.add_subparsers(dest="schema_command", metavar="ACTION", required=True)
+
+    upgrade = subparser(
+        actions,
+        "upgrade",
+        "Create or upgrade the job tables (to the head by default).",
+        cmd_schema_upgrade,
+    )
+    upgrade.add_argument(
+        "revision", metavar="REVISION", nargs="?", default="head", help="target (default: head)"
+    )
+    downgrade = subparser(
+        actions,
+        "downgrade",
+        "Downgrade the job tables to REVISION; `base` drops them and their jobs.",
+        cmd_schema_downgrade,
+    )
+    downgrade.add_argument(
+        "revision", metavar="REVISION", nargs="?", help="target revision, or base (required)"
+    )
+    subparser(
+        actions,
+        "current",
+        "Show the schema revision of the database and whether it is the head.",
+        cmd_schema_current,
+    )
+    sql = subparser(
+        actions,
+        "sql",
+        "Print the SQL of the migrations, for applying by hand.",
+        cmd_schema_sql,
+    )
+    sql.add_argument(
+        "range",
+        metavar="RANGE",
+        nargs="?",
+        help="revision range (default: base:head, or head:base with --downgrade)",
+    )
+    sql.add_argument("--downgrade", action="store_true", help="print the downgrade SQL instead")
