@@ -165,7 +165,12 @@ def job_details(job: Job, history: Sequence[JobEvent]) -> str:
         ("task", job.task_name),
         ("queue", job.queue),
         ("status", job.status.value),
-        ("args", json.dumps(job.args, ensure_ascii=False)),
+        (
+            "args",
+            json.dumps(job.args, ensure_ascii=False)
+            if job.args_error is None
+            else f"unreadable: {job.args_error}",
+        ),
         ("priority", str(job.priority)),
         ("lock", job.lock or "-"),
         ("queueing lock", job.queueing_lock or "-"),

@@ -100,6 +100,38 @@ def cmd_schema_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema_grants(args: argparse.Namespace) -> int:
+    from ..grants import grant_statements
+
+    if args.app_role is None and args.worker_role is None:
+        args.parser.error("schema grants needs --app-role NAME, --worker-role NAME, or both")
+    try:
+        statements = grant_statements(
+            app_role=args.app_role, worker_role=args.worker_role, schema=args.schema
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    if not args.apply:
+        sys.stdout.write("".join(f"{statement};\n" for statement in statements))
+        return 0
+    import sqlalchemy
+
+    app = build_app(args)
+    try:
+        with database_errors(app.connector), app.connector.sqlalchemy_engine().begin() as conn:
+            for statement in statements:
+                conn.execute(sqlalchemy.text(statement))
+    finally:
+        app.close()
+    roles = " and ".join(
+        f"{kind} role {role!r}"
+        for kind, role in (("the app", args.app_role), ("the worker", args.worker_role))
+        if role is not None
+    )
+    print(f"Granted {roles} what they need on the sqla_jobs tables ({len(statements)} GRANTs).")
+    return 0
+
+
 def add_schema_commands(commands: Any) -> None:
     """Add ``schema`` and its actions to the command line's subcommands."""
     schema = commands.add_parser(
@@ -146,3 +178,20 @@ def add_schema_commands(commands: Any) -> None:
         help="revision range (default: base:head, or head:base with --downgrade)",
     )
     sql.add_argument("--downgrade", action="store_true", help="print the downgrade SQL instead")
+    grants = subparser(
+        actions,
+        "grants",
+        "Print (or --apply) the GRANTs a least-privilege app role and worker role need on the "
+        "job tables; run them as the tables' owner. See docs/security.md.",
+        cmd_schema_grants,
+    )
+    grants.add_argument(
+        "--app-role", metavar="NAME", help="the role of the web app (defer, read, manage jobs)"
+    )
+    grants.add_argument("--worker-role", metavar="NAME", help="the role of the workers")
+    grants.add_argument(
+        "--schema", metavar="NAME", default="public", help="where the tables are (default: public)"
+    )
+    grants.add_argument(
+        "--apply", action="store_true", help="run the GRANTs on the database instead of printing"
+    )

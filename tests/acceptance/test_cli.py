@@ -505,3 +505,35 @@ def test_version_is_printed() -> None:
     result = cli(UNREACHABLE_URL, "--version")
     assert result.returncode == 0
     assert result.stdout.startswith("sqla-jobs ")
+
+
+def test_schema_grants_prints_the_grants_and_applies_them(db_url: str) -> None:
+    role = f'jobs "web" {os.getpid()}'
+    printed = cli(db_url, "schema", "grants", "--app-role", role)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.splitlines()[0] == (
+        'GRANT USAGE ON SCHEMA "public" TO "jobs ""web"" ' + f'{os.getpid()}";'
+    )
+    quoted = f'"jobs ""web"" {os.getpid()}"'
+    with psycopg.connect(db_url, autocommit=True) as owner:
+        owner.execute(f"CREATE ROLE {quoted}")
+    try:
+        applied = cli(db_url, "schema", "grants", "--app-role", role, "--apply")
+        assert applied.returncode == 0, applied.stderr
+        assert "Granted the app role" in applied.stdout
+        [(can_insert, can_truncate)] = query(
+            db_url,
+            "SELECT has_table_privilege(%s, 'sqla_jobs_jobs', 'INSERT'), "
+            "has_table_privilege(%s, 'sqla_jobs_jobs', 'TRUNCATE')",
+            role,
+            role,
+        )
+        assert (can_insert, can_truncate) == (True, False)
+    finally:
+        with psycopg.connect(db_url, autocommit=True) as owner:
+            owner.execute(f"DROP OWNED BY {quoted}")
+            owner.execute(f"DROP ROLE {quoted}")
+
+    missing = cli(db_url, "schema", "grants")
+    assert missing.returncode == 2
+    assert "needs --app-role NAME, --worker-role NAME, or both" in missing.stderr

@@ -82,3 +82,18 @@ def test_jobs_subcommands_are_registered_on_the_command_line() -> None:
     assert (args.older_than, args.status) == (7 * DAY, [[JobStatus.FAILED]])
     args = parser.parse_args(["jobs", "list", "--database-url", "postgresql:///x"])
     assert (args.limit, args.offset, args.database_url) == (50, 0, "postgresql:///x")
+
+
+def test_job_details_show_why_stored_arguments_cannot_be_read() -> None:
+    from sqla_jobs.cli.jobs import job_details
+    from sqla_jobs.jobs import Job
+
+    readable = job_details(
+        Job.from_row({"id": 1, "queue": "q", "task_name": "t", "args": '{"a": "ü"}'}), []
+    )
+    unreadable = job_details(
+        Job.from_row({"id": 2, "queue": "q", "task_name": "t", "args": "[1]"}), []
+    )
+
+    assert 'args           {"a": "ü"}' in readable
+    assert "args           unreadable: the stored arguments are an array" in unreadable
