@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -321,8 +322,8 @@ class RawFloor(SqlaJobs):
                     await asyncio.sleep(0.001)
                     continue
                 if hook is not None:
-                    for row in rows:
-                        hook(row[3].get("t"))
+                    for row in rows:  # the arguments come as JSON text, as the worker reads them
+                        hook(json.loads(row[3]).get("t"))
                 done = {
                     "worker_id": worker_id,
                     "ids": [row[0] for row in rows],
