@@ -437,7 +437,7 @@ class RawFloor(SqlaJobs):
                 )
                 rows = await cursor.fetchall()
                 for job in rows:
-                    hook(job[3].get("t"))
+                    hook(json.loads(job[3]).get("t"))
                 if rows:
                     done = {
                         "worker_id": worker_id,
