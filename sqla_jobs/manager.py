@@ -105,7 +105,10 @@ class JobManager:
     ) -> list[Job]:
         """Jobs newest first, filtered by whichever of queue, task name, status (one or a
         collection) and lock are given; ``limit``/``offset`` page through them."""
-        return self._run(ops.list_jobs(**_filters(queue, task_name, status, lock, limit, offset)))
+        operation = ops.list_jobs(
+            queue=queue, task_name=task_name, status=status, lock=lock, limit=limit, offset=offset
+        )
+        return self._run(operation)
 
     async def list_jobs_async(
         self,
@@ -118,8 +121,10 @@ class JobManager:
         offset: int = 0,
     ) -> list[Job]:
         """Async form of `list_jobs`."""
-        filters = _filters(queue, task_name, status, lock, limit, offset)
-        return await self._run_async(ops.list_jobs(**filters))
+        operation = ops.list_jobs(
+            queue=queue, task_name=task_name, status=status, lock=lock, limit=limit, offset=offset
+        )
+        return await self._run_async(operation)
 
     def get_job_history(self, job_id: int) -> list[JobEvent]:
         """Every status change of the job, oldest first, with the error of each failed,
@@ -212,21 +217,3 @@ class JobManager:
     ) -> int:
         """Async form of `prune_jobs`."""
         return await self._run_async(ops.prune_jobs(older_than, statuses, batch_size))
-
-
-def _filters(
-    queue: str | None,
-    task_name: str | None,
-    status: Statuses | None,
-    lock: str | None,
-    limit: int,
-    offset: int,
-) -> dict[str, Any]:
-    return {
-        "queue": queue,
-        "task_name": task_name,
-        "status": status,
-        "lock": lock,
-        "limit": limit,
-        "offset": offset,
-    }
