@@ -8,6 +8,7 @@ from collections.abc import Generator, Iterable
 from types import TracebackType
 from typing import Any
 
+from . import queries
 from .blueprints import Blueprint, TaskRegistry
 from .connectors.base import BaseConnector, cannot_run_worker
 from .jobs import DEFAULT_MAX_ARGS_BYTES
@@ -24,6 +25,12 @@ class App(TaskRegistry):
 
     ``max_args_bytes``: the largest a job's arguments may be, as JSON (1 MiB by default); a
     bigger defer raises `InvalidJobArguments` and writes nothing.
+
+    ``schema``: the PostgreSQL schema that holds the job tables (e.g. ``"jobs"``), named in
+    every statement, so the connection's ``search_path`` need not include it; create the
+    tables there with ``sqla_jobs.migrations.upgrade(url, schema="jobs")`` or
+    ``sqla-jobs --schema jobs schema upgrade``. None (the default): the tables are found by
+    the ``search_path`` (usually in ``public``).
     """
 
     def __init__(
@@ -32,6 +39,7 @@ class App(TaskRegistry):
         connector: BaseConnector,
         import_paths: Iterable[str] = (),
         max_args_bytes: int = DEFAULT_MAX_ARGS_BYTES,
+        schema: str | None = None,
     ) -> None:
         super().__init__()
         if isinstance(max_args_bytes, bool) or not isinstance(max_args_bytes, int):
@@ -42,10 +50,20 @@ class App(TaskRegistry):
             )
         self.connector = connector
         self.import_paths = tuple(import_paths)
-        self.job_manager = JobManager(connector, max_args_bytes=max_args_bytes)
+        #: Every statement, for the tables where ``schema`` says they are.
+        self.statements = queries.for_schema(schema)
+        self.job_manager = JobManager(
+            connector, max_args_bytes=max_args_bytes, statements=self.statements
+        )
+
+    @property
+    def schema(self) -> str | None:
+        """The PostgreSQL schema of the job tables; None: found by the ``search_path``."""
+        return self.statements.schema
 
     def __repr__(self) -> str:
-        return f"<App connector={type(self.connector).__name__} tasks={len(self.tasks)}>"
+        schema = "" if self.schema is None else f" schema={self.schema!r}"
+        return f"<App connector={type(self.connector).__name__}{schema} tasks={len(self.tasks)}>"
 
     # -- tasks ---------------------------------------------------------------------------------
     # ``@app.task`` and ``@app.periodic`` come from TaskRegistry (shared with Blueprint).
@@ -121,11 +139,13 @@ class App(TaskRegistry):
     # -- connectors ----------------------------------------------------------------------------
 
     def with_connector(self, connector: BaseConnector) -> App:
-        """A new app with the same tasks, bound to ``connector``; this app is unchanged."""
+        """A new app with the same tasks and settings, bound to ``connector``; this app is
+        unchanged."""
         other = App(
             connector=connector,
             import_paths=self.import_paths,
             max_args_bytes=self.job_manager.max_args_bytes,
+            schema=self.schema,
         )
         for name, task in self.tasks.items():
             other.tasks[name] = task.bound_to(other)

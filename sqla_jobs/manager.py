@@ -16,6 +16,7 @@ from . import operations as ops
 from .connectors.base import BaseConnector
 from .jobs import DEFAULT_MAX_ARGS_BYTES, Job, JobEvent, JobSpec
 from .operations import Statuses
+from .queries import DEFAULT, Statements
 from .statuses import PRUNABLE_STATUSES, JobStatus
 
 __all__ = ["PRUNABLE_STATUSES", "JobEvent", "JobManager", "Statuses"]
@@ -36,17 +37,27 @@ class JobManager:
     copy_threshold = ops.COPY_THRESHOLD
 
     def __init__(
-        self, connector: BaseConnector, *, max_args_bytes: int = DEFAULT_MAX_ARGS_BYTES
+        self,
+        connector: BaseConnector,
+        *,
+        max_args_bytes: int = DEFAULT_MAX_ARGS_BYTES,
+        statements: Statements = DEFAULT,
     ) -> None:
         self.connector = connector
         #: The largest a job's arguments may be, as JSON (bytes): see `App`.
         self.max_args_bytes = max_args_bytes
+        #: The statements for the tables, where the app has them (`App`'s ``schema``).
+        self.statements = statements
+
+    def using(self, connector: BaseConnector) -> JobManager:
+        """A manager with the same settings, sending its statements through ``connector``."""
+        return JobManager(connector, max_args_bytes=self.max_args_bytes, statements=self.statements)
 
     def _run(self, operation: ops.Operation[T]) -> T:
-        return ops.run(self.connector, operation)
+        return ops.run(self.connector, operation, self.statements)
 
     async def _run_async(self, operation: ops.Operation[T]) -> T:
-        return await ops.run_async(self.connector, operation)
+        return await ops.run_async(self.connector, operation, self.statements)
 
     # -- defer ---------------------------------------------------------------------------------
 

@@ -34,9 +34,8 @@ class Fetch:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Copy:
-    """COPY ``rows`` into ``table``'s ``columns``; the operation receives None."""
+    """COPY ``rows`` into the jobs table's ``columns``; the operation receives None."""
 
-    table: str
     columns: Sequence[str]
     rows: Iterable[Sequence[Any]]
 
@@ -46,16 +45,22 @@ Step: TypeAlias = Fetch | Copy
 Operation: TypeAlias = Generator[Step, Any, T]
 
 
-def run(connector: BaseConnector, operation: Operation[T]) -> T:
-    """Drive ``operation`` on the connector's sync methods."""
+def run(
+    connector: BaseConnector,
+    operation: Operation[T],
+    statements: queries.Statements = queries.DEFAULT,
+) -> T:
+    """Drive ``operation`` on the connector's sync methods, its statements sent as
+    ``statements`` has them (for the tables in the app's schema)."""
     try:
         step = next(operation)
         while True:
             try:
                 if isinstance(step, Fetch):
-                    reply: list[Row] | None = connector.fetch_all(step.query, step.params)
+                    query = statements[step.query]
+                    reply: list[Row] | None = connector.fetch_all(query, step.params)
                 else:
-                    connector.copy_rows(step.table, step.columns, step.rows)
+                    connector.copy_rows(statements.jobs_table, step.columns, step.rows)
                     reply = None
             except ConnectorError as exc:
                 step = operation.throw(exc)  # raised at the operation's ``yield``
@@ -65,18 +70,21 @@ def run(connector: BaseConnector, operation: Operation[T]) -> T:
         return done.value  # type: ignore[no-any-return]
 
 
-async def run_async(connector: BaseConnector, operation: Operation[T]) -> T:
-    """Drive ``operation`` on the connector's async methods."""
+async def run_async(
+    connector: BaseConnector,
+    operation: Operation[T],
+    statements: queries.Statements = queries.DEFAULT,
+) -> T:
+    """Drive ``operation`` on the connector's async methods (see `run`)."""
     try:
         step = next(operation)
         while True:
             try:
                 if isinstance(step, Fetch):
-                    reply: list[Row] | None = await connector.fetch_all_async(
-                        step.query, step.params
-                    )
+                    query = statements[step.query]
+                    reply: list[Row] | None = await connector.fetch_all_async(query, step.params)
                 else:
-                    await connector.copy_rows_async(step.table, step.columns, step.rows)
+                    await connector.copy_rows_async(statements.jobs_table, step.columns, step.rows)
                     reply = None
             except ConnectorError as exc:
                 step = operation.throw(exc)
@@ -120,7 +128,7 @@ def defer_many(
         if can_copy and len(specs) >= copy_threshold:
             rows: list[Row] = yield Fetch(queries.reserve_job_ids, {"count": len(specs)})
             ids = sorted(rows[0]["ids"])
-            yield Copy(queries.JOBS_TABLE, queries.COPY_COLUMNS, _copy_rows(ids, specs, args))
+            yield Copy(queries.COPY_COLUMNS, _copy_rows(ids, specs, args))
             return ids
         rows = yield Fetch(queries.defer_jobs, _many_jobs_params(specs, args))
         return [int(row["id"]) for row in rows]

@@ -23,31 +23,128 @@ from ._rendered_queries import (
 __all__ = [
     "ALL",
     "COPY_COLUMNS",
+    "DEFAULT",
     "JOBS_TABLE",
     "LIMIT_MARKER",
     "Query",
+    "Statements",
+    "check_schema_name",
     "claim_query",
     "claim_size",
+    "for_schema",
 ]
 
 _EXACT_CLAIM_SIZES = 16
 
 
-@functools.cache
-def claim_query(limit: int, *, in_queues: bool) -> Query:
-    """The claim with its limit written in, under the same name.
+class Statements:
+    """Every statement, for the job tables in one place: found by the connection's
+    ``search_path`` (`DEFAULT`, the pre-rendered module), or in a named PostgreSQL schema
+    (`for_schema`, rendered from the same Core statements once per schema).
 
-    A claim whose limit is a parameter is planned at every call: a generic plan would not know
-    how many rows it takes, and would cost it as a tenth of the queue (with 1,000,000 jobs
-    waiting, enough to JIT-compile it at every call: 250 ms). With the limit in the text,
-    PostgreSQL finds after a few calls that one plan serves them all and stops planning (a
-    third of the claim's server time for small batches). The worker claims in a few sizes
-    (`claim_size`), so that a connection holds some twenty of these statements at most.
+    Code that sends a statement names it by its module-level `Query` (``queries.defer_job``);
+    ``statements[query]`` is that statement for these tables. The operations' runner and the
+    worker's database do the lookup, so no other code knows where the tables are.
     """
-    template = CLAIM_IN_QUEUES_TEMPLATE if in_queues else CLAIM_TEMPLATE
-    name = "claim_jobs_in_queues" if in_queues else "claim_jobs"
-    sql = template.replace(str(LIMIT_MARKER), str(int(limit)))
-    return Query(name, sql, prepared=True)
+
+    def __init__(
+        self,
+        schema: str | None,
+        all: tuple[Query, ...],
+        claim_template: str,
+        claim_in_queues_template: str,
+        jobs_table: str,
+    ) -> None:
+        #: The schema named, or None: the tables are found by the ``search_path``.
+        self.schema = schema
+        self._by_name = {query.name: query for query in all}
+        self._claim_templates = {False: claim_template, True: claim_in_queues_template}
+        self._claims: dict[tuple[int, bool], Query] = {}
+        #: The jobs table as SQL (quoted, qualified by the schema if one is named): for COPY.
+        self.jobs_table = jobs_table
+
+    def __repr__(self) -> str:
+        return f"<Statements schema={self.schema!r}>"
+
+    def __getitem__(self, query: Query) -> Query:
+        """``query`` (one of this module's), for these tables."""
+        return self._by_name[query.name]
+
+    def claim_query(self, limit: int, *, in_queues: bool) -> Query:
+        """The claim with its limit written in, under the same name.
+
+        A claim whose limit is a parameter is planned at every call: a generic plan would not
+        know how many rows it takes, and would cost it as a tenth of the queue (with 1,000,000
+        jobs waiting, enough to JIT-compile it at every call: 250 ms). With the limit in the
+        text, PostgreSQL finds after a few calls that one plan serves them all and stops
+        planning (a third of the claim's server time for small batches). The worker claims in
+        a few sizes (`claim_size`), so that a connection holds some twenty of these
+        statements at most.
+        """
+        key = (int(limit), in_queues)
+        query = self._claims.get(key)
+        if query is None:
+            name = "claim_jobs_in_queues" if in_queues else "claim_jobs"
+            sql = self._claim_templates[in_queues].replace(str(LIMIT_MARKER), str(key[0]))
+            query = self._claims[key] = Query(name, sql, prepared=True)
+        return query
+
+
+#: The statements for tables found by the connection's ``search_path`` (no schema named).
+DEFAULT = Statements(None, ALL, CLAIM_TEMPLATE, CLAIM_IN_QUEUES_TEMPLATE, JOBS_TABLE)
+
+#: The longest PostgreSQL identifier, in bytes; PostgreSQL cuts longer names silently.
+MAX_IDENTIFIER_BYTES = 63
+
+
+def check_schema_name(schema: object) -> str | None:
+    """``schema`` if it can name a PostgreSQL schema (None: no schema named), else a clear
+    error. Any characters are fine: the name is always quoted."""
+    if schema is None:
+        return None
+    if not isinstance(schema, str):
+        raise TypeError(
+            f"schema must be a string (a PostgreSQL schema name) or None, not {schema!r}"
+        )
+    if not schema:
+        raise ValueError("schema must not be empty: pass None to use the search_path")
+    if "\x00" in schema:
+        raise ValueError(f"schema {schema!r} contains a NUL character, which PostgreSQL refuses")
+    size = len(schema.encode("utf-8", "surrogatepass"))
+    if size > MAX_IDENTIFIER_BYTES:
+        raise ValueError(
+            f"schema {schema[:20]!r}... is {size} bytes long; PostgreSQL names are at most "
+            f"{MAX_IDENTIFIER_BYTES} bytes (it would cut it silently)"
+        )
+    try:
+        schema.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"schema {schema!r} is not valid text (a lone surrogate)") from None
+    return schema
+
+
+@functools.cache
+def for_schema(schema: str | None) -> Statements:
+    """The statements for tables in PostgreSQL schema ``schema`` (None: `DEFAULT`)."""
+    schema = check_schema_name(schema)
+    if schema is None:
+        return DEFAULT
+    # Imported here: only an app that names its schema renders statements at run time.
+    from .statements import in_schema
+
+    rendered = in_schema(schema)
+    return Statements(
+        schema,
+        rendered.all,
+        rendered.claim_template,
+        rendered.claim_in_queues_template,
+        rendered.jobs_table,
+    )
+
+
+def claim_query(limit: int, *, in_queues: bool) -> Query:
+    """`Statements.claim_query` for `DEFAULT`."""
+    return DEFAULT.claim_query(limit, in_queues=in_queues)
 
 
 def claim_size(wanted: int, largest: int) -> int:

@@ -76,10 +76,7 @@ class JobDeferrer:
             from .connectors.bind import BindConnector
 
             savepoint = options.queueing_lock is not None
-            limit = app.job_manager.max_args_bytes
-            self._manager = JobManager(
-                BindConnector(bind, savepoint=savepoint), max_args_bytes=limit
-            )
+            self._manager = app.job_manager.using(BindConnector(bind, savepoint=savepoint))
 
     def _spec(self, kwargs: Mapping[str, Any]) -> JobSpec:
         o = self.options

@@ -19,6 +19,7 @@ from ..errors import JobsError
 
 PROG = "sqla-jobs"
 APP_ENV = "SQLA_JOBS_APP"
+SCHEMA_ENV = "SQLA_JOBS_SCHEMA"
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -136,13 +137,28 @@ def build_app(args: argparse.Namespace) -> App:
     ``--database-url``, ``DATABASE_URL`` or libpq's ``PG*`` variables."""
     spec = args.app or os.environ.get(APP_ENV)
     url = args.database_url
+    schema = schema_option(args)
     if spec:
         app = load_app(spec)
+        if schema is not None and schema != app.schema:
+            raise CliError(
+                f"--schema {schema!r} (or {SCHEMA_ENV}) differs from the schema of --app "
+                f"{spec!r}, {app.schema!r}: the app's statements name its own schema. Drop "
+                "--schema, or set App(schema=...) in the app."
+            )
         if url:
             app = app.with_connector(PsycopgConnector(conninfo=libpq_url(url)))
         return app
     conninfo = libpq_url(url or os.environ.get("DATABASE_URL", ""))
-    return App(connector=PsycopgConnector(conninfo=conninfo))
+    try:
+        return App(connector=PsycopgConnector(conninfo=conninfo), schema=schema)
+    except (TypeError, ValueError) as exc:
+        raise CliError(f"--schema: {exc}") from exc
+
+
+def schema_option(args: argparse.Namespace) -> str | None:
+    """The PostgreSQL schema named by ``--schema`` or ``SQLA_JOBS_SCHEMA``; None if neither."""
+    return getattr(args, "schema", None) or os.environ.get(SCHEMA_ENV) or None
 
 
 def import_tasks(app: App) -> None:
@@ -220,6 +236,15 @@ def add_global_options(parser: argparse.ArgumentParser, *, on_subcommand: bool) 
         ),
     )
     group.add_argument(
+        "--schema",
+        metavar="NAME",
+        default=default(None),
+        help=shown(
+            f"the PostgreSQL schema of the job tables, when --app does not name it (env "
+            f"{SCHEMA_ENV}; default: the search_path, usually public)"
+        ),
+    )
+    group.add_argument(
         "-v",
         "--verbose",
         action="count",
@@ -246,7 +271,8 @@ def subparser(
         name,
         help=description,
         description=description,
-        epilog="Global options (--app, --database-url, -v, --log-format) may also come after "
+        epilog="Global options (--app, --database-url, --schema, -v, --log-format) may also come "
+        "after "
         "the command: see `sqla-jobs --help`.",
     )
     parser.set_defaults(handler=handler, parser=parser)

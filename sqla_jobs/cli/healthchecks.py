@@ -7,9 +7,8 @@ import argparse
 import dataclasses
 from typing import Any
 
-from ..connectors.base import BaseConnector
+from ..app import App
 from ..errors import JobsError
-from ..manager import JobManager
 from .common import build_app, database_errors, one_line, subparser
 
 #: A worker whose last heartbeat is older than this is reported as probably dead.
@@ -34,7 +33,7 @@ class Check:
 def cmd_healthchecks(args: argparse.Namespace) -> int:
     app = build_app(args)
     try:
-        checks = run_healthchecks(app.connector)
+        checks = run_healthchecks(app)
     finally:
         app.close()
     for check in checks:
@@ -42,11 +41,12 @@ def cmd_healthchecks(args: argparse.Namespace) -> int:
     return 0 if all(check.ok for check in checks) else 1
 
 
-def run_healthchecks(connector: BaseConnector) -> list[Check]:
+def run_healthchecks(app: App) -> list[Check]:
     """Database reachable, schema at this version's head, workers alive (listed, not judged:
     a deployment may start its workers after its health checks)."""
     from .. import migrations  # Alembic loads only for the commands that use it
 
+    connector = app.connector
     engine = connector.sqlalchemy_engine()
     checks: list[Check] = []
     try:
@@ -59,7 +59,7 @@ def run_healthchecks(connector: BaseConnector) -> list[Check]:
 
     head = migrations.head()
     with database_errors(connector):
-        revision = migrations.current(engine)
+        revision = migrations.current(engine, schema=app.schema)
     if revision is None:
         checks.append(
             Check("schema", False, "no sqla_jobs schema here. Fix: run `sqla-jobs schema upgrade`")
@@ -79,7 +79,7 @@ def run_healthchecks(connector: BaseConnector) -> list[Check]:
     checks.append(Check("schema", True, f"revision {revision} (head)"))
 
     with database_errors(connector):
-        rows = JobManager(connector).list_workers()
+        rows = app.job_manager.list_workers()
     details = []
     for row in rows:
         queues = ",".join(row["queues"]) if row["queues"] is not None else "all"

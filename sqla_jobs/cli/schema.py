@@ -4,16 +4,15 @@ migrations in `sqla_jobs.migrations` (loaded only by these commands, with SQLAlc
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from .common import CliError, build_app, database_errors, subparser
+from .common import APP_ENV, CliError, build_app, database_errors, schema_option, subparser
 
 
-def _migrate(
-    args: argparse.Namespace, run: Callable[[Any, str], None]
-) -> tuple[str | None, str | None]:
+def _migrate(args: argparse.Namespace, run: Callable[..., None]) -> tuple[str | None, str | None]:
     """Run ``migrations.upgrade`` or ``downgrade`` to ``args.revision``; the revisions before
     and after."""
     from .. import migrations  # Alembic loads only for the commands that use it
@@ -22,9 +21,9 @@ def _migrate(
     engine = app.connector.sqlalchemy_engine()
     try:
         with database_errors(app.connector):
-            before = migrations.current(engine)
-            run(engine, args.revision)
-            return before, migrations.current(engine)
+            before = migrations.current(engine, schema=app.schema)
+            run(engine, args.revision, schema=app.schema)
+            return before, migrations.current(engine, schema=app.schema)
     finally:
         app.close()
 
@@ -67,7 +66,7 @@ def cmd_schema_current(args: argparse.Namespace) -> int:
     app = build_app(args)
     try:
         with database_errors(app.connector):
-            revision = migrations.current(app.connector.sqlalchemy_engine())
+            revision = migrations.current(app.connector.sqlalchemy_engine(), schema=app.schema)
     finally:
         app.close()
     head = migrations.head()
@@ -90,7 +89,9 @@ def cmd_schema_sql(args: argparse.Namespace) -> int:
 
     default = "head:base" if args.downgrade else "base:head"
     try:
-        text = migrations.sql(args.range or default, downgrade=args.downgrade)
+        text = migrations.sql(
+            args.range or default, downgrade=args.downgrade, schema=schema_option(args)
+        )
     except CommandError as exc:
         raise CliError(
             f"{exc}. Give a range such as {default} (downgrade ranges go from the newer "
@@ -100,6 +101,16 @@ def cmd_schema_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grants_schema(args: argparse.Namespace) -> str:
+    """Where the tables are: ``--schema``, else the schema --app names, else public."""
+    named = schema_option(args)
+    if named is None and (args.app or os.environ.get(APP_ENV)):
+        app = build_app(args)
+        named = app.schema
+        app.close()
+    return named or "public"
+
+
 def cmd_schema_grants(args: argparse.Namespace) -> int:
     from ..grants import grant_statements
 
@@ -107,7 +118,7 @@ def cmd_schema_grants(args: argparse.Namespace) -> int:
         args.parser.error("schema grants needs --app-role NAME, --worker-role NAME, or both")
     try:
         statements = grant_statements(
-            app_role=args.app_role, worker_role=args.worker_role, schema=args.schema
+            app_role=args.app_role, worker_role=args.worker_role, schema=_grants_schema(args)
         )
     except ValueError as exc:
         raise CliError(str(exc)) from exc
@@ -182,16 +193,14 @@ def add_schema_commands(commands: Any) -> None:
         actions,
         "grants",
         "Print (or --apply) the GRANTs a least-privilege app role and worker role need on the "
-        "job tables; run them as the tables' owner. See docs/security.md.",
+        "job tables (in --schema, else the app's schema, else public); run them as the tables' "
+        "owner. See docs/security.md.",
         cmd_schema_grants,
     )
     grants.add_argument(
         "--app-role", metavar="NAME", help="the role of the web app (defer, read, manage jobs)"
     )
     grants.add_argument("--worker-role", metavar="NAME", help="the role of the workers")
-    grants.add_argument(
-        "--schema", metavar="NAME", default="public", help="where the tables are (default: public)"
-    )
     grants.add_argument(
         "--apply", action="store_true", help="run the GRANTs on the database instead of printing"
     )

@@ -14,6 +14,7 @@ from .base import (
     NotificationHandler,
     Params,
     Row,
+    always_params,
     idle_connection_is_dead,
     missing_driver,
     not_open,
@@ -115,7 +116,7 @@ class AiopgConnector(BaseAsyncConnector):
             raise translate_error(exc, target=self._target, query=query, connecting=True) from exc
         try:
             async with conn.cursor() as cursor:
-                await cursor.execute(query.sql, params)
+                await cursor.execute(query.sql, always_params(params))
                 if cursor.description is None:
                     return []
                 return rows_from_cursor(cursor.description, await cursor.fetchall())

@@ -213,6 +213,13 @@ def idle_connection_is_dead(fileno: int) -> bool:
         return True
 
 
+def always_params(params: Params | None) -> Params:
+    """The parameters to send with a statement, a mapping even when it takes none: the driver
+    then reads every statement's ``%%`` as ``%``, as SQLAlchemy does, the way a schema name
+    with a ``%`` in it is rendered (`App`'s ``schema``)."""
+    return {} if params is None else params
+
+
 def rows_from_cursor(description: Any, rows: Iterable[tuple[Any, ...]]) -> list[Row]:
     if description is None:
         return []

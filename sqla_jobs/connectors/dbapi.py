@@ -18,7 +18,7 @@ from psycopg.pq import ExecStatus
 from psycopg.rows import dict_row
 
 from ..queries import Query
-from .base import Params, Row, rows_from_cursor
+from .base import Params, Row, always_params, rows_from_cursor
 
 
 @functools.cache
@@ -47,9 +47,9 @@ def fetch_all(
     connection's ``prepare_threshold``."""
     with connection.cursor() as cursor:
         if prepare is None:
-            cursor.execute(query.sql, params)
+            cursor.execute(query.sql, always_params(params))
         else:
-            cursor.execute(query.sql, params, prepare=prepare)
+            cursor.execute(query.sql, always_params(params), prepare=prepare)
         if cursor.description is None:
             return []
         return rows_from_cursor(cursor.description, cursor.fetchall())
@@ -65,7 +65,7 @@ async def fetch_all_async(
     """`fetch_all` on a psycopg 3 async connection."""
     # dict_row builds each row straight from the result (no Column objects).
     cursor = connection.cursor(row_factory=dict_row)
-    await cursor.execute(query.sql, params, prepare=prepare)
+    await cursor.execute(query.sql, always_params(params), prepare=prepare)
     if cursor.pgresult is None or cursor.pgresult.status != _TUPLES_OK:
         return []
     rows: list[Row] = await cursor.fetchall()
@@ -73,8 +73,9 @@ async def fetch_all_async(
 
 
 def copy_statement(table: str, columns: Sequence[str]) -> str:
+    """COPY into ``table``, given as SQL (quoted, qualified by its schema if named)."""
     quoted = ", ".join(f'"{column}"' for column in columns)
-    return f'COPY "{table}" ({quoted}) FROM STDIN'
+    return f"COPY {table} ({quoted}) FROM STDIN"
 
 
 def text_value(value: Any) -> str:

@@ -7,7 +7,7 @@ mix with a host application's ``alembic_version``. Run them from Python::
     from sqla_jobs import migrations
 
     migrations.upgrade("postgresql://app@db/app")  # or an Engine, or a Connection
-    migrations.current(engine)  # "0003_queueing_lock_index", or None before the first upgrade
+    migrations.current(engine)  # "0004_trigger_search_path", or None before the first upgrade
 
 A host application that has its own Alembic environment upgrades the job tables from its
 ``env.py``, on the connection it already has, and keeps them out of its autogenerate::
@@ -49,6 +49,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, pool
 from sqlalchemy.engine import URL
 
+from ..queries import check_schema_name
 from ..schema import VERSION_TABLE
 from ._env import OWN_TABLES, driver_url, table_name_of
 
@@ -74,14 +75,17 @@ SCRIPT_LOCATION = "sqla_jobs:migrations"
 Bind: TypeAlias = Engine | Connection | str | URL
 
 
-def alembic_config(bind: Bind | None = None) -> Config:
+def alembic_config(bind: Bind | None = None, *, schema: str | None = None) -> Config:
     """An Alembic ``Config`` for our migrations, set to run on ``bind``.
 
     Pass it to any ``alembic.command`` function. Without ``bind``, the environment falls back
     to the ``DATABASE_URL`` environment variable (online) or plain PostgreSQL (``--sql``).
+    ``schema``: the PostgreSQL schema of the tables (created if missing; `App`'s
+    ``schema``); None puts them in the first schema of the connection's ``search_path``.
     """
     config = Config()
     config.set_main_option("script_location", SCRIPT_LOCATION)
+    config.attributes["schema"] = check_schema_name(schema)
     if isinstance(bind, Connection | Engine):
         config.attributes["connection"] = bind
     elif isinstance(bind, str | URL):
@@ -95,24 +99,28 @@ def alembic_config(bind: Bind | None = None) -> Config:
     return config
 
 
-def upgrade(bind: Bind, revision: str = "head") -> None:
-    """Upgrade the job tables on ``bind`` to ``revision`` (the latest by default)."""
+def upgrade(bind: Bind, revision: str = "head", *, schema: str | None = None) -> None:
+    """Upgrade the job tables on ``bind`` to ``revision`` (the latest by default), in
+    PostgreSQL schema ``schema`` if given (see `alembic_config`)."""
     with _host_context_kept():
-        command.upgrade(alembic_config(bind), revision)
+        command.upgrade(alembic_config(bind, schema=schema), revision)
 
 
-def downgrade(bind: Bind, revision: str = "base") -> None:
-    """Downgrade the job tables on ``bind`` to ``revision``; ``"base"`` removes them all."""
+def downgrade(bind: Bind, revision: str = "base", *, schema: str | None = None) -> None:
+    """Downgrade the job tables on ``bind`` to ``revision``; ``"base"`` removes them all (a
+    schema named, once created, is left: it may hold other things)."""
     with _host_context_kept():
-        command.downgrade(alembic_config(bind), revision)
+        command.downgrade(alembic_config(bind, schema=schema), revision)
 
 
-def current(bind: Bind) -> str | None:
-    """The revision recorded in our version table on ``bind``; None if never migrated."""
+def current(bind: Bind, *, schema: str | None = None) -> str | None:
+    """The revision recorded in our version table on ``bind`` (in ``schema``, if given);
+    None if never migrated."""
+    opts = {"version_table": VERSION_TABLE, "version_table_schema": check_schema_name(schema)}
     with _connected(bind) as connection:
         began = not connection.in_transaction()
         try:
-            context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+            context = MigrationContext.configure(connection, opts=opts)
             return context.get_current_revision()
         finally:
             # Leave a caller's connection as it came: a read needs no commit.
@@ -128,14 +136,16 @@ def head() -> str:
     return revision
 
 
-def sql(revision_range: str = "base:head", *, downgrade: bool = False) -> str:
+def sql(
+    revision_range: str = "base:head", *, downgrade: bool = False, schema: str | None = None
+) -> str:
     """The SQL that an upgrade (or a downgrade) over ``revision_range`` would run, as text.
 
     For a DBA who applies schema changes by hand: ``sql()`` creates everything,
     ``sql("head:base", downgrade=True)`` removes it.
     """
     buffer = io.StringIO()
-    config = alembic_config()
+    config = alembic_config(schema=schema)
     config.output_buffer = buffer
     run = command.downgrade if downgrade else command.upgrade
     with _host_context_kept():

@@ -14,9 +14,12 @@ from typing import Any
 
 from alembic import context
 from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, create_engine, pool
+from sqlalchemy import Connection, Engine, create_engine, pool, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.schema import CreateSchema
 
+from ..grants import quote_identifier
+from ..queries import check_schema_name
 from ..schema import VERSION_TABLE, metadata
 
 #: Names of every table our migrations own, the version table included.
@@ -70,31 +73,74 @@ def _configure_logging() -> None:
         logging.config.fileConfig(file_name, disable_existing_loggers=False)
 
 
+def configured_schema() -> str | None:
+    """The PostgreSQL schema the tables go in: ``config.attributes["schema"]`` (what
+    `sqla_jobs.migrations` functions set), else the ``sqla_jobs_schema`` option of the ini
+    file; None: the first schema of the connection's ``search_path``."""
+    schema = context.config.attributes.get("schema")
+    if schema is None:
+        schema = context.config.get_main_option("sqla_jobs_schema") or None
+    return check_schema_name(schema)
+
+
+def _in_schema(schema: str | None) -> str | None:
+    """Point the migration's transaction at ``schema``: created if missing, and first (and
+    only) in the ``search_path``, so that the revisions, which name no schema, create and
+    change the tables there. Returns the ``search_path`` to restore."""
+    if schema is None:
+        return None
+    context.execute(CreateSchema(schema, if_not_exists=True))
+    quoted = quote_identifier(schema)
+    if context.is_offline_mode():
+        # As text(): a colon in the name would read as a parameter unless escaped.
+        context.execute(text(f"SET LOCAL search_path TO {quoted}".replace(":", "\\:")))
+        return None
+    bind = context.get_bind()
+    before: str = bind.exec_driver_sql("SELECT current_setting('search_path')").scalar_one()
+    bind.exec_driver_sql("SELECT set_config('search_path', %(path)s, true)", {"path": quoted})
+    return before
+
+
+def _restore_search_path(before: str | None) -> None:
+    # A host's transaction (its own env.py calling upgrade) goes on with its own search_path.
+    if before is not None:
+        context.get_bind().exec_driver_sql(
+            "SELECT set_config('search_path', %(path)s, true)", {"path": before}
+        )
+
+
 def _run_offline() -> None:
     url = _configured_url()
+    schema = configured_schema()
     context.configure(
         url=url,
         dialect_name=None if url is not None else "postgresql",
         target_metadata=metadata,
         version_table=VERSION_TABLE,
+        version_table_schema=schema,
         include_object=include_own_object,
         literal_binds=True,
     )
     with context.begin_transaction():
+        _in_schema(schema)
         context.run_migrations()
 
 
 def _run_on(connection: Connection) -> None:
+    schema = configured_schema()
     context.configure(
         connection=connection,
         target_metadata=metadata,
         version_table=VERSION_TABLE,
+        version_table_schema=schema,
         include_object=include_own_object,
     )
     # When the caller's connection already has a transaction open, Alembic runs inside it and
     # leaves the commit to the caller; otherwise it begins and commits its own.
     with context.begin_transaction():
+        before = _in_schema(schema)
         context.run_migrations()
+        _restore_search_path(before)
 
 
 def _run_online() -> None:

@@ -14,13 +14,15 @@ managing them), `periodic`; `_build` holds the compiler and the shared pieces.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from .._query import Query
 from ..schema import jobs as jobs_table
 from . import claim, defer, finish, jobs, periodic, stalled, workers
+from ._build import quoted_name, render_in_schema
 from .defer import COPY_COLUMNS
 
-__all__ = ["ALL", "COPY_COLUMNS", "RENDERED_PATH", "rendered_module"]
+__all__ = ["ALL", "COPY_COLUMNS", "RENDERED_PATH", "InSchema", "in_schema", "rendered_module"]
 
 #: Every statement, in the order of the rendered module.
 ALL: tuple[Query, ...] = (
@@ -61,6 +63,28 @@ ALL: tuple[Query, ...] = (
 RENDERED_PATH = Path(__file__).parent.with_name("_rendered_queries.py")
 
 
+class InSchema(NamedTuple):
+    """Every statement, rendered for tables in one schema (`in_schema`)."""
+
+    all: tuple[Query, ...]
+    claim_template: str
+    claim_in_queues_template: str
+    jobs_table: str
+
+
+def in_schema(schema: str) -> InSchema:
+    """Every statement of `ALL`, the claim templates and the jobs table's name, for tables in
+    PostgreSQL schema ``schema`` (quoted wherever it appears): rendered from the same Core
+    statements as the module `rendered_module` writes, when an app names its schema."""
+    return InSchema(
+        all=tuple(render_in_schema(query.name, schema) for query in ALL),
+        claim_template=claim.claim_template(in_queues=False, schema=schema),
+        claim_in_queues_template=claim.claim_template(in_queues=True, schema=schema),
+        # COPY takes no parameters: its text keeps a % as it is.
+        jobs_table=quoted_name(jobs_table.name, schema).replace("%%", "%"),
+    )
+
+
 def _split_string(sql: str) -> list[str]:
     """``sql`` as string literals, one per line of SQL, that Python joins back."""
     literals = [repr(line) for line in sql.splitlines(keepends=True)]
@@ -77,7 +101,7 @@ def rendered_module() -> str:
         "",
         "from ._query import Query",
         "",
-        f"JOBS_TABLE = {jobs_table.name!r}",
+        f"JOBS_TABLE = {quoted_name(jobs_table.name, None)!r}",
         f"COPY_COLUMNS = {COPY_COLUMNS!r}",
         f"CLAIM_TEMPLATE = {claim.claim_template(in_queues=False)!r}",
         f"CLAIM_IN_QUEUES_TEMPLATE = {claim.claim_template(in_queues=True)!r}",

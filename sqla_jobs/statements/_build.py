@@ -43,9 +43,64 @@ _DIALECT = PGDialect_psycopg2()  # type: ignore[no-untyped-call]
 _DIALECT.statement_compiler = _Compiler
 
 
+#: Every statement `render` has rendered, by name: what `render_in_schema` renders again.
+SOURCES: dict[str, tuple[ClauseElement, bool]] = {}
+
+
 def render(name: str, statement: ClauseElement, *, prepared: bool = False) -> Query:
-    """Compile a Core statement to driver-ready SQL text, once."""
-    return Query(name, str(statement.compile(dialect=_DIALECT)), prepared)
+    """Compile a Core statement to driver-ready SQL text, once, for the tables found by the
+    connection's ``search_path`` (no schema named)."""
+    SOURCES[name] = (statement, prepared)
+    return Query(name, _compiled(statement, None), prepared)
+
+
+def render_in_schema(name: str, schema: str) -> Query:
+    """Statement ``name`` again, its tables (and their type and sequence) in ``schema``."""
+    statement, prepared = SOURCES[name]
+    return Query(name, _compiled(statement, schema), prepared)
+
+
+def compile_in_schema(statement: ClauseElement, schema: str | None) -> str:
+    """A statement that `render` does not keep (the claim's templates), in ``schema``."""
+    return _compiled(statement, schema)
+
+
+def _compiled(statement: ClauseElement, schema: str | None) -> str:
+    if schema is None:
+        return str(statement.compile(dialect=_DIALECT))
+    # SQLAlchemy's schema translation names the schema, quoted, wherever a table or a type
+    # of the metadata appears; `QualifiedName` does it inside the literals that name one.
+    compiled = statement.compile(
+        dialect=_DIALECT, schema_translate_map={None: schema}, render_schema_translate=True
+    )
+    return str(compiled)
+
+
+def quoted_name(name: str, schema: str | None) -> str:
+    """``name`` (a table, a sequence) as SQL: quoted where needed, after its schema if any."""
+    preparer = _DIALECT.identifier_preparer
+    if schema is None:
+        return preparer.quote(name)
+    return f"{preparer.quote_schema(schema)}.{preparer.quote(name)}"
+
+
+class QualifiedName(ColumnElement[Any]):
+    """A string literal naming one of our tables or sequences, as ``regclass`` and
+    ``pg_get_serial_sequence`` read it: in the schema of the statement's tables, which
+    SQLAlchemy's schema translation does not reach inside a literal."""
+
+    inherit_cache = True
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.type = Text()
+
+
+@compiles(QualifiedName)
+def _compile_qualified_name(element: QualifiedName, compiler: SQLCompiler, **kw: Any) -> str:
+    translate = getattr(compiler, "schema_translate_map", None) or {}
+    qualified = quoted_name(element.name, translate.get(None))
+    return "'" + qualified.replace("'", "''") + "'"
 
 
 class ArrayOf(ColumnElement[Any]):

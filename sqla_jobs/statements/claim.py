@@ -24,10 +24,15 @@ from sqlalchemy.sql.elements import ColumnElement
 from .._query import LIMIT_MARKER, Query
 from ..schema import JobStatus, jobs
 from ..statuses import RUNNING_STATUSES
-from ._build import JOB_COLUMNS, ArrayOf, array_param, render, step_time
+from ._build import JOB_COLUMNS, ArrayOf, array_param, compile_in_schema, render, step_time
 
 
-def build_claim(queue_filter: bool, limit: int | None = None) -> Query:
+def build_claim(queue_filter: bool) -> Query:
+    name = "claim_jobs_in_queues" if queue_filter else "claim_jobs"
+    return render(name, claim_statement(queue_filter, None), prepared=True)
+
+
+def claim_statement(queue_filter: bool, limit: int | None) -> Any:
     running = jobs.alias("running")
     earlier = jobs.alias("earlier")
     lock_is_free = or_(
@@ -124,18 +129,18 @@ def build_claim(queue_filter: bool, limit: int | None = None) -> Query:
         )
         .returning(*JOB_COLUMNS)
     )
-    name = "claim_jobs_in_queues" if queue_filter else "claim_jobs"
-    return render(name, statement, prepared=True)
+    return statement
 
 
 claim_jobs = build_claim(queue_filter=False)
 claim_jobs_in_queues = build_claim(queue_filter=True)
 
 
-def claim_template(*, in_queues: bool) -> str:
+def claim_template(*, in_queues: bool, schema: str | None = None) -> str:
     """The claim with `queries.LIMIT_MARKER` for its limit: `queries.claim_query` writes each
-    limit in (a generic plan with the limit as a parameter is costed as a tenth of the queue)."""
-    sql = build_claim(queue_filter=in_queues, limit=LIMIT_MARKER).sql
+    limit in (a generic plan with the limit as a parameter is costed as a tenth of the queue).
+    ``schema``: where the tables are (None: found by the ``search_path``)."""
+    sql = compile_in_schema(claim_statement(in_queues, LIMIT_MARKER), schema)
     limits = 3 if in_queues else 2  # the scan's, the claim's (and the walks' of each queue)
     assert sql.count(str(LIMIT_MARKER)) == limits, "the marker must be the claim's limits only"
     return sql

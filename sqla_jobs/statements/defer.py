@@ -10,13 +10,12 @@ from sqlalchemy import (
     cast,
     func,
     insert,
-    literal,
     select,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, REGCLASS
 
 from ..schema import JobStatus, jobs
-from ._build import array_param, render
+from ._build import QualifiedName, array_param, render
 
 defer_job = render(
     "defer_job",
@@ -82,7 +81,7 @@ _reserved = (
     select(
         # The identity column's sequence, by the name PostgreSQL gives it (a lookup by
         # pg_get_serial_sequence per row costs five times as much).
-        func.nextval(cast(literal(f"{jobs.name}_id_seq", Text), REGCLASS)).label("id")
+        func.nextval(cast(QualifiedName(f"{jobs.name}_id_seq"), REGCLASS)).label("id")
     )
     .select_from(_ids)
     .subquery("reserved")

@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from ..schema import jobs, periodic_defers
-from ._build import array_param, render
+from ._build import QualifiedName, array_param, render
 
 _ticks = (
     select(
@@ -50,7 +50,7 @@ _ticks = (
 # worker sends it, and the others (waiting on the winner's commit) insert nothing. The
 # job's id is drawn here so that the row names the job written below.
 _next_job_id = func.nextval(
-    func.pg_get_serial_sequence(literal(jobs.name, Text), literal(jobs.c.id.name, Text))
+    func.pg_get_serial_sequence(QualifiedName(jobs.name), literal(jobs.c.id.name, Text))
 )
 _deferred = (
     pg_insert(periodic_defers)

@@ -50,7 +50,7 @@ def use_connector(app: App, connector: BaseConnector) -> Iterator[App]:
     kept in a variable) keeps the connector it was made with."""
     saved = app.connector, app.job_manager
     app.connector = connector
-    app.job_manager = JobManager(connector, max_args_bytes=app.job_manager.max_args_bytes)
+    app.job_manager = app.job_manager.using(connector)
     try:
         yield app
     finally:

@@ -28,14 +28,18 @@ def _claim_order(row: dict[str, Any]) -> tuple[int, int]:
 class WorkerDatabase:
     """The worker's statements, on its connector."""
 
-    def __init__(self, connector: BaseConnector) -> None:
+    def __init__(
+        self, connector: BaseConnector, statements: queries.Statements = queries.DEFAULT
+    ) -> None:
         self.connector = connector
+        #: The statements for the tables, where the app has them (`App`'s ``schema``).
+        self.statements = statements
 
     async def claim(self, *, worker_id: int, queues: Sequence[str] | None, limit: int) -> list[Job]:
         """Mark up to ``limit`` runnable jobs as doing for this worker and return them,
         highest priority first, then oldest."""
         params: dict[str, Any] = {"worker_id": worker_id, "limit": limit}
-        query = queries.claim_query(limit, in_queues=queues is not None)
+        query = self.statements.claim_query(limit, in_queues=queues is not None)
         if queues is not None:
             params["queues"] = list(queues)
         rows = await self.connector.fetch_all_async(query, params)
@@ -49,7 +53,7 @@ class WorkerDatabase:
     ) -> None:
         """Record that the worker's jobs ``job_ids`` succeeded in their attempts ``attempts``
         (or delete them). A job no longer in that attempt under this worker is left alone."""
-        query = queries.delete_jobs_by_id if delete else queries.finish_succeeded
+        query = self.statements[queries.delete_jobs_by_id if delete else queries.finish_succeeded]
         params = {"worker_id": worker_id, "ids": list(job_ids), "attempts": list(attempts)}
         await self.connector.execute_async(query, params)
 
@@ -81,7 +85,7 @@ class WorkerDatabase:
 
     async def _finish(self, worker_id: int, outcomes: Sequence[Outcome]) -> None:
         await self.connector.execute_async(
-            queries.finish_jobs,
+            self.statements[queries.finish_jobs],
             {
                 "worker_id": worker_id,
                 "ids": [o.job_id for o in outcomes],
@@ -100,13 +104,13 @@ class WorkerDatabase:
             "ids": [o.job_id for o in written],
             "attempts": [o.attempt for o in written],
         }
-        await self.connector.execute_async(queries.delete_jobs_by_id, params)
+        await self.connector.execute_async(self.statements[queries.delete_jobs_by_id], params)
 
     async def register_worker(
         self, *, name: str, queues: Sequence[str] | None, concurrency: int
     ) -> int:
         row = await self.connector.fetch_one_async(
-            queries.register_worker,
+            self.statements[queries.register_worker],
             {
                 "name": name,
                 "hostname": socket.gethostname(),
@@ -121,15 +125,21 @@ class WorkerDatabase:
     async def heartbeat(self, worker_id: int) -> bool:
         """Record that the worker is alive. False when its row is gone: another worker found it
         stalled and removed it (see `reregister_worker`)."""
-        row = await self.connector.fetch_one_async(queries.heartbeat, {"worker_id": worker_id})
+        row = await self.connector.fetch_one_async(
+            self.statements[queries.heartbeat], {"worker_id": worker_id}
+        )
         return row is not None
 
     async def notify(self, channel: str, payload: str) -> None:
         """Send a notification on ``channel`` (the worker checks that its LISTEN hears one)."""
-        await self.connector.execute_async(queries.notify, {"channel": channel, "payload": payload})
+        await self.connector.execute_async(
+            self.statements[queries.notify], {"channel": channel, "payload": payload}
+        )
 
     async def unregister_worker(self, worker_id: int) -> None:
-        await self.connector.execute_async(queries.unregister_worker, {"worker_id": worker_id})
+        await self.connector.execute_async(
+            self.statements[queries.unregister_worker], {"worker_id": worker_id}
+        )
 
     async def requeue(
         self,
@@ -151,7 +161,7 @@ class WorkerDatabase:
             "held": list(held),
             "held_for": datetime.timedelta(seconds=held_for),
         }
-        await self.connector.execute_async(queries.requeue_worker_jobs, params)
+        await self.connector.execute_async(self.statements[queries.requeue_worker_jobs], params)
 
     async def reregister_worker(
         self, worker_id: int, *, name: str, queues: Sequence[str] | None, concurrency: int
@@ -159,7 +169,7 @@ class WorkerDatabase:
         """Put back the row of a worker that another worker removed as stalled, under the same
         id (its running jobs carry it). False when the row was there after all."""
         row = await self.connector.fetch_one_async(
-            queries.reregister_worker,
+            self.statements[queries.reregister_worker],
             {
                 "worker_id": worker_id,
                 "name": name,
@@ -174,7 +184,7 @@ class WorkerDatabase:
     async def aborting_job_ids(self, worker_id: int) -> list[int]:
         """Ids of the worker's jobs that someone asked to abort (status ``aborting``)."""
         rows = await self.connector.fetch_all_async(
-            queries.aborting_jobs_of_worker, {"worker_id": worker_id}
+            self.statements[queries.aborting_jobs_of_worker], {"worker_id": worker_id}
         )
         return [int(row["id"]) for row in rows]
 
@@ -198,7 +208,9 @@ class WorkerDatabase:
         recovered_by = f"Worker {worker_name!r} (id {worker_id})"
         recovered: list[RecoveredJob] = []
         while True:
-            rows = await self.connector.fetch_all_async(queries.adopt_stalled_jobs, params)
+            rows = await self.connector.fetch_all_async(
+                self.statements[queries.adopt_stalled_jobs], params
+            )
             plans = [
                 plan_recovery(
                     StalledJob.from_row(row),
@@ -220,7 +232,7 @@ class WorkerDatabase:
         alone and left out of the result."""
         try:
             rows = await self.connector.fetch_all_async(
-                queries.finish_recovered_jobs, _recovered_params(worker_id, plans)
+                self.statements[queries.finish_recovered_jobs], _recovered_params(worker_id, plans)
             )
         except ConnectorError as exc:
             # A job going back to the queue whose queueing lock another waiting job holds.
@@ -233,7 +245,7 @@ class WorkerDatabase:
                 return recorded
             plans = [requeue_refused(plans[0])]
             rows = await self.connector.fetch_all_async(
-                queries.finish_recovered_jobs, _recovered_params(worker_id, plans)
+                self.statements[queries.finish_recovered_jobs], _recovered_params(worker_id, plans)
             )
         statuses = {int(row["id"]): JobStatus(row["status"]) for row in rows}
         return [
@@ -251,7 +263,8 @@ class WorkerDatabase:
         hold no running job any more (recover their jobs first); returns their rows (id, name,
         hostname, pid, heartbeat_age)."""
         rows = await self.connector.fetch_all_async(
-            queries.delete_stalled_workers, _stalled_params(worker_id, stalled_timeout)
+            self.statements[queries.delete_stalled_workers],
+            _stalled_params(worker_id, stalled_timeout),
         )
         for row in rows:
             row["heartbeat_age"] = float(row["heartbeat_age"])
@@ -259,7 +272,7 @@ class WorkerDatabase:
 
     async def check_schema(self) -> None:
         """Raise SchemaNotFound (with the fix) when the tables are missing."""
-        await self.connector.fetch_one_async(queries.check_schema)
+        await self.connector.fetch_one_async(self.statements[queries.check_schema])
 
     async def defer_periodic(
         self, ticks: Sequence[PeriodicTick]
@@ -276,7 +289,7 @@ class WorkerDatabase:
         if not ticks:
             return {}
         rows = await self.connector.fetch_all_async(
-            queries.defer_periodic_jobs, periodic_params(ticks)
+            self.statements[queries.defer_periodic_jobs], periodic_params(ticks)
         )
         return {
             (row["task_name"], row["periodic_id"], int(row["defer_timestamp"])): (
@@ -289,7 +302,7 @@ class WorkerDatabase:
         """Delete the records of ticks older than ``before`` (unix seconds), keeping the
         ``keep`` newest of each periodic task; returns how many were deleted."""
         row = await self.connector.fetch_one_async(
-            queries.prune_periodic_defers, {"keep": keep, "before": before}
+            self.statements[queries.prune_periodic_defers], {"keep": keep, "before": before}
         )
         return int(row["count"]) if row else 0
 

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from ..connectors.base import BaseConnector
     from ..manager import JobManager
     from ..periodic import PeriodicTask
+    from ..queries import Statements
     from ..tasks import JobDeferrer, Task
 
 DeleteJobs = Literal["never", "successful", "always"]
@@ -28,6 +29,9 @@ class WorkerApp(Protocol):
 
     @property
     def job_manager(self) -> JobManager: ...
+
+    @property
+    def statements(self) -> Statements: ...
 
     @property
     def tasks(self) -> Mapping[str, Task]: ...

@@ -60,7 +60,7 @@ class Worker:
         self.app = app
         self.options = options or WorkerOptions()
         self.name = self.options.name or f"{socket.gethostname()}-{id(self):x}"
-        self.database = WorkerDatabase(app.connector)
+        self.database = WorkerDatabase(app.connector, app.statements)
         # No queue named means every queue.
         queues = list(self.options.queues) if self.options.queues else None
         self._state = WorkerState(app, self.database, self.options, self.name, queues)

@@ -25,5 +25,6 @@ def test_rows_are_tab_separated_lines() -> None:
     assert text_rows([(1, "q", None), (2, "x\ty", 3)]) == "1\tq\t\\N\n2\tx\\ty\t3\n"
 
 
-def test_copy_statement_quotes_the_table_and_columns() -> None:
-    assert copy_statement("jobs", ["id", "lock"]) == 'COPY "jobs" ("id", "lock") FROM STDIN'
+def test_copy_statement_takes_the_table_as_sql_and_quotes_the_columns() -> None:
+    table = '"a b""c".sqla_jobs_jobs'  # as `queries.Statements.jobs_table` has it
+    assert copy_statement(table, ["id", "lock"]) == f'COPY {table} ("id", "lock") FROM STDIN'

@@ -1,0 +1,254 @@
+"""The job tables in a PostgreSQL schema of the user's choice (``App(schema=...)``), with a
+hostile name, through every connector: migrations, defer (one, batch, COPY, ``bind=``), the job
+manager, the worker (claim, finish, retry, periodic ticks, stalled recovery), the CLI. The
+connections' ``search_path`` never includes the schema: every statement names it."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+import sqla_jobs
+from sqla_jobs import migrations, queries
+from sqla_jobs.grants import quote_identifier
+from sqla_jobs.jobs import JobSpec
+from sqla_jobs.periodic import PeriodicTick
+from sqla_jobs.worker.database import WorkerDatabase
+
+#: A space, a double quote, a single quote, a percent sign (the drivers' placeholder mark) and
+#: a colon (SQLAlchemy's): each must be quoted or escaped wherever the name appears.
+HOSTILE = "a b\"c'd%e:f"
+
+
+@pytest.fixture(params=[HOSTILE, "jobs"], ids=["hostile", "plain"])
+def schema_url(request: pytest.FixtureRequest, empty_db_url: str) -> Iterator[tuple[str, str]]:
+    """A fresh database with the job tables at head in schema ``schema``, none in public."""
+    schema: str = request.param
+    migrations.upgrade(empty_db_url, schema=schema)
+    yield empty_db_url, schema
+
+
+def _tables(url: str) -> dict[str, set[str]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_name LIKE 'sqla\\_jobs\\_%'"
+        ).fetchall()
+    found: dict[str, set[str]] = {}
+    for schema, table in rows:
+        found.setdefault(schema, set()).add(table)
+    return found
+
+
+def test_migrations_create_every_table_in_the_schema_and_nothing_in_public(
+    schema_url: tuple[str, str],
+) -> None:
+    url, schema = schema_url
+
+    assert _tables(url) == {
+        schema: {*sqla_jobs.schema.metadata.tables, sqla_jobs.schema.VERSION_TABLE}
+    }
+    assert migrations.current(url, schema=schema) == migrations.head()
+    assert migrations.current(url) is None  # the search_path's schema has none
+    with psycopg.connect(url) as conn:
+        search_path = conn.execute("SHOW search_path").fetchone()
+    assert search_path is not None and schema not in search_path[0]  # restored, not saved
+
+    migrations.downgrade(url, "base", schema=schema)
+    assert _tables(url) == {schema: {sqla_jobs.schema.VERSION_TABLE}}  # Alembic keeps it
+    migrations.upgrade(url, schema=schema)  # and back
+    assert migrations.current(url, schema=schema) == migrations.head()
+
+
+def test_a_host_alembic_run_keeps_its_search_path(empty_db_url: str) -> None:
+    """Inside the host's transaction (its env.py calls upgrade on its connection), our
+    migrations point the search_path at our schema only while they run."""
+    engine = sa.create_engine(migrations.driver_url(empty_db_url), poolclass=sa.NullPool)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("SET LOCAL search_path TO public")
+        migrations.upgrade(connection, schema=HOSTILE)
+        assert connection.exec_driver_sql("SHOW search_path").scalar_one() == "public"
+        connection.exec_driver_sql("CREATE TABLE host_table (id int)")
+    assert "host_table" in {name for name in sa.inspect(engine).get_table_names(schema="public")}
+    assert migrations.current(engine, schema=HOSTILE) == migrations.head()
+    engine.dispose()
+
+
+async def test_every_connector_defers_manages_and_runs_jobs_in_the_schema(
+    schema_url: tuple[str, str], connector_kind: str, connectors: type
+) -> None:
+    url, schema = schema_url
+    app = sqla_jobs.App(connector=connectors.from_dsn(connector_kind, url), schema=schema)
+    seen: list[dict[str, object]] = []
+
+    @app.task(name="record", retry=1)
+    def record(**kwargs: object) -> None:
+        if kwargs.get("fail_once") and not any(s.get("fail_once") for s in seen):
+            seen.append(kwargs)
+            raise RuntimeError("first attempt fails")
+        seen.append(kwargs)
+
+    manager = app.job_manager
+    await app.open_async()
+    try:
+        one = await record.configure(queue="q", lock="l", queueing_lock="ql").defer_async(n=1)
+        with pytest.raises(sqla_jobs.AlreadyEnqueued):
+            await record.configure(queueing_lock="ql").defer_async(n=2)
+        batch = await record.batch_defer_async(*[{"n": i} for i in range(3)])
+        big = await record.batch_defer_async(
+            *[{"n": i} for i in range(manager.copy_threshold + 5)]
+        )  # COPY where the connector can
+        retried = await record.defer_async(fail_once=True)
+        cancelled = await record.defer_async(n=-1)
+        assert await manager.cancel_job_async(cancelled)
+
+        assert (await manager.get_job_async(one)).queue == "q"
+        listed = await manager.list_jobs_async(queue="q")
+        assert [job.id for job in listed] == [one]
+        counts = await manager.count_jobs_async()
+        assert counts[("default", sqla_jobs.JobStatus.TODO)] == 3 + len(big) + 1
+
+        if app.connector.can_run_worker:
+            worker_app = app
+        else:
+            worker_app = app.with_connector(sqla_jobs.PsycopgConnector(conninfo=url))
+            await worker_app.open_async()
+        try:
+            await worker_app.run_worker_async(
+                wait=False, install_signal_handlers=False, polling_interval=0.1
+            )
+        finally:
+            if worker_app is not app:
+                await worker_app.close_async()
+
+        statuses = {job.id: job.status for job in await manager.list_jobs_async(limit=10_000)}
+        assert statuses.pop(cancelled) == sqla_jobs.JobStatus.CANCELLED
+        assert await manager.retry_job_async(cancelled)
+        assert set(statuses.values()) == {sqla_jobs.JobStatus.SUCCEEDED}
+        assert len(statuses) == 1 + len(batch) + len(big) + 1
+        history = [event.status for event in await manager.get_job_history_async(retried)]
+        assert history == ["todo", "doing", "todo", "doing", "succeeded"]  # via the trigger
+        assert await manager.delete_job_async(one)
+        assert await manager.prune_jobs_async(older_than=datetime.timedelta(0)) > 0
+    finally:
+        await app.close_async()
+
+    assert set(_tables(url)) == {schema}  # nothing was written anywhere else
+
+
+def test_deferring_in_the_hosts_transaction_writes_to_the_schema(
+    schema_url: tuple[str, str],
+) -> None:
+    url, schema = schema_url
+    app = sqla_jobs.App(connector=sqla_jobs.SyncPsycopgConnector(conninfo=url), schema=schema)
+    engine = sa.create_engine(migrations.driver_url(url), poolclass=sa.NullPool)
+    with engine.begin() as connection:
+        job_id = app.configure_task("t", bind=connection).defer(x=1)
+    with engine.connect() as connection:
+        table = f"{quote_identifier(schema)}.sqla_jobs_jobs".replace("%", "%%")
+        row = connection.exec_driver_sql(
+            f"SELECT task_name FROM {table} WHERE id = %(id)s", {"id": job_id}
+        ).one()
+    assert row.task_name == "t"
+    engine.dispose()
+
+
+async def test_the_workers_own_statements_work_in_the_schema(
+    schema_url: tuple[str, str],
+) -> None:
+    """Registering, heartbeats, recovery of a dead worker's jobs and periodic ticks, which
+    draw job ids from the schema's sequence."""
+    url, schema = schema_url
+    app = sqla_jobs.App(connector=sqla_jobs.PsycopgConnector(conninfo=url), schema=schema)
+    database = WorkerDatabase(app.connector, app.statements)
+    async with app.open_async():
+        await database.check_schema()
+        dead = await database.register_worker(name="dead", queues=None, concurrency=1)
+        live = await database.register_worker(name="live", queues=None, concurrency=1)
+        job_id = await app.configure_task("t").defer_async()
+        assert [job.id for job in await database.claim(worker_id=dead, queues=None, limit=5)] == [
+            job_id
+        ]
+        assert await database.heartbeat(live)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                f"UPDATE {quote_identifier(schema).replace('%', '%%')}.sqla_jobs_workers "
+                "SET last_heartbeat = now() - interval '1 hour' WHERE id = %s",
+                [dead],
+            )
+        recovered = await database.recover_stalled_jobs(
+            worker_id=live, worker_name="live", stalled_timeout=60, strategies={}
+        )
+        assert [job.stalled.job.id for job in recovered] == [job_id]
+        tick = PeriodicTick(spec=JobSpec(task_name="tick", args={}), periodic_id="", timestamp=1)
+        deferred = await database.defer_periodic([tick])
+        tick_job = deferred[tick.key]
+        assert tick_job is not None
+        assert (await app.job_manager.get_job_async(tick_job)).task_name == "tick"
+
+
+def test_the_statements_name_the_schema_quoted_and_nothing_else_changes() -> None:
+    statements = queries.for_schema(HOSTILE)
+    quoted = '"a b""c\'d%%e:f".'  # %-doubled: the drivers read %% as %
+    in_literal = quoted.replace("'", "''")  # inside '...'::regclass
+    for default in queries.ALL:
+        sql = statements[default].sql
+        if "sqla_jobs_" not in default.sql:  # pg_notify
+            assert sql == default.sql
+            continue
+        assert quoted in sql or in_literal in sql, default.name
+        assert sql.replace(in_literal, "").replace(quoted, "") == default.sql, default.name
+    assert queries.for_schema(HOSTILE) is statements  # rendered once per schema
+    assert queries.for_schema(None) is queries.DEFAULT
+
+
+@pytest.mark.parametrize(
+    ("schema", "error"),
+    [
+        ("", "must not be empty"),
+        ("x" * 64, "at most 63 bytes"),
+        ("a\x00b", "NUL"),
+        ("\ud800", "lone surrogate"),
+        (42, "must be a string"),
+    ],
+)
+def test_a_schema_name_postgresql_would_refuse_or_cut_is_refused_at_once(
+    schema: object, error: str
+) -> None:
+    with pytest.raises((TypeError, ValueError), match=error):
+        sqla_jobs.App(connector=sqla_jobs.PsycopgConnector(), schema=schema)  # type: ignore[arg-type]
+
+
+def test_the_command_line_takes_the_schema(schema_url: tuple[str, str], tmp_path: object) -> None:
+    url, schema = schema_url
+    env = {**os.environ, "DATABASE_URL": url, "SQLA_JOBS_SCHEMA": schema}
+    env.pop("SQLA_JOBS_APP", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sqla_jobs", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    current = cli("schema", "current")
+    assert current.returncode == 0 and "(head)" in current.stdout, current
+    deferred = cli("defer", "some_task", '{"a": 1}')
+    assert deferred.returncode == 0, deferred
+    listed = cli("jobs", "list")
+    assert listed.returncode == 0 and "some_task" in listed.stdout, listed
+    health = cli("healthchecks")
+    assert health.returncode == 0, health
+    grants = cli("schema", "grants", "--app-role", "web")
+    assert f'{quote_identifier(schema)}."sqla_jobs_jobs"' in grants.stdout, grants
+    elsewhere = cli("--schema", "nowhere", "schema", "current")
+    assert "none" in elsewhere.stdout, elsewhere
