@@ -313,6 +313,11 @@ def _argument_problem(task_name: str, args: dict[str, Any]) -> InvalidJobArgumen
     for key, value in args.items():
         if not isinstance(key, str):
             break
+        if (problem := _text_problem(key)) is not None:
+            return InvalidJobArguments(
+                f"The argument name {_short(key)} of task {task_name!r} cannot be stored "
+                f"({problem}). Use argument names without it."
+            )
         problem = _json_problem(value)
         if problem is not None:
             return InvalidJobArguments(
@@ -333,7 +338,12 @@ def _json_problem(value: Any) -> str | None:
         text = _ENCODE(value)
     except (TypeError, ValueError) as exc:
         return f"{type(value).__name__}: {exc}"
-    if _has_nul(text):
+    return _text_problem(text)
+
+
+def _text_problem(text: str) -> str | None:
+    """What keeps JSON text (or a name) out of PostgreSQL: a NUL character, a lone surrogate."""
+    if "\x00" in text or _has_nul(text):
         return "it contains a NUL character (\\x00), which PostgreSQL cannot store"
     if not (text.isascii() or _encodes(text)):
         return (
