@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import TaskNotFound
-from .jobs import DEFAULT_QUEUE, JobSpec
+from .jobs import DEFAULT_QUEUE, JobSpec, check_options
 from .manager import JobManager
 from .retry import RetryStrategy, retry_strategy
 
@@ -125,6 +125,18 @@ class Task:
         pass_context: bool = False,
         retry: int | RetryStrategy | None = None,
     ) -> None:
+        # A name or option that no job could carry fails here, where the task is declared,
+        # rather than at its first defer (or in a worker that cannot find the task).
+        check_options(
+            JobSpec(
+                task_name=name,
+                args={},
+                queue=queue,
+                priority=priority,
+                lock=lock,
+                queueing_lock=queueing_lock,
+            )
+        )
         self.func = func
         self._app = app
         self.name = name
@@ -161,6 +173,8 @@ class Task:
 
     def _bind(self, app: TaskHost, name: str) -> None:
         """Attach a blueprint's task to the app that adds it, under its namespaced name."""
+        o = self.options
+        check_options(JobSpec(task_name=name, args={}, queue=o.queue, priority=o.priority))
         self._app = app
         self.name = name
 
