@@ -6,10 +6,14 @@ import argparse
 import datetime
 import json
 import logging
+import math
+import reprlib
 import sys
 from typing import Any
 
-from .common import build_app, import_tasks, seconds, subparser
+from ..errors import InvalidJobArguments, InvalidJobOptions
+from ..jobs import DEFAULT_QUEUE, MAX_ARGS_DEPTH, JobSpec, check_options
+from .common import build_app, import_tasks, one_line, seconds, subparser
 
 logger = logging.getLogger("sqla_jobs.cli")
 
@@ -27,21 +31,44 @@ _JSON_KINDS = {
 
 
 def json_arguments(text: str) -> dict[str, Any]:
-    """The task's keyword arguments, from a JSON object given on the command line."""
+    """The task's keyword arguments, from a JSON object given on the command line.
+
+    Only JSON: ``NaN`` and ``Infinity`` (which Python's decoder takes), numbers that overflow a
+    float, ints over Python's digit limit and nesting too deep to decode are refused here, as
+    usage errors that name the problem, rather than deferred or crashing the command."""
     example = 'e.g. \'{"user_id": 42, "notify": true}\''
+    shown = reprlib.repr(text)
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not valid JSON ({exc.msg} at column {exc.colno}). Pass the task's "
+            f"{shown} is not valid JSON ({exc.msg} at column {exc.colno}). Pass the task's "
             f"keyword arguments as a JSON object in single quotes, {example}"
         ) from None
+    except RecursionError:
+        raise argparse.ArgumentTypeError(
+            f"{shown} nests arrays and objects too deep to decode; a job's arguments nest at "
+            f"most {MAX_ARGS_DEPTH} deep"
+        ) from None
+    except ValueError as exc:  # NaN, 1e400, or an int over sys.get_int_max_str_digits()
+        raise argparse.ArgumentTypeError(f"{shown} is not valid JSON for a job: {exc}") from None
     if not isinstance(value, dict):
         kind = _JSON_KINDS.get(type(value), type(value).__name__)
         raise argparse.ArgumentTypeError(
-            f"{text!r} is a JSON {kind}, not an object. Pass the task's keyword "
+            f"{shown} is a JSON {kind}, not an object. Pass the task's keyword "
             f"arguments as a JSON object, {example}"
         )
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (JSON has no NaN or infinity)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is too large for a float (at most about 1.8e308)")
     return value
 
 
@@ -81,9 +108,26 @@ def cmd_defer(args: argparse.Namespace) -> int:
         "schedule_at": args.schedule_at,
         "schedule_in": {"seconds": args.schedule_in} if args.schedule_in is not None else None,
     }
-    deferrer = app.configure_task(args.task, **{k: v for k, v in options.items() if v is not None})
-    with app.open():
-        job_id = deferrer.defer(**args.arguments)
+    try:
+        # Checked here too: App.configure_task takes an empty queue for the default one.
+        check_options(
+            JobSpec(
+                task_name=args.task,
+                args={},
+                queue=DEFAULT_QUEUE if args.queue is None else args.queue,
+                lock=args.lock,
+                queueing_lock=args.queueing_lock,
+            )
+        )
+        deferrer = app.configure_task(
+            args.task, **{k: v for k, v in options.items() if v is not None}
+        )
+        with app.open():
+            job_id = deferrer.defer(**args.arguments)
+    except (InvalidJobArguments, InvalidJobOptions) as exc:
+        # What was typed cannot be a job (an empty or too long name, a NUL character, too
+        # big arguments): a usage error, exit status 2, as argparse reports bad JSON.
+        args.parser.error(one_line(str(exc)))
     o = deferrer.options
     when = f", scheduled at {o.scheduled_at.isoformat()}" if o.scheduled_at else ""
     print(job_id)
