@@ -11,7 +11,7 @@ from typing import Any
 from . import queries
 from .blueprints import Blueprint, TaskRegistry
 from .connectors.base import BaseConnector, cannot_run_worker
-from .jobs import DEFAULT_MAX_ARGS_BYTES
+from .jobs import DEFAULT_MAX_ARGS_BYTES, JobSpec, check_options
 from .manager import JobManager
 from .tasks import JobDeferrer, JobOptions, Task
 
@@ -89,9 +89,11 @@ class App(TaskRegistry):
             raise TypeError(f"add_tasks_from takes a sqla_jobs.Blueprint, not {blueprint!r}")
         if any(app is self and ns == namespace for app, ns in blueprint.added_to):
             return
-        # Check every name first: a clash leaves the app and the blueprint unchanged.
+        # Check every name first: a clash, or a name no job can carry, leaves the app and the
+        # blueprint unchanged.
         for name, task in blueprint.tasks.items():
             self.check_task_name(f"{namespace}:{name}", task.func)
+            check_options(JobSpec(task_name=f"{namespace}:{name}", args={}))
         for name, periodic_id in blueprint.periodic_tasks:
             self.check_schedule((f"{namespace}:{name}", periodic_id))
         for name in blueprint.tasks:
@@ -203,10 +205,13 @@ class App(TaskRegistry):
 
 
 def _task_options(options: dict[str, Any]) -> dict[str, Any]:
+    # Only a missing (or None) option takes the default: '' and False are bad values, refused
+    # by Task like any other.
     defaults = JobOptions()
+    queue, priority = options.get("queue"), options.get("priority")
     return {
-        "queue": options.get("queue") or defaults.queue,
-        "priority": options.get("priority") or defaults.priority,
+        "queue": defaults.queue if queue is None else queue,
+        "priority": defaults.priority if priority is None else priority,
         "lock": options.get("lock"),
         "queueing_lock": options.get("queueing_lock"),
     }

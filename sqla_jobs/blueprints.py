@@ -75,7 +75,8 @@ class TaskRegistry:
         """
 
         def register(function: Callable[..., Any]) -> Task:
-            task_name = name or f"{function.__module__}.{function.__qualname__}"
+            # Only None means "no name": '' (or 0) is a bad name, refused by Task.
+            task_name = f"{function.__module__}.{function.__qualname__}" if name is None else name
             task = Task(
                 function,
                 app=self._app_of_tasks(),

@@ -139,12 +139,6 @@ def test_a_namespace_that_makes_a_name_too_long_is_refused_when_the_blueprint_is
     assert not blueprint.tasks["send"].is_bound
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sqla_jobs/blueprints.py TaskRegistry.task: `name or f'{module}.{qualname}'` takes "
-    "a falsy name ('', 0, False, b'', []) for no name and registers the function under its "
-    "default name, silently",
-)
 @pytest.mark.parametrize("name", ["", 0, False, b"", []], ids=repr)
 def test_an_empty_or_falsy_task_name_is_refused(name: Any) -> None:
     app = _app()
@@ -153,12 +147,6 @@ def test_an_empty_or_falsy_task_name_is_refused(name: Any) -> None:
         app.task(name=name)(_function)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sqla_jobs/app.py _task_options: `options.get('queue') or defaults.queue` makes "
-    "App.configure_task(name, queue='') defer to queue 'default' (and priority='' or False "
-    "to priority 0) instead of raising InvalidJobOptions as Task.configure(queue='') does",
-)
 @pytest.mark.parametrize("options", [{"queue": ""}, {"priority": ""}, {"priority": False}])
 def test_configure_task_refuses_an_empty_queue_or_a_falsy_priority_of_the_wrong_type(
     options: dict[str, Any],
@@ -167,12 +155,6 @@ def test_configure_task_refuses_an_empty_queue_or_a_falsy_priority_of_the_wrong_
         _app().configure_task("tests.unregistered", **options)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sqla_jobs/app.py App.add_tasks_from checks every name for a clash before it "
-    "registers any, but not whether a job can carry it: a namespace that makes the second "
-    "task's name too long leaves the first registered",
-)
 def test_a_blueprint_whose_namespaced_names_a_job_cannot_carry_registers_none() -> None:
     blueprint = sqla_jobs.Blueprint()
     blueprint.task(name="a")(_function)
