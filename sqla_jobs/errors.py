@@ -62,6 +62,11 @@ class WorkerFailed(JobsError):
     unexpected error: the worker stopped rather than run on half-dead. The cause is chained."""
 
 
+class MetricsUnavailable(JobsError):
+    """A worker asked to serve metrics cannot: ``prometheus_client`` is missing (install
+    ``sqla_jobs[metrics]``), or the port is taken."""
+
+
 class AlreadyEnqueued(JobsError):
     """A job with the same queueing lock is already waiting."""
 

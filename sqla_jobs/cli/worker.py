@@ -69,6 +69,13 @@ def _shutdown_timeout(text: str) -> float | None:
     return seconds(text)
 
 
+def _port(text: str) -> int:
+    port = _non_negative_int(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is at most 65535, not {port}")
+    return port
+
+
 # -- the command -------------------------------------------------------------------------------
 
 
@@ -90,6 +97,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "fetch_batch": args.fetch_batch,
         "prefetch": args.prefetch,
         "periodic": args.periodic,
+        "metrics_port": args.metrics_port,
+        "metrics_host": args.metrics_host,
     }
     # Options left out take WorkerOptions' defaults (None is a value only for the timeout).
     options = {
@@ -240,6 +249,20 @@ def add_worker_command(commands: Any) -> None:
         metavar="N",
         help="jobs claimed ahead of free slots; 0 claims only for free slots (default: "
         "what the worker starts in ~30 ms, between --concurrency and --fetch-batch)",
+    )
+    worker.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (needs "
+        "sqla_jobs[metrics]; default: none)",
+    )
+    worker.add_argument(
+        "--metrics-host",
+        default=None,
+        metavar="HOST",
+        help=f"the address to serve metrics on (default: {d.metrics_host}, every interface)",
     )
     worker.add_argument(
         "--periodic",

@@ -22,6 +22,7 @@ from .options import JobContext
 from .outcomes import Outcome
 
 if TYPE_CHECKING:
+    from ..metrics import JobCounts
     from ..tasks import Task
 
 _MAX_ERROR_LENGTH = 20_000
@@ -35,9 +36,15 @@ class Executor:
     ``running``; starts ready ones while slots are free."""
 
     def __init__(
-        self, state: WorkerState, completer: Completer, on_change: Callable[[], None]
+        self,
+        state: WorkerState,
+        completer: Completer,
+        on_change: Callable[[], None],
+        counts: JobCounts | None = None,
     ) -> None:
         self._state = state
+        # What the worker ran, for its metrics; None: not counted.
+        self._counts = counts
         self._app = state.app
         self._concurrency = state.options.concurrency
         self._completer = completer
@@ -170,6 +177,10 @@ class Executor:
     async def _run_job(self, job: Job) -> None:
         task = self._app.tasks.get(job.task_name)
         outcome: Outcome
+        counts = self._counts
+        if counts is not None:
+            counts.job_started(job)
+            began = time.monotonic()
         try:
             if task is None:
                 raise _UnknownTask(self._unknown_task_message(job))
@@ -218,6 +229,8 @@ class Executor:
                 self.fill_slots()
             self._on_change()
         self.jobs_run += 1
+        if counts is not None:
+            counts.job_ended(job, outcome.status, time.monotonic() - began)
         releases = job.lock is not None or outcome.status is JobStatus.TODO
         self._completer.add(outcome, releases=releases)
 

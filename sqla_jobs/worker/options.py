@@ -96,6 +96,13 @@ class WorkerOptions:
     #: half, so that workers that lost the server together do not come back in lockstep.
     #: LISTEN tries again twice as often (it brings back the immediate start of new jobs).
     retry_max_delay: float = 1.0
+    #: Serve Prometheus metrics at ``http://metrics_host:metrics_port/metrics`` while the
+    #: worker runs (`sqla_jobs.metrics`; needs ``sqla_jobs[metrics]``); 0 picks a free port.
+    #: None: no metrics, and no counting.
+    metrics_port: int | None = None
+    #: The address the metrics are served on: every interface by default, for a scraper on
+    #: another host; ``127.0.0.1`` keeps them to this machine.
+    metrics_host: str = "0.0.0.0"
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -125,6 +132,8 @@ class WorkerOptions:
                 "its jobs again, once it has not heartbeated for stalled_timeout seconds. Give "
                 f"it a few heartbeats, e.g. stalled_timeout={6 * self.heartbeat_interval:g}."
             )
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be a TCP port (0-65535), not {self.metrics_port}")
         if isinstance(self.queues, str):
             raise TypeError(f"queues must be a list of queue names, not the string {self.queues!r}")
 

@@ -18,7 +18,8 @@ from typing import Any
 
 from .._aio import cancel_and_wait, within
 from ..connectors.base import cannot_run_worker
-from ..errors import ConnectionFailed, JobsError, WorkerFailed
+from ..errors import ConnectionFailed, JobsError, MetricsUnavailable, WorkerFailed
+from ..metrics import JobCounts, require_prometheus
 from ._common import WorkerState, logger
 from .completer import Completer
 from .database import WorkerDatabase
@@ -68,7 +69,14 @@ class Worker:
         # A job waiting behind a lock becomes runnable once its predecessor's outcome is
         # written, and a retry once it is back in the queue: the completer brings news.
         self._completer = Completer(self._state, on_release=self._news)
-        self._executor = Executor(self._state, self._completer, on_change=self._wake_fetcher)
+        #: What this worker ran, counted for its metrics (``metrics_port``); else None.
+        self.job_counts = JobCounts() if self.options.metrics_port is not None else None
+        if self.job_counts is not None:
+            require_prometheus()  # a missing extra fails here, before anything starts
+        self._metrics_server: Any = None
+        self._executor = Executor(
+            self._state, self._completer, on_change=self._wake_fetcher, counts=self.job_counts
+        )
         self._fetcher = Fetcher(self._state, self._executor, self._completer, listen_settled)
         self._heartbeat = Heartbeat(self._state, self._executor, news=self._news)
         self._listener = Listener(
@@ -140,6 +148,14 @@ class Worker:
 
     async def _run_body(self) -> None:
         self.app.import_tasks()
+        # Before the first statement: a port in use fails the start, with nothing registered.
+        self._start_metrics()
+        try:
+            await self._run_serving()
+        finally:
+            await self._stop_metrics()
+
+    async def _run_serving(self) -> None:
         state = self._state
         timeout = self.options.database_timeout
         try:
@@ -183,6 +199,44 @@ class Worker:
                 self._executor.jobs_run,
                 extra=state.log_extra,
             )
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """Where the metrics are served (host, port), once the worker has started; None
+        without ``metrics_port``."""
+        if self._metrics_server is None:
+            return None
+        host, port = self._metrics_server.server_address[:2]
+        return str(host), int(port)
+
+    def _start_metrics(self) -> None:
+        if self.job_counts is None:
+            return
+        from ..metrics import serve, worker_registry
+
+        options = self.options
+        assert options.metrics_port is not None
+        try:
+            self._metrics_server = serve(
+                worker_registry(self.job_counts),
+                port=options.metrics_port,
+                host=options.metrics_host,
+            )
+        except OSError as exc:
+            raise MetricsUnavailable(
+                f"Cannot serve metrics on {options.metrics_host}:{options.metrics_port}: "
+                f"{exc.strerror or exc}. Choose another metrics port (--metrics-port), or stop "
+                "what uses it."
+            ) from exc
+        host, port = self.metrics_address or ("", 0)
+        logger.info("Metrics at http://%s:%d/metrics", host, port, extra=self._state.log_extra)
+
+    async def _stop_metrics(self) -> None:
+        server, self._metrics_server = self._metrics_server, None
+        if server is not None:
+            # shutdown() waits for the serving thread's loop (up to half a second).
+            await asyncio.to_thread(server.shutdown)
+            server.server_close()
 
     def _start_roles(self) -> None:
         options = self.options
