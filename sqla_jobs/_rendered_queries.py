@@ -295,6 +295,85 @@ reregister_worker = Query(
     prepared=False,
 )
 
+dashboard_jobs_page = Query(
+    "dashboard_jobs_page",
+    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.id < coalesce(CAST(%(before)s AS BIGINT), 9223372036854775807) AND sqla_jobs_jobs.id >= (SELECT min(scanned.id) AS min_1 \n"
+    "FROM (SELECT sqla_jobs_jobs.id AS id \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.id < coalesce(CAST(%(before)s AS BIGINT), 9223372036854775807) ORDER BY sqla_jobs_jobs.id DESC \n"
+    " LIMIT %(scan)s) AS scanned) AND (CAST(%(queue)s AS TEXT) IS NULL OR sqla_jobs_jobs.queue = %(queue)s) AND (CAST(%(task_name)s AS TEXT) IS NULL OR sqla_jobs_jobs.task_name = %(task_name)s) AND (CAST(%(lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.lock = %(lock)s) AND (CAST(%(queueing_lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.queueing_lock = %(queueing_lock)s) AND (CAST(%(job_id)s AS BIGINT) IS NULL OR sqla_jobs_jobs.id = CAST(%(job_id)s AS BIGINT)) AND (CAST(%(statuses)s AS TEXT[]) IS NULL OR sqla_jobs_jobs.status = any(CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]))) ORDER BY sqla_jobs_jobs.id DESC \n"
+    " LIMIT %(limit)s",
+    prepared=False,
+)
+
+dashboard_scan_floor = Query(
+    "dashboard_scan_floor",
+    "SELECT count(*) AS scanned, min(scanned.id) AS floor \n"
+    "FROM (SELECT sqla_jobs_jobs.id AS id \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.id < coalesce(CAST(%(before)s AS BIGINT), 9223372036854775807) ORDER BY sqla_jobs_jobs.id DESC \n"
+    " LIMIT %(scan)s) AS scanned",
+    prepared=False,
+)
+
+dashboard_matching_job_ids = Query(
+    "dashboard_matching_job_ids",
+    "SELECT sqla_jobs_jobs.id \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE (CAST(%(queue)s AS TEXT) IS NULL OR sqla_jobs_jobs.queue = %(queue)s) AND (CAST(%(task_name)s AS TEXT) IS NULL OR sqla_jobs_jobs.task_name = %(task_name)s) AND (CAST(%(lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.lock = %(lock)s) AND (CAST(%(queueing_lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.queueing_lock = %(queueing_lock)s) AND (CAST(%(job_id)s AS BIGINT) IS NULL OR sqla_jobs_jobs.id = CAST(%(job_id)s AS BIGINT)) AND (CAST(%(statuses)s AS TEXT[]) IS NULL OR sqla_jobs_jobs.status = any(CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]))) ORDER BY sqla_jobs_jobs.id DESC \n"
+    " LIMIT %(limit)s",
+    prepared=False,
+)
+
+dashboard_id_span = Query(
+    "dashboard_id_span",
+    "SELECT coalesce((max(sqla_jobs_jobs.id) - min(sqla_jobs_jobs.id)) + 1, 0) AS span \n"
+    "FROM sqla_jobs_jobs",
+    prepared=False,
+)
+
+dashboard_sampled_counts = Query(
+    "dashboard_sampled_counts",
+    "SELECT sampled.queue, sampled.status, count(*) AS count \n"
+    "FROM sqla_jobs_jobs AS sampled TABLESAMPLE system(CAST(%(percent)s AS FLOAT)) GROUP BY sampled.queue, sampled.status",
+    prepared=False,
+)
+
+dashboard_oldest_waiting = Query(
+    "dashboard_oldest_waiting",
+    "SELECT sqla_jobs_jobs.queue, count(*) AS waiting, EXTRACT(epoch FROM now() - min(sqla_jobs_jobs.created_at)) AS age \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) GROUP BY sqla_jobs_jobs.queue ORDER BY sqla_jobs_jobs.queue",
+    prepared=False,
+)
+
+dashboard_finished_per_minute = Query(
+    "dashboard_finished_per_minute",
+    "SELECT CAST(EXTRACT(epoch FROM date_trunc('minute', sqla_jobs_jobs.finished_at)) AS BIGINT) AS minute, sqla_jobs_jobs.status, count(*) AS count \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.finished_at >= date_trunc('minute', now()) - make_interval(0, 0, 0, 0, 0, 59) GROUP BY date_trunc('minute', sqla_jobs_jobs.finished_at), sqla_jobs_jobs.status",
+    prepared=False,
+)
+
+dashboard_running_per_worker = Query(
+    "dashboard_running_per_worker",
+    "SELECT sqla_jobs_jobs.worker_id, count(*) AS running \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.status IN ('doing', 'aborting') AND sqla_jobs_jobs.worker_id IS NOT NULL GROUP BY sqla_jobs_jobs.worker_id",
+    prepared=False,
+)
+
+dashboard_last_periodic_ticks = Query(
+    "dashboard_last_periodic_ticks",
+    "SELECT ticks.task_name, ticks.periodic_id, ticks.defer_timestamp, ticks.job_id, sqla_jobs_jobs.status \n"
+    "FROM (SELECT sqla_jobs_periodic_defers.task_name AS task_name, sqla_jobs_periodic_defers.periodic_id AS periodic_id, sqla_jobs_periodic_defers.defer_timestamp AS defer_timestamp, sqla_jobs_periodic_defers.job_id AS job_id, row_number() OVER (PARTITION BY sqla_jobs_periodic_defers.task_name, sqla_jobs_periodic_defers.periodic_id ORDER BY sqla_jobs_periodic_defers.defer_timestamp DESC) AS recency \n"
+    "FROM sqla_jobs_periodic_defers) AS ticks LEFT OUTER JOIN sqla_jobs_jobs ON sqla_jobs_jobs.id = ticks.job_id \n"
+    "WHERE ticks.recency = 1 ORDER BY ticks.task_name, ticks.periodic_id",
+    prepared=False,
+)
+
 ALL = (
     defer_job,
     defer_jobs,
@@ -328,4 +407,13 @@ ALL = (
     delete_stalled_workers,
     aborting_jobs_of_worker,
     reregister_worker,
+    dashboard_jobs_page,
+    dashboard_scan_floor,
+    dashboard_matching_job_ids,
+    dashboard_id_span,
+    dashboard_sampled_counts,
+    dashboard_oldest_waiting,
+    dashboard_finished_per_minute,
+    dashboard_running_per_worker,
+    dashboard_last_periodic_ticks,
 )

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from .._query import Query
 from ..schema import jobs as jobs_table
-from . import claim, defer, finish, jobs, periodic, stalled, workers
+from . import claim, dashboard, defer, finish, jobs, periodic, stalled, workers
 from ._build import quoted_name, render_in_schema
 from .defer import COPY_COLUMNS
 
@@ -58,6 +58,7 @@ ALL: tuple[Query, ...] = (
     stalled.delete_stalled_workers,
     workers.aborting_jobs_of_worker,
     workers.reregister_worker,
+    *dashboard.ALL,
 )
 
 RENDERED_PATH = Path(__file__).parent.with_name("_rendered_queries.py")
