@@ -101,3 +101,37 @@ def test_sqlalchemy_connector_on_psycopg_3_reports_its_errors_without_psycopg2()
         """,
     )
     assert out.strip() == "ConnectionFailed"
+
+
+def test_the_dashboard_without_jinja2_names_the_extra_to_install() -> None:
+    out = run_without(
+        ["jinja2"],
+        """
+        import sqla_jobs
+        try:
+            import sqla_jobs.dashboard
+        except ImportError as exc:
+            print(exc)
+            print(exc.name, type(exc.__cause__).__name__)
+        """,
+    )
+    assert out.splitlines() == [
+        "sqla_jobs.dashboard needs jinja2: pip install 'sqla_jobs[dashboard]'",
+        "jinja2 ModuleNotFoundError",
+    ]
+
+
+def test_the_dashboard_imports_without_flask_and_says_so_only_when_a_blueprint_is_asked() -> None:
+    out = run_without(
+        ["flask"],
+        """
+        import sqla_jobs
+        from sqla_jobs.dashboard import create_asgi_app, create_blueprint
+        app = sqla_jobs.App(connector=sqla_jobs.SyncPsycopgConnector())
+        try:
+            create_blueprint(app, authorize=lambda request: True)
+        except ImportError as exc:
+            print(exc)
+        """,
+    )
+    assert out.strip() == "create_blueprint needs Flask: pip install flask"

@@ -1,0 +1,193 @@
+"""The dashboard without a framework: a request in, a response out.
+
+`Dashboard.handle` is an operation (`sqla_jobs.operations`): the Flask and WSGI adapters drive
+it with the job manager's sync runner, the ASGI adapter with its async one, so every page and
+action is written once. ``authorize`` runs first, in the adapter (it may be async there).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import inspect
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from ..errors import JobsError
+from ..operations import Operation
+from . import views
+from .http import Access, Request, Response, is_same_origin, redirect_into_mount
+from .views import Config
+
+if TYPE_CHECKING:
+    from ..app import App
+
+logger = logging.getLogger("sqla_jobs.dashboard")
+
+#: ``authorize(request)``: may the request see the dashboard, and may it act on jobs. Returns
+#: ``(may_see, may_act)``, or one bool for both; under ASGI it may be a coroutine function.
+AuthorizeResult: TypeAlias = "tuple[bool, bool] | bool | Access"
+Authorize: TypeAlias = Callable[[Request], "AuthorizeResult | Awaitable[AuthorizeResult]"]
+
+_STATIC = {
+    "/static/dashboard.js": "text/javascript; charset=utf-8",
+    "/static/dashboard.css": "text/css; charset=utf-8",
+}
+_JOB = re.compile(r"^/jobs/(\d{1,18})/?$")
+
+
+class Dashboard:
+    """The pages and actions of one app's dashboard; see `create_blueprint`,
+    `create_asgi_app` and `create_wsgi_app` for mounting it."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        read_only: bool = False,
+        authorize: Authorize | None = None,
+        bulk_limit: int = 1000,
+        page_size: int = 50,
+        refresh_seconds: float = 5.0,
+        stalled_after: float = 60.0,
+    ) -> None:
+        if bulk_limit < 1 or page_size < 1:
+            raise ValueError(
+                f"bulk_limit and page_size must be at least 1, not {bulk_limit}, {page_size}"
+            )
+        self.app = app
+        self.manager = app.job_manager
+        self.authorize = authorize
+        self.config = Config(
+            read_only=read_only,
+            bulk_limit=bulk_limit,
+            page_size=page_size,
+            refresh_seconds=refresh_seconds,
+            stalled_after=stalled_after,
+            periodic_tasks=app.periodic_tasks,
+        )
+        if authorize is None:
+            what = (
+                "see every job"
+                if read_only
+                else "see every job and retry, cancel, abort or delete it"
+            )
+            logger.warning(
+                "The sqla_jobs dashboard is open: whoever reaches it may %s. Pass "
+                "authorize=... (or mount it behind your own authentication).",
+                what,
+                extra={"read_only": read_only},
+            )
+
+    # -- access ----------------------------------------------------------------------------------
+
+    def access(self, request: Request) -> Access:
+        """``authorize``'s answer for a sync framework (an async ``authorize`` is refused)."""
+        if self.authorize is None:
+            return Access(True, True)
+        answer = self.authorize(request)
+        if inspect.isawaitable(answer):
+            close = getattr(answer, "close", None)
+            if close is not None:
+                close()  # never awaited: do not leave a warning behind
+            raise TypeError(
+                "authorize returned an awaitable, but this dashboard is served by a sync "
+                "framework (Flask, WSGI): pass a plain function."
+            )
+        return as_access(answer)
+
+    async def access_async(self, request: Request) -> Access:
+        if self.authorize is None:
+            return Access(True, True)
+        answer = self.authorize(request)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        return as_access(answer)
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def handle(self, request: Request, access: Access) -> Operation[Response]:
+        """The response to ``request``, as an operation for the job manager's runners."""
+        config = self.config
+        if not access.may_see:
+            return views.message(
+                request, config, access, 403, "Forbidden", "You may not see the jobs."
+            )
+        path = request.path
+        if path == "":
+            return redirect_into_mount(request)
+        if request.method == "POST":
+            if path.rstrip("/") != "/actions":
+                return views.message(
+                    request, config, access, 405, "Not allowed", "Only actions are posted."
+                )
+            if config.read_only or not access.may_act:
+                why = (
+                    "This dashboard is read-only."
+                    if config.read_only
+                    else "You may not act on jobs."
+                )
+                return views.message(request, config, access, 403, "Forbidden", why)
+            if not is_same_origin(request):
+                return views.message(
+                    request,
+                    config,
+                    access,
+                    403,
+                    "Forbidden",
+                    "Actions are accepted only from the dashboard's own pages (same origin).",
+                )
+            return (yield from views.action(request, config, access))
+        if request.method not in ("GET", "HEAD"):
+            return views.message(request, config, access, 405, "Not allowed", "GET or POST only.")
+        if path in _STATIC:
+            return _static(path)
+        if path == "/":
+            return (yield from views.overview(request, config, access))
+        stripped = path.rstrip("/")
+        if stripped == "/jobs":
+            return (yield from views.jobs_list(request, config, access))
+        if match := _JOB.match(path):
+            return (yield from views.job_page(request, config, access, int(match.group(1))))
+        if stripped == "/workers":
+            return (yield from views.workers_page(request, config, access))
+        if stripped == "/periodic":
+            return (yield from views.periodic_page(request, config, access))
+        return views.message(request, config, access, 404, "Not found", "No such page.")
+
+    def failure(self, request: Request, exc: JobsError) -> Response:
+        """The page for a database that failed (down, timed out, tables missing)."""
+        logger.warning("dashboard: %s", exc, extra={"path": request.full_path})
+        return views.message(
+            request, self.config, Access(True, False), 503, "The database did not answer", str(exc)
+        )
+
+    def respond(self, request: Request, access: Access) -> Response:
+        """Sync: the response, through the app's job manager on its connector."""
+        try:
+            return self.manager._run(self.handle(request, access))
+        except JobsError as exc:
+            return self.failure(request, exc)
+
+    async def respond_async(self, request: Request, access: Access) -> Response:
+        try:
+            return await self.manager._run_async(self.handle(request, access))
+        except JobsError as exc:
+            return self.failure(request, exc)
+
+
+def as_access(answer: Any) -> Access:
+    if isinstance(answer, Access):
+        return answer
+    if isinstance(answer, bool):
+        return Access(answer, answer)
+    if isinstance(answer, tuple) and len(answer) == 2:
+        return Access(bool(answer[0]), bool(answer[0]) and bool(answer[1]))
+    raise TypeError(f"authorize must return (may_see, may_act) or one bool, not {answer!r}")
+
+
+def _static(path: str) -> Response:
+    name = path.rsplit("/", 1)[-1]
+    body = importlib.resources.files("sqla_jobs.dashboard").joinpath("static", name).read_bytes()
+    return Response(200, body, _STATIC[path], (("Cache-Control", "max-age=300"),))

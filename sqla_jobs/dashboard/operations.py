@@ -1,0 +1,214 @@
+"""What the dashboard reads and does, as operations (`sqla_jobs.operations`): generators that
+yield their statements, driven by the app's job manager on its connector, sync or async.
+
+The job manager's own operations do the rest (`get_job`, `job_history`, `count_jobs`,
+`list_workers`, and the four actions, one job at a time with their own rules).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .. import operations as ops
+from .. import queries
+from ..connectors.base import Row
+from ..errors import AlreadyEnqueued, JobNotFound
+from ..jobs import Job
+from ..operations import Fetch, Operation
+from ..statuses import JobStatus
+
+#: Tables up to this many jobs (by the span of their ids) are counted exactly on each view;
+#: bigger ones from a sample of their blocks, and the page says so.
+EXACT_COUNT_LIMIT = 100_000
+#: Rows a sampled count reads, about.
+SAMPLE_ROWS = 20_000
+#: How many jobs one page of the jobs list looks through, at most, for jobs matching its
+#: filters: a page of a rare status on millions of jobs stays bounded (a "look further" link
+#: continues below).
+PAGE_SCAN = 50_000
+
+ACTIONS = ("retry", "cancel", "abort", "delete")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Filters:
+    """The jobs list's filters; None leaves a filter out."""
+
+    statuses: tuple[JobStatus, ...] = ()
+    queue: str | None = None
+    task_name: str | None = None
+    lock: str | None = None
+    queueing_lock: str | None = None
+    job_id: int | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "task_name": self.task_name,
+            "lock": self.lock,
+            "queueing_lock": self.queueing_lock,
+            "job_id": self.job_id,
+            "statuses": [s.value for s in self.statuses] or None,
+        }
+
+    @property
+    def empty(self) -> bool:
+        return self == Filters()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Counts:
+    """Jobs per (queue, status); ``estimated`` when read from a sample."""
+
+    by_queue: dict[str, dict[JobStatus, int]]
+    estimated: bool
+
+
+def job_counts(exact_limit: int = EXACT_COUNT_LIMIT) -> Operation[Counts]:
+    rows: list[Row] = yield Fetch(queries.dashboard_id_span)
+    span = int(rows[0]["span"]) if rows else 0
+    if span <= exact_limit:
+        counted = yield from ops.count_jobs()
+        estimated = False
+    else:
+        percent = min(100.0, 100.0 * SAMPLE_ROWS / span)
+        sample: list[Row] = yield Fetch(queries.dashboard_sampled_counts, {"percent": percent})
+        scale = 100.0 / percent
+        counted = {
+            (row["queue"], JobStatus(row["status"])): round(int(row["count"]) * scale)
+            for row in sample
+        }
+        estimated = True
+    by_queue: dict[str, dict[JobStatus, int]] = {}
+    for (queue, status), count in sorted(counted.items()):
+        by_queue.setdefault(queue, {})[status] = count
+    return Counts(by_queue, estimated)
+
+
+def oldest_waiting() -> Operation[list[Row]]:
+    """Per queue: jobs due and waiting, and the age in seconds of the oldest."""
+    rows: list[Row] = yield Fetch(queries.dashboard_oldest_waiting)
+    return [{**row, "age": float(row["age"]), "waiting": int(row["waiting"])} for row in rows]
+
+
+def finished_per_minute(now: float | None = None) -> Operation[list[dict[str, Any]]]:
+    """The last 60 minutes, oldest first: each minute's start (unix seconds) and its finished
+    jobs, by status."""
+    rows: list[Row] = yield Fetch(queries.dashboard_finished_per_minute)
+    current = int((time.time() if now is None else now) // 60 * 60)
+    minutes = [current - 60 * back for back in range(59, -1, -1)]
+    counts: dict[int, dict[str, int]] = {minute: {} for minute in minutes}
+    for row in rows:
+        minute = int(row["minute"])
+        if minute in counts:
+            counts[minute][str(row["status"])] = int(row["count"])
+    return [{"minute": minute, "counts": counts[minute]} for minute in minutes]
+
+
+def workers() -> Operation[list[dict[str, Any]]]:
+    """Registered workers, each with ``running``: the jobs it holds."""
+    found = yield from ops.list_workers()
+    rows: list[Row] = yield Fetch(queries.dashboard_running_per_worker)
+    running = {int(row["worker_id"]): int(row["running"]) for row in rows}
+    return [{**worker, "running": running.get(int(worker["id"]), 0)} for worker in found]
+
+
+def last_periodic_ticks() -> Operation[list[Row]]:
+    rows: list[Row] = yield Fetch(queries.dashboard_last_periodic_ticks)
+    return rows
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobsPage:
+    """One page of the jobs list, newest first; ``next_before`` is the cursor of the next page
+    (None on the last), ``scanned_out`` tells that the page stopped at its scan bound."""
+
+    jobs: list[Job]
+    next_before: int | None
+    scanned_out: bool
+
+
+def jobs_page(
+    filters: Filters, *, before: int | None, limit: int, scan: int | None = None
+) -> Operation[JobsPage]:
+    scan = PAGE_SCAN if scan is None else scan
+    if filters.job_id is not None:
+        # One job, by its primary key: wherever it is in the table.
+        try:
+            job = yield from ops.get_job(filters.job_id)
+        except JobNotFound:
+            return JobsPage([], None, False)
+        matches = dataclasses.replace(filters, job_id=None)
+        keep = _matches(job, matches) and (before is None or job.id < before)
+        return JobsPage([job] if keep else [], None, False)
+    params = {**filters.params(), "before": before, "limit": limit + 1, "scan": scan}
+    rows: list[Row] = yield Fetch(queries.dashboard_jobs_page, params)
+    found = [Job.from_row(row) for row in rows]
+    if len(found) > limit:
+        return JobsPage(found[:limit], found[limit - 1].id, False)
+    # Short: no job below matches, or the scan stopped at its bound first (the scan one job
+    # longer finds more than ``scan``): the next page then starts right below the scan.
+    reach: list[Row] = yield Fetch(
+        queries.dashboard_scan_floor, {"before": before, "scan": scan + 1}
+    )
+    if not reach or int(reach[0]["scanned"]) <= scan:
+        return JobsPage(found, None, False)
+    return JobsPage(found, int(reach[0]["floor"]) + 1, True)
+
+
+def _matches(job: Job, filters: Filters) -> bool:
+    return (
+        (not filters.statuses or job.status in filters.statuses)
+        and filters.queue in (None, job.queue)
+        and filters.task_name in (None, job.task_name)
+        and filters.lock in (None, job.lock)
+        and filters.queueing_lock in (None, job.queueing_lock)
+    )
+
+
+def matching_job_ids(filters: Filters, limit: int) -> Operation[list[int]]:
+    """The newest ``limit`` jobs matching ``filters``, by id."""
+    params = {**filters.params(), "limit": limit}
+    rows: list[Row] = yield Fetch(queries.dashboard_matching_job_ids, params)
+    return [int(row["id"]) for row in rows]
+
+
+@dataclasses.dataclass(slots=True)
+class ActionResult:
+    """What one action did to a set of jobs: ``done`` changed, ``skipped`` left as they were
+    (not in a status the action applies to), ``gone`` no longer exist, ``refused`` the database
+    refused (a queueing lock already taken), with the reason."""
+
+    action: str
+    done: list[int] = dataclasses.field(default_factory=list)
+    skipped: list[int] = dataclasses.field(default_factory=list)
+    gone: list[int] = dataclasses.field(default_factory=list)
+    refused: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+
+
+def act(action: str, job_ids: Sequence[int]) -> Operation[ActionResult]:
+    """Apply ``action`` to each job with the job manager's own operation for it."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
+    result = ActionResult(action)
+    for job_id in job_ids:
+        try:
+            if action == "retry":
+                changed = yield from ops.retry_job(job_id, None)
+            elif action == "cancel":
+                changed = yield from ops.cancel_job(job_id)
+            elif action == "abort":
+                status = yield from ops.abort_job(job_id)
+                changed = status in (JobStatus.CANCELLED, JobStatus.ABORTING, JobStatus.ABORTED)
+            else:
+                changed = yield from ops.delete_job(job_id)
+        except JobNotFound:
+            result.gone.append(job_id)
+        except AlreadyEnqueued as exc:
+            result.refused.append((job_id, str(exc)))
+        else:
+            (result.done if changed else result.skipped).append(job_id)
+    return result

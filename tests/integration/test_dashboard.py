@@ -1,0 +1,520 @@
+"""The web dashboard (sqla_jobs.dashboard) through its public entry points, on real PostgreSQL:
+mounted as a Flask blueprint (Flask's test client) and as an ASGI app in FastAPI (httpx's
+ASGITransport), under a prefix, with and without its trailing slash."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import re
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import flask
+import httpx
+import pytest
+from fastapi import FastAPI
+
+import sqla_jobs
+from sqla_jobs import App, PsycopgConnector, SyncPsycopgConnector
+from sqla_jobs.dashboard import Request, create_asgi_app, create_blueprint, create_wsgi_app
+
+HOST = "dash.example"
+SAME_ORIGIN = {"Origin": f"http://{HOST}"}
+
+
+def make_app(connector: sqla_jobs.BaseConnector) -> App:
+    app = App(connector=connector)
+
+    @app.task(name="mail.send", queue="mail")
+    def send(to: str) -> None: ...
+
+    @app.task(name="reports.build", queue="reports")
+    def build(month: str) -> None:
+        raise ValueError(f"no data for {month}")
+
+    @app.periodic(cron="*/5 * * * *")
+    @app.task(name="tidy")
+    def tidy(timestamp: int) -> None: ...
+
+    return app
+
+
+class Client:
+    """One way of reaching the dashboard: ``get``/``post`` return (status, text, headers)."""
+
+    def __init__(self, kind: str, app: App, prefix: str, **options: Any) -> None:
+        self.kind = kind
+        self.app = app
+        self.prefix = prefix
+        if kind == "flask":
+            host = flask.Flask("host")
+            host.register_blueprint(create_blueprint(app, **options), url_prefix=prefix)
+            self.flask = host.test_client()
+        else:
+            api = FastAPI()
+            api.mount(prefix, create_asgi_app(app, **options))
+            transport = httpx.ASGITransport(app=api)
+            self.http = httpx.AsyncClient(transport=transport, base_url=f"http://{HOST}")
+
+    async def get(self, path: str, **headers: str) -> tuple[int, str, dict[str, str]]:
+        return await self.request("GET", path, None, headers)
+
+    async def post(
+        self, path: str, data: Any, headers: dict[str, str] | None = None
+    ) -> tuple[int, str, dict[str, str]]:
+        return await self.request("POST", path, data, SAME_ORIGIN if headers is None else headers)
+
+    async def request(
+        self, method: str, path: str, data: Any, headers: dict[str, str]
+    ) -> tuple[int, str, dict[str, str]]:
+        url = self.prefix + path
+        if self.kind == "flask":
+
+            def call() -> Any:
+                return self.flask.open(
+                    url, method=method, data=data, headers=headers, base_url=f"http://{HOST}"
+                )
+
+            response = await asyncio.to_thread(call)
+            headers = {k.lower(): v for k, v in response.headers.items()}
+            return response.status_code, response.get_data(as_text=True), headers
+        reply = await self.http.request(method, url, data=data, headers=headers)
+        return reply.status_code, reply.text, {k.lower(): v for k, v in reply.headers.items()}
+
+
+@pytest.fixture(params=["flask", "asgi"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def app(db_url: str, kind: str) -> AsyncIterator[App]:
+    # Flask drives the sync runner (a sync pool); ASGI the async one.
+    connector: sqla_jobs.BaseConnector = (
+        SyncPsycopgConnector(conninfo=db_url)
+        if kind == "flask"
+        else PsycopgConnector(conninfo=db_url)
+    )
+    app = make_app(connector)
+    await app.open_async()
+    yield app
+    await app.close_async()
+
+
+@pytest.fixture
+def client(app: App, kind: str) -> Iterator[Client]:
+    yield Client(kind, app, "/admin/jobs")
+
+
+def ids_on(page: str) -> list[int]:
+    """The job ids a jobs list shows, in order."""
+    return [int(i) for i in re.findall(r'name="ids" value="(\d+)"', page)]
+
+
+async def defer_mix(app: App) -> dict[str, list[int]]:
+    """3 mail jobs waiting, 2 failed report jobs (run by a worker), 1 scheduled mail job."""
+    mail = app.tasks["mail.send"]
+    reports = app.tasks["reports.build"]
+    failed = [
+        await reports.defer_async(month="2024-01"),
+        await reports.defer_async(month="2024-02"),
+    ]
+    worker_app = app.with_connector(PsycopgConnector(conninfo=_conninfo(app)))
+    async with worker_app.open_async():
+        await asyncio.wait_for(
+            worker_app.run_worker_async(
+                wait=False, install_signal_handlers=False, queues=["reports"], periodic=False
+            ),
+            timeout=20,
+        )
+    waiting = [await mail.defer_async(to=f"user{n}@example.com") for n in range(3)]
+    later = await mail.configure(schedule_in={"hours": 1}, lock="L1").defer_async(to="later")
+    return {"failed": failed, "waiting": waiting, "scheduled": [later]}
+
+
+def _conninfo(app: App) -> str:
+    connector: Any = app.connector
+    return str(connector._conninfo)
+
+
+# -- pages --------------------------------------------------------------------------------------
+
+
+async def test_overview_shows_counts_per_queue_and_status_the_oldest_wait_chart_and_workers(
+    client: Client, app: App
+) -> None:
+    await defer_mix(app)
+    status, page, headers = await client.get("/")
+    assert status == 200, page
+    assert "text/html" in headers["content-type"]
+    assert "frame-ancestors 'self'" in headers["content-security-policy"]
+    row = re.search(r"<tr>\s*<td><a [^>]*>mail</a></td>(.*?)</tr>", page, re.S)
+    assert row, page
+    cells = re.findall(r'<td class="num">(.*?)</td>', row.group(1), re.S)
+    texts = [re.sub(r"<[^>]+>", "", c).strip() for c in cells]
+    # todo doing succeeded failed cancelled aborting aborted | due now | oldest waiting
+    assert texts[0] == "4" and texts[7] == "3", texts
+    assert texts[8].endswith(" s"), texts
+    reports = re.search(r"<td><a [^>]*>reports</a></td>(.*?)</tr>", page, re.S)
+    assert reports and ">2</a>" in reports.group(1)
+    assert "<svg" in page and 'class="bad"' in page
+    assert "2 finished in the last hour" in page
+    assert "Estimated" not in page  # a small table is counted exactly
+
+
+async def test_overview_estimates_counts_of_a_big_table_and_says_so(
+    client: Client, app: App, database: Any
+) -> None:
+    await app.tasks["mail.send"].defer_async(to="a")
+    # A gap of ids (as pruning leaves) makes the table look bigger than exact counting allows.
+    database.rows("SELECT setval(pg_get_serial_sequence('sqla_jobs_jobs', 'id'), 500000)")
+    await app.tasks["mail.send"].defer_async(to="b")
+    status, page, _ = await client.get("/")
+    assert status == 200
+    assert "Estimated" in page and "≈" in page
+
+
+async def test_jobs_list_filters_by_status_queue_task_lock_queueing_lock_and_id(
+    client: Client, app: App
+) -> None:
+    jobs = await defer_mix(app)
+    locked = await app.tasks["mail.send"].configure(queueing_lock="Q1").defer_async(to="q")
+    everyone = sorted([*jobs["failed"], *jobs["waiting"], *jobs["scheduled"], locked], reverse=True)
+
+    async def shown(query: str) -> list[int]:
+        status, page, _ = await client.get(f"/jobs{query}")
+        assert status == 200, page
+        return ids_on(page)
+
+    assert await shown("") == everyone  # newest first
+    assert await shown("?status=failed") == sorted(jobs["failed"], reverse=True)
+    assert await shown("?status=failed&status=todo") == everyone
+    assert await shown("?queue=reports") == sorted(jobs["failed"], reverse=True)
+    assert await shown("?task=mail.send&status=todo") == sorted(
+        [*jobs["waiting"], *jobs["scheduled"], locked], reverse=True
+    )
+    assert await shown("?lock=L1") == jobs["scheduled"]
+    assert await shown("?queueing_lock=Q1") == [locked]
+    assert await shown(f"?id={jobs['failed'][0]}") == [jobs["failed"][0]]
+    assert await shown(f"?id={jobs['failed'][0]}&status=todo") == []
+    assert await shown("?queue=nowhere") == []
+    status, page, _ = await client.get("/jobs?status=lost")
+    assert status == 400 and "not a job status" in page
+    status, page, _ = await client.get("/jobs?id=abc")
+    assert status == 400
+
+
+async def test_jobs_list_pages_by_keyset_newest_first(client: Client, app: App) -> None:
+    ids = await app.tasks["mail.send"].batch_defer_async(*({"to": str(n)} for n in range(120)))
+    newest_first = sorted(ids, reverse=True)
+    seen: list[int] = []
+    path = "/jobs?queue=mail"
+    for _ in range(5):
+        status, page, _ = await client.get(path)
+        assert status == 200
+        seen += ids_on(page)
+        link = re.search(r'rel="next" href="([^"]+)"', page)
+        if not link:
+            break
+        path = "/" + html.unescape(link.group(1)).removeprefix("./")
+    assert seen == newest_first  # 50 + 50 + 20, none twice, none missed
+
+
+async def test_a_page_of_a_rare_filter_stops_at_its_scan_bound_and_looks_further(
+    client: Client, app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqla_jobs.dashboard import operations
+
+    monkeypatch.setattr(operations, "PAGE_SCAN", 30)
+    rare = await app.tasks["reports.build"].defer_async(month="x")
+    await app.tasks["mail.send"].batch_defer_async(*({"to": str(n)} for n in range(70)))
+    status, page, _ = await client.get("/jobs?queue=reports")
+    assert status == 200 and ids_on(page) == [] and "Look further" in page
+    for _ in range(5):
+        link = re.search(r'rel="next" href="([^"]+)"', page)
+        assert link, page
+        status, page, _ = await client.get("/" + html.unescape(link.group(1)).removeprefix("./"))
+        if ids_on(page):
+            break
+    assert ids_on(page) == [rare]
+
+
+async def test_job_page_shows_arguments_history_attempts_worker_and_full_error(
+    client: Client, app: App
+) -> None:
+    jobs = await defer_mix(app)
+    status, page, _ = await client.get(f"/jobs/{jobs['failed'][0]}")
+    assert status == 200, page
+    assert "&#34;month&#34;: &#34;2024-01&#34;" in page or "&quot;month&quot;" in page
+    assert "ValueError: no data for 2024-01" in page
+    assert "Traceback" in page  # the whole error, not its last line only
+    history = re.findall(r'<span class="status status-(\w+)">', page.split("<h2>History")[1])
+    assert history[:3] == ["todo", "doing", "failed"]
+    assert re.search(r"<dt>attempts</dt><dd>1</dd>", page)
+    assert re.search(r"<dt>worker</dt><dd>\d+ \(no longer registered\)</dd>", page)
+    assert 'value="retry"' in page and 'value="cancel"' not in page
+    status, page, _ = await client.get("/jobs/999999")
+    assert status == 404 and "No job with id 999999" in page
+
+
+async def test_every_value_is_escaped(client: Client, app: App) -> None:
+    evil = "<script>alert(1)</script>"
+    job_id = await app.configure_task("mail.send", queue=evil, lock=evil).defer_async(to=evil)
+    for path in ("/", "/jobs", f"/jobs/{job_id}", f"/jobs?queue={evil}"):
+        status, page, _ = await client.get(path)
+        assert status == 200
+        assert evil not in page and "&lt;script&gt;" in page
+
+
+async def test_workers_page_lists_workers_with_their_running_jobs(
+    client: Client, app: App, database: Any
+) -> None:
+    worker_id = database.scalar(
+        "INSERT INTO sqla_jobs_workers (name, hostname, pid, concurrency) "
+        "VALUES ('w-1', 'box', 4242, 10) RETURNING id"
+    )
+    job_id = await app.tasks["mail.send"].defer_async(to="x")
+    database.rows(
+        "UPDATE sqla_jobs_jobs SET status = 'doing', worker_id = %s, started_at = now() "
+        "WHERE id = %s RETURNING id",
+        (worker_id, job_id),
+    )
+    status, page, _ = await client.get("/workers")
+    assert status == 200
+    row = re.search(r"<td>w-1</td>.*?</tr>", page, re.S)
+    assert row and "box" in row.group(0) and "4242" in row.group(0)
+    assert re.search(r'<td class="num">1</td>\s*</tr>', row.group(0))
+    status, page, _ = await client.get("/")
+    assert "1 live worker" in page and "w-1 on box" in page
+
+
+async def test_periodic_page_shows_schedule_last_and_next_tick(
+    client: Client, app: App, database: Any
+) -> None:
+    database.rows(
+        "INSERT INTO sqla_jobs_periodic_defers (task_name, defer_timestamp) VALUES ('tidy', 60) "
+        "RETURNING id"
+    )
+    status, page, _ = await client.get("/periodic")
+    assert status == 200
+    assert "<code>*/5 * * * *</code>" in page
+    assert "1970-01-01 00:01:00 UTC" in page
+    assert re.search(r"20\d\d-\d\d-\d\d \d\d:\d[05]:00 UTC", page)  # the next tick
+
+
+# -- actions ------------------------------------------------------------------------------------
+
+
+async def test_actions_on_one_job(client: Client, app: App, database: Any) -> None:
+    jobs = await defer_mix(app)
+    failed, waiting = jobs["failed"][0], jobs["waiting"][0]
+    status, page, _ = await client.post(
+        "/actions", {"action": "retry", "ids": str(failed), "back": f"jobs/{failed}"}
+    )
+    assert status == 200 and "1 job done" in page, page
+    assert database.job(failed)["status"] == "todo"
+    await client.post("/actions", {"action": "cancel", "ids": str(waiting)})
+    assert database.job(waiting)["status"] == "cancelled"
+    await client.post("/actions", {"action": "abort", "ids": str(failed)})
+    assert database.job(failed)["status"] == "cancelled"
+    status, page, _ = await client.post("/actions", {"action": "delete", "ids": str(waiting)})
+    assert "1 job done" in page
+    assert database.scalar("SELECT count(*) FROM sqla_jobs_jobs WHERE id = %s", (waiting,)) == 0
+    # A job the action does not apply to is left as it is, and the page says so.
+    status, page, _ = await client.post(
+        "/actions", {"action": "retry", "ids": str(jobs["waiting"][1])}
+    )
+    assert "0 jobs done" in page and "left as they were" in page
+    status, page, _ = await client.post("/actions", {"action": "retry", "ids": str(waiting)})
+    assert "no longer exist" in page
+
+
+async def test_actions_on_selected_jobs(client: Client, app: App, database: Any) -> None:
+    jobs = await defer_mix(app)
+    chosen = jobs["waiting"][:2]
+    status, page, _ = await client.post(
+        "/actions", {"action": "cancel", "ids": [str(i) for i in chosen], "back": "jobs"}
+    )
+    assert status == 200 and "2 jobs done" in page
+    assert [database.job(i)["status"] for i in jobs["waiting"]] == [
+        "cancelled",
+        "cancelled",
+        "todo",
+    ]
+
+
+async def test_action_on_all_matching_jobs_asks_to_confirm_the_count_then_acts(
+    client: Client, app: App, database: Any
+) -> None:
+    jobs = await defer_mix(app)
+    form = {
+        "action": "retry",
+        "scope": "matching",
+        "status": "failed",
+        "back": "jobs?status=failed",
+    }
+    status, page, _ = await client.post("/actions", form)
+    assert status == 200 and "Retry 2 jobs?" in page
+    assert [database.job(i)["status"] for i in jobs["failed"]] == ["failed", "failed"]
+    status, page, _ = await client.post("/actions", {**form, "confirmed": "yes"})
+    assert "2 jobs done" in page
+    assert [database.job(i)["status"] for i in jobs["failed"]] == ["todo", "todo"]
+    assert database.job(jobs["waiting"][0])["status"] == "todo"
+
+
+async def test_action_on_all_matching_jobs_is_capped(kind: str, app: App, database: Any) -> None:
+    client = Client(kind, app, "/jobs", bulk_limit=5)
+    ids = await app.tasks["mail.send"].batch_defer_async(*({"to": str(n)} for n in range(8)))
+    form = {"action": "cancel", "scope": "matching", "queue": "mail"}
+    status, page, _ = await client.post("/actions", form)
+    assert status == 200 and "Cancel 5 jobs?" in page and "More than 5 jobs match" in page
+    status, page, _ = await client.post("/actions", {**form, "confirmed": "yes"})
+    assert status == 200 and "5 jobs done" in page
+    statuses = [database.job(i)["status"] for i in sorted(ids)]
+    assert statuses == ["todo"] * 3 + ["cancelled"] * 5  # the newest 5
+
+
+async def test_read_only_hides_and_refuses_actions(kind: str, app: App, database: Any) -> None:
+    client = Client(kind, app, "/jobs", read_only=True)
+    jobs = await defer_mix(app)
+    for path in ("/jobs", f"/jobs/{jobs['failed'][0]}"):
+        status, page, _ = await client.get(path)
+        assert status == 200
+        assert 'name="action"' not in page and "read-only" in page
+    status, page, _ = await client.post(
+        "/actions", {"action": "retry", "ids": str(jobs["failed"][0])}
+    )
+    assert status == 403
+    assert database.job(jobs["failed"][0])["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://evil.example"},
+        {"Referer": "http://evil.example/admin/jobs/jobs"},
+        {"Origin": "null"},
+        {},
+    ],
+)
+async def test_a_post_from_another_origin_is_refused(
+    client: Client, app: App, database: Any, headers: dict[str, str]
+) -> None:
+    job_id = await app.tasks["mail.send"].defer_async(to="x")
+    status, page, _ = await client.post(
+        "/actions", {"action": "cancel", "ids": str(job_id)}, headers=headers
+    )
+    assert status == 403 and "same origin" in page
+    assert database.job(job_id)["status"] == "todo"
+    status, _, _ = await client.post(
+        "/actions",
+        {"action": "cancel", "ids": str(job_id)},
+        headers={"Referer": f"http://{HOST}/admin/jobs/jobs"},
+    )
+    assert status == 200 and database.job(job_id)["status"] == "cancelled"
+
+
+# -- mounting -----------------------------------------------------------------------------------
+
+
+async def test_links_are_relative_to_the_mount_point_with_or_without_a_trailing_slash(
+    client: Client, app: App
+) -> None:
+    job_id = await app.tasks["mail.send"].defer_async(to="x")
+    status, _, headers = await client.get("")
+    location = headers.get("location")
+    assert status in (301, 307, 308) and location is not None
+    assert location.rstrip("/").endswith("jobs"), location
+    cases = {
+        "/": "./",
+        "/jobs": "./",
+        "/jobs/": "../",
+        f"/jobs/{job_id}": "../",
+        "/workers/": "../",
+    }
+    for path, root in cases.items():
+        status, page, _ = await client.get(path)
+        assert status == 200, (path, page)
+        assert f'href="{root}static/dashboard.css"' in page, path
+        assert f'href="{root}jobs"' in page
+        assert 'href="/' not in page and 'action="/' not in page  # nothing absolute
+    status, body, headers = await client.get("/static/dashboard.js")
+    assert status == 200 and "visibilityState" in body
+    assert headers["content-type"].startswith("text/javascript")
+
+
+async def test_the_mount_point_redirect_is_relative(app: App) -> None:
+    wsgi = create_wsgi_app(app, authorize=lambda request: True)
+    seen: dict[str, Any] = {}
+
+    def start(status: str, headers: list[tuple[str, str]]) -> None:
+        seen["status"], seen["headers"] = status, dict(headers)
+
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "/tools/queue",
+        "PATH_INFO": "",
+        "QUERY_STRING": "a=1",
+        "wsgi.input": None,
+    }
+    await asyncio.to_thread(lambda: b"".join(wsgi(environ, start)))
+    assert seen["status"].startswith("308")
+    assert seen["headers"]["Location"] == "queue/?a=1"
+
+
+async def test_authorize_decides_who_sees_and_who_acts(kind: str, app: App, database: Any) -> None:
+    def authorize(request: Request) -> tuple[bool, bool]:
+        user = request.headers.get("x-user")
+        return user in ("admin", "viewer"), user == "admin"
+
+    client = Client(kind, app, "/jobs", authorize=authorize)
+    job_id = await app.tasks["mail.send"].defer_async(to="x")
+    status, _, _ = await client.get("/jobs")
+    assert status == 403
+    status, page, _ = await client.get("/jobs", **{"X-User": "viewer"})
+    assert status == 200 and ids_on(page) == [] and str(job_id) in page
+    status, page, _ = await client.get("/jobs", **{"X-User": "admin"})
+    assert ids_on(page) == [job_id]
+    form = {"action": "cancel", "ids": str(job_id)}
+    status, _, _ = await client.post("/actions", form, {**SAME_ORIGIN, "X-User": "viewer"})
+    assert status == 403 and database.job(job_id)["status"] == "todo"
+    status, _, _ = await client.post("/actions", form, {**SAME_ORIGIN, "X-User": "admin"})
+    assert status == 200 and database.job(job_id)["status"] == "cancelled"
+
+
+async def test_an_async_authorize_works_under_asgi(app: App, kind: str) -> None:
+    if kind != "asgi":
+        pytest.skip("async authorize is for ASGI")
+
+    async def authorize(request: Request) -> bool:
+        await asyncio.sleep(0)
+        return request.headers.get("x-user") == "admin"
+
+    client = Client(kind, app, "/jobs", authorize=authorize)
+    assert (await client.get("/"))[0] == 403
+    assert (await client.get("/", **{"X-User": "admin"}))[0] == 200
+
+
+def test_an_open_dashboard_logs_a_warning_at_start_up(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(SyncPsycopgConnector(conninfo=db_url))
+    with caplog.at_level(logging.WARNING, logger="sqla_jobs.dashboard"):
+        create_blueprint(app)
+    assert any("dashboard is open" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sqla_jobs.dashboard"):
+        create_asgi_app(app, authorize=lambda request: (True, False))
+    assert not caplog.records
+
+
+async def test_a_database_that_does_not_answer_gives_a_503_page(kind: str) -> None:
+    down = "postgresql://postgres@127.0.0.1:1/nowhere?connect_timeout=2"
+    connector: sqla_jobs.BaseConnector = (
+        SyncPsycopgConnector(conninfo=down) if kind == "flask" else PsycopgConnector(conninfo=down)
+    )
+    client = Client(kind, make_app(connector), "/jobs", authorize=lambda request: True)
+    status, page, _ = await client.get("/")
+    assert status == 503 and "The database did not answer" in page, page
