@@ -7,7 +7,8 @@ every `JobsError` into one line on stderr and exit status 1. argparse (the stand
 parses the arguments, so the command line adds no dependency.
 
 One module per topic: `common` (the app, its database's errors, the global options),
-`worker`, `defer`, `schema`, `healthchecks` and `jobs`; each adds its commands to the parser.
+`worker`, `defer`, `schema`, `healthchecks`, `jobs` and `dashboard`; each adds its commands to
+the parser.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from ..errors import JobsError
 from ..logs import configure_logging
 from .common import PROG, CliError, Handler, add_global_options, one_line
+from .dashboard import add_dashboard_command
 from .defer import add_defer_command
 from .healthchecks import add_healthchecks_command
 from .jobs import add_jobs_commands
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_schema_commands(commands)
     add_healthchecks_command(commands)
     add_jobs_commands(commands)
+    add_dashboard_command(commands)
     return parser
 
 
@@ -67,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     verbosity = args.verbose + getattr(args, "verbose_after", 0)
-    base_level = logging.INFO if args.command == "worker" else logging.WARNING
+    base_level = logging.INFO if args.command in ("worker", "dashboard") else logging.WARNING
     configure_logging(verbosity, args.log_format, base_level=base_level)
     handler: Handler = args.handler
     try:
