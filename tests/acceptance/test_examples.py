@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -165,6 +166,12 @@ def test_flask_example_confirms_an_order_through_a_real_worker(
     )
     assert client.post("/orders/999/remind").status_code == 404
 
+    # The dashboard, mounted at /jobs, shows the jobs through the same engine.
+    page = client.get("/jobs/jobs?task=send_confirmation")
+    assert page.status_code == 200 and "send_confirmation" in page.text, page.text
+    assert client.get("/jobs").status_code == 308
+    assert client.get("/jobs/", environ_base={"REMOTE_ADDR": "192.0.2.1"}).status_code == 403
+
     assert worker.stop() == 0, worker.output()
     assert job_statuses(db_url) == [
         ("send_confirmation", "succeeded"),
@@ -216,6 +223,22 @@ async def test_fastapi_example_welcomes_a_subscriber_through_a_real_worker(
         refused = await client.post(f"/subscribers/{subscriber_id}/welcome")
         assert refused.status_code == 409, refused.text
         assert (await client.get("/subscribers/999")).status_code == 404
+
+        # The dashboard, mounted at /jobs: the waiting welcome, and cancelling it.
+        page = await client.get("/jobs/jobs?status=todo")
+        assert page.status_code == 200 and "send_welcome" in page.text, page.text
+        (waiting,) = re.findall(r'name="ids" value="(\d+)"', page.text)
+        cancelled = await client.post(
+            "/jobs/actions",
+            data={"action": "cancel", "ids": waiting},
+            headers={"Origin": "http://newsletter"},
+        )
+        assert cancelled.status_code == 200 and "1 job done" in cancelled.text
+        await client.post(
+            "/jobs/actions",
+            data={"action": "retry", "ids": waiting},
+            headers={"Origin": "http://newsletter"},
+        )
 
     # The duplicate's rollback left no job behind: two welcomes ran, one waits.
     assert job_statuses(db_url) == [

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import sqla_jobs
+from sqla_jobs.dashboard import Request, create_asgi_app
 
 from .db import Subscriber, engine, get_session
 from .jobs import queue, send_welcome
@@ -27,7 +28,17 @@ async def lifespan(api: FastAPI) -> AsyncIterator[None]:
     await engine.dispose()
 
 
+def only_from_this_machine(request: Request) -> tuple[bool, bool]:
+    """Who may see the dashboard, and act on jobs: put your own login check here (the ASGI
+    scope is ``request.native``; ``starlette.requests.Request(request.native)`` reads it)."""
+    client = request.native.get("client") or ("", 0)
+    local = client[0] in ("127.0.0.1", "::1")
+    return local, local
+
+
 api = FastAPI(title="newsletter", lifespan=lifespan)
+# The jobs dashboard at /jobs, through the queue's connector (the same engine).
+api.mount("/jobs", create_asgi_app(queue, authorize=only_from_this_machine))
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
