@@ -125,6 +125,6 @@ def throughput_svg(
         parts.append("</g>")
     parts.append(f'<text x="0" y="{height + 13}" class="label">60 min ago</text>')
     parts.append(f'<text x="{width}" y="{height + 13}" class="label end">now</text>')
-    parts.append(f'<text x="{width}" y="11" class="label end">{top:,} / min</text>')
+    parts.append(f'<text x="4" y="11" class="label">{top:,} / min</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
