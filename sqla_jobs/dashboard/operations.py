@@ -201,8 +201,12 @@ def act(action: str, job_ids: Sequence[int]) -> Operation[ActionResult]:
             elif action == "cancel":
                 changed = yield from ops.cancel_job(job_id)
             elif action == "abort":
-                status = yield from ops.abort_job(job_id)
-                changed = status in (JobStatus.CANCELLED, JobStatus.ABORTING, JobStatus.ABORTED)
+                # abort_job answers with the status after the call, changed or not.
+                before = yield from ops.get_job(job_id)
+                changed = before.status in (JobStatus.TODO, JobStatus.DOING)
+                if changed:
+                    status = yield from ops.abort_job(job_id)
+                    changed = status in (JobStatus.CANCELLED, JobStatus.ABORTING)
             else:
                 changed = yield from ops.delete_job(job_id)
         except JobNotFound:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .. import operations as ops
@@ -108,7 +108,9 @@ class BadFilter(ValueError):
     """A filter the jobs list cannot read: its message says which and why."""
 
 
-def filters_of(values: Mapping[str, list[str]] | Any, get: Any) -> dash.Filters:
+def filters_of(
+    values: Mapping[str, Sequence[str]], get: Callable[[str], str | None]
+) -> dash.Filters:
     """The jobs list's filters from query parameters or form fields (``get(name)``: the first
     value or None; ``values``: every value, for the statuses)."""
     statuses = []
