@@ -484,17 +484,15 @@ async def test_authorize_decides_who_sees_and_who_acts(kind: str, app: App, data
     assert status == 200 and database.job(job_id)["status"] == "cancelled"
 
 
-async def test_an_async_authorize_works_under_asgi(app: App, kind: str) -> None:
-    if kind != "asgi":
-        pytest.skip("async authorize is for ASGI")
-
+async def test_an_async_authorize_works_under_asgi(db_url: str) -> None:
     async def authorize(request: Request) -> bool:
         await asyncio.sleep(0)
         return request.headers.get("x-user") == "admin"
 
-    client = Client(kind, app, "/jobs", authorize=authorize)
-    assert (await client.get("/"))[0] == 403
-    assert (await client.get("/", **{"X-User": "admin"}))[0] == 200
+    async with make_app(PsycopgConnector(conninfo=db_url)).open_async() as app:
+        client = Client("asgi", app, "/jobs", authorize=authorize)
+        assert (await client.get("/"))[0] == 403
+        assert (await client.get("/", **{"X-User": "admin"}))[0] == 200
 
 
 def test_an_open_dashboard_logs_a_warning_at_start_up(
