@@ -13,7 +13,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from ..app import App
 from ..connectors.psycopg import SyncPsycopgConnector
-from .common import APP_ENV, CliError, int_at_least, libpq_url, load_app, seconds, subparser
+from .common import APP_ENV, CliError, build_app, int_at_least, libpq_url, seconds, subparser
 
 logger = logging.getLogger("sqla_jobs.dashboard")
 
@@ -53,18 +53,15 @@ class _Handler(WSGIRequestHandler):
 
 def dashboard_app(args: argparse.Namespace) -> App:
     """``--app``'s app as it is, or on a connection of its own (``--database-url``, or no
-    ``--app``) with ``statement_timeout`` set."""
-    spec = args.app or os.environ.get(APP_ENV)
-    url = args.database_url
-    app = load_app(spec) if spec else None
-    if app is not None and not url:
+    ``--app``) with ``statement_timeout`` set; its tables in ``--schema``'s schema."""
+    app = build_app(args)
+    if (args.app or os.environ.get(APP_ENV)) and not args.database_url:
         return app
-    conninfo = libpq_url(url or os.environ.get("DATABASE_URL", ""))
+    conninfo = libpq_url(args.database_url or os.environ.get("DATABASE_URL", ""))
     kwargs = {}
     if args.statement_timeout:
         kwargs["options"] = f"-c statement_timeout={round(args.statement_timeout * 1000)}"
-    connector = SyncPsycopgConnector(conninfo=conninfo, kwargs=kwargs)
-    return app.with_connector(connector) if app is not None else App(connector=connector)
+    return app.with_connector(SyncPsycopgConnector(conninfo=conninfo, kwargs=kwargs))
 
 
 def run_dashboard(args: argparse.Namespace) -> int:

@@ -516,3 +516,35 @@ async def test_a_database_that_does_not_answer_gives_a_503_page(kind: str) -> No
     client = Client(kind, make_app(connector), "/jobs", authorize=lambda request: True)
     status, page, _ = await client.get("/")
     assert status == 503 and "The database did not answer" in page, page
+
+
+async def test_every_page_and_an_action_work_with_the_tables_in_a_schema_of_their_own(
+    kind: str, empty_db_url: str
+) -> None:
+    from sqla_jobs import migrations
+
+    schema = "a b\"c'd%e:f"  # quoted and escaped wherever it appears
+    migrations.upgrade(empty_db_url, schema=schema)
+    connector: sqla_jobs.BaseConnector = (
+        SyncPsycopgConnector(conninfo=empty_db_url)
+        if kind == "flask"
+        else PsycopgConnector(conninfo=empty_db_url)
+    )
+    app = App(connector=connector, schema=schema)
+
+    @app.task(name="mail.send", queue="mail")
+    def send(to: str) -> None: ...
+
+    async with app.open_async():
+        ids = await send.batch_defer_async({"to": "a"}, {"to": "b"})
+        client = Client(kind, app, "/jobs", authorize=lambda request: True)
+        for path in ("/", "/jobs", f"/jobs/{ids[0]}", "/workers", "/periodic"):
+            status, page, _ = await client.get(path)
+            assert status == 200, (path, page)
+        assert ids_on((await client.get("/jobs?queue=mail"))[1]) == sorted(ids, reverse=True)
+        form = {"action": "cancel", "scope": "matching", "queue": "mail", "confirmed": "yes"}
+        status, page, _ = await client.post("/actions", form)
+        assert status == 200 and "2 jobs done" in page
+        assert {job.status.value for job in await app.job_manager.list_jobs_async()} == {
+            "cancelled"
+        }
