@@ -53,30 +53,33 @@ class JobManager:
         """A manager with the same settings, sending its statements through ``connector``."""
         return JobManager(connector, max_args_bytes=self.max_args_bytes, statements=self.statements)
 
-    def _run(self, operation: ops.Operation[T]) -> T:
+    def run(self, operation: ops.Operation[T]) -> T:
+        """Run one of `sqla_jobs.operations` (or a generator of the same kind) through this
+        manager's connector, with its statements."""
         return ops.run(self.connector, operation, self.statements)
 
-    async def _run_async(self, operation: ops.Operation[T]) -> T:
+    async def run_async(self, operation: ops.Operation[T]) -> T:
+        """Async form of `run`."""
         return await ops.run_async(self.connector, operation, self.statements)
 
     # -- defer ---------------------------------------------------------------------------------
 
     def defer(self, spec: JobSpec) -> int:
         """Write one job (its own transaction); returns its id."""
-        return self._run(ops.defer(spec, max_args_bytes=self.max_args_bytes))
+        return self.run(ops.defer(spec, max_args_bytes=self.max_args_bytes))
 
     async def defer_async(self, spec: JobSpec) -> int:
         """Async form of `defer`."""
-        return await self._run_async(ops.defer(spec, max_args_bytes=self.max_args_bytes))
+        return await self.run_async(ops.defer(spec, max_args_bytes=self.max_args_bytes))
 
     def defer_many(self, specs: Sequence[JobSpec]) -> list[int]:
         """Defer a batch in one transaction: all its jobs or none; their ids in order."""
-        return self._run(self._defer_many(specs, can_copy=self.connector.supports_copy))
+        return self.run(self._defer_many(specs, can_copy=self.connector.supports_copy))
 
     async def defer_many_async(self, specs: Sequence[JobSpec]) -> list[int]:
         """Async form of `defer_many`."""
         operation = self._defer_many(specs, can_copy=self.connector.supports_copy_async)
-        return await self._run_async(operation)
+        return await self.run_async(operation)
 
     def _defer_many(self, specs: Sequence[JobSpec], *, can_copy: bool) -> ops.Operation[list[int]]:
         return ops.defer_many(
@@ -90,19 +93,19 @@ class JobManager:
 
     def get_job(self, job_id: int) -> Job:
         """The job with its status, attempts and last error; its changes: `get_job_history`."""
-        return self._run(ops.get_job(job_id))
+        return self.run(ops.get_job(job_id))
 
     async def get_job_async(self, job_id: int) -> Job:
         """Async form of `get_job`."""
-        return await self._run_async(ops.get_job(job_id))
+        return await self.run_async(ops.get_job(job_id))
 
     def count_jobs(self) -> dict[tuple[str, JobStatus], int]:
         """Number of jobs per (queue, status)."""
-        return self._run(ops.count_jobs())
+        return self.run(ops.count_jobs())
 
     async def count_jobs_async(self) -> dict[tuple[str, JobStatus], int]:
         """Async form of `count_jobs`."""
-        return await self._run_async(ops.count_jobs())
+        return await self.run_async(ops.count_jobs())
 
     def list_jobs(
         self,
@@ -119,7 +122,7 @@ class JobManager:
         operation = ops.list_jobs(
             queue=queue, task_name=task_name, status=status, lock=lock, limit=limit, offset=offset
         )
-        return self._run(operation)
+        return self.run(operation)
 
     async def list_jobs_async(
         self,
@@ -135,24 +138,24 @@ class JobManager:
         operation = ops.list_jobs(
             queue=queue, task_name=task_name, status=status, lock=lock, limit=limit, offset=offset
         )
-        return await self._run_async(operation)
+        return await self.run_async(operation)
 
     def get_job_history(self, job_id: int) -> list[JobEvent]:
         """Every status change of the job, oldest first, with the error of each failed,
         aborted or retried run."""
-        return self._run(ops.job_history(job_id))
+        return self.run(ops.job_history(job_id))
 
     async def get_job_history_async(self, job_id: int) -> list[JobEvent]:
         """Async form of `get_job_history`."""
-        return await self._run_async(ops.job_history(job_id))
+        return await self.run_async(ops.job_history(job_id))
 
     def list_workers(self) -> list[dict[str, Any]]:
         """Registered workers, each with ``heartbeat_age``: seconds since its last heartbeat."""
-        return self._run(ops.list_workers())
+        return self.run(ops.list_workers())
 
     async def list_workers_async(self) -> list[dict[str, Any]]:
         """Async form of `list_workers`."""
-        return await self._run_async(ops.list_workers())
+        return await self.run_async(ops.list_workers())
 
     # -- management ----------------------------------------------------------------------------
 
@@ -162,11 +165,11 @@ class JobManager:
         Returns False, changing nothing, when the job is no longer waiting: a running job is
         not cancelled (`abort_job` stops it), a finished one stays as it is.
         """
-        return self._run(ops.cancel_job(job_id))
+        return self.run(ops.cancel_job(job_id))
 
     async def cancel_job_async(self, job_id: int) -> bool:
         """Async form of `cancel_job`."""
-        return await self._run_async(ops.cancel_job(job_id))
+        return await self.run_async(ops.cancel_job(job_id))
 
     def abort_job(self, job_id: int) -> JobStatus:
         """Stop a job, whether it waits or runs; returns the job's status after the call.
@@ -177,11 +180,11 @@ class JobManager:
         recorded ``aborted`` when the task stops. A job already aborting or finished is left
         as it is and its status returned.
         """
-        return self._run(ops.abort_job(job_id))
+        return self.run(ops.abort_job(job_id))
 
     async def abort_job_async(self, job_id: int) -> JobStatus:
         """Async form of `abort_job`."""
-        return await self._run_async(ops.abort_job(job_id))
+        return await self.run_async(ops.abort_job(job_id))
 
     def retry_job(self, job_id: int, *, schedule_at: datetime.datetime | None = None) -> bool:
         """Put a failed, cancelled or aborted job back in the queue (at once, or at
@@ -191,22 +194,22 @@ class JobManager:
         Returns False, changing nothing, for a job in another status (waiting, running,
         succeeded). Raises `AlreadyEnqueued` when a waiting job holds its queueing lock.
         """
-        return self._run(ops.retry_job(job_id, schedule_at))
+        return self.run(ops.retry_job(job_id, schedule_at))
 
     async def retry_job_async(
         self, job_id: int, *, schedule_at: datetime.datetime | None = None
     ) -> bool:
         """Async form of `retry_job`."""
-        return await self._run_async(ops.retry_job(job_id, schedule_at))
+        return await self.run_async(ops.retry_job(job_id, schedule_at))
 
     def delete_job(self, job_id: int) -> bool:
         """Delete a job that is not running, with its history. Returns False, changing
         nothing, for a running job (abort it first)."""
-        return self._run(ops.delete_job(job_id))
+        return self.run(ops.delete_job(job_id))
 
     async def delete_job_async(self, job_id: int) -> bool:
         """Async form of `delete_job`."""
-        return await self._run_async(ops.delete_job(job_id))
+        return await self.run_async(ops.delete_job(job_id))
 
     def prune_jobs(
         self,
@@ -217,7 +220,7 @@ class JobManager:
     ) -> int:
         """Delete jobs that finished (in one of ``statuses``) more than ``older_than`` ago,
         with their history, ``batch_size`` per transaction; returns how many were deleted."""
-        return self._run(ops.prune_jobs(older_than, statuses, batch_size))
+        return self.run(ops.prune_jobs(older_than, statuses, batch_size))
 
     async def prune_jobs_async(
         self,
@@ -227,4 +230,4 @@ class JobManager:
         batch_size: int = 10_000,
     ) -> int:
         """Async form of `prune_jobs`."""
-        return await self._run_async(ops.prune_jobs(older_than, statuses, batch_size))
+        return await self.run_async(ops.prune_jobs(older_than, statuses, batch_size))

@@ -1,4 +1,5 @@
-"""Prometheus metrics: what each worker ran, counted as it runs, and (later) the queue's state.
+"""Prometheus metrics: what each worker ran, counted as it runs, and the queue's state, read
+from the database at scrape time.
 
 A worker counts its jobs in plain Python (`JobCounts`: a dict increment and a bucket search per
 job, no lock), and only a scrape turns the counts into metrics (`WorkerCollector`), so that
@@ -6,33 +7,52 @@ counting costs the hot path next to nothing and needs no ``prometheus_client`` u
 served. ``sqla-jobs worker --metrics-port 9100`` (``WorkerOptions(metrics_port=...)``) serves
 them; the library is ``prometheus_client`` (extra ``sqla_jobs[metrics]``).
 
-Labels are queue, task and outcome only: never a job id or an argument, whose values have no
-bound.
+The queue's state (`QueueCollector`: ``sqla_jobs_jobs{queue,status}``,
+``sqla_jobs_oldest_waiting_seconds{queue}``, ``sqla_jobs_workers``) is read through the app's
+job manager, cached a few seconds so that several scrapers cost one read, at a worker's
+``/metrics`` and at the dashboard's.
+
+Labels are queue, task, status and outcome only: never a job id or an argument, whose values
+have no bound.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import datetime
+import logging
 import math
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import MetricsUnavailable
+from . import operations as ops
+from .errors import JobsError, MetricsUnavailable
 from .statuses import JobStatus
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
     from .jobs import Job
+    from .manager import JobManager
+
+logger = logging.getLogger("sqla_jobs.metrics")
 
 __all__ = [
+    "CONTENT_TYPE",
     "DURATION_BUCKETS",
     "WAIT_BUCKETS",
     "Histogram",
     "JobCounts",
+    "QueueCollector",
+    "QueueState",
     "WorkerCollector",
+    "exposition",
     "outcome_label",
+    "queue_families",
+    "queue_state",
     "require_prometheus",
     "serve",
     "worker_registry",
@@ -166,11 +186,120 @@ class WorkerCollector:
         yield waits
 
 
-def worker_registry(counts: JobCounts) -> CollectorRegistry:
-    """A registry of one worker's metrics (not the process-wide default registry: a host
-    application's own metrics are its own to serve)."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueState:
+    """The queue as the database has it: jobs per (queue, status), estimated past
+    `operations.EXACT_COUNT_LIMIT` jobs; per queue, the age of the oldest job due and waiting;
+    the workers whose heartbeat is recent."""
+
+    counts: ops.Counts
+    oldest_waiting: dict[str, float]
+    live_workers: int
+
+
+def queue_state(live_after: float = 60.0) -> ops.Operation[QueueState]:
+    """`QueueState`, as an operation; a worker counts as live when its last heartbeat is under
+    ``live_after`` seconds old (the default stalled timeout)."""
+    counts = yield from ops.job_counts()
+    waiting = yield from ops.oldest_waiting()
+    workers = yield from ops.list_workers()
+    return QueueState(
+        counts,
+        {str(row["queue"]): float(row["age"]) for row in waiting},
+        sum(1 for worker in workers if float(worker["heartbeat_age"]) < live_after),
+    )
+
+
+def queue_families(state: QueueState | None) -> list[Any]:
+    """The metric families of ``state``; None (the database did not answer): only
+    ``sqla_jobs_database_up 0``."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    up = GaugeMetricFamily(
+        "sqla_jobs_database_up", "Whether the last read of the queue's state succeeded."
+    )
+    up.add_metric((), 0 if state is None else 1)
+    if state is None:
+        return [up]
+    estimated = " (estimated from a sample past 100,000 jobs)" if state.counts.estimated else ""
+    jobs = GaugeMetricFamily(
+        "sqla_jobs_jobs", f"Jobs by queue and status{estimated}.", labels=("queue", "status")
+    )
+    for queue, statuses in state.counts.by_queue.items():
+        for status, count in statuses.items():
+            jobs.add_metric((queue, status.value), count)
+    oldest = GaugeMetricFamily(
+        "sqla_jobs_oldest_waiting_seconds",
+        "Age of the oldest job due and waiting, by queue (no sample: none waits).",
+        labels=("queue",),
+    )
+    for queue, age in state.oldest_waiting.items():
+        oldest.add_metric((queue,), age)
+    workers = GaugeMetricFamily(
+        "sqla_jobs_workers", "Workers whose last heartbeat is under a minute old."
+    )
+    workers.add_metric((), state.live_workers)
+    return [up, jobs, oldest, workers]
+
+
+class QueueCollector:
+    """A ``prometheus_client`` collector of the queue's state, read through ``manager`` (its
+    sync methods: scrapes come from a thread) and kept ``cache_seconds``."""
+
+    def __init__(self, manager: JobManager, *, cache_seconds: float = 5.0) -> None:
+        self.manager = manager
+        self.cache_seconds = cache_seconds
+        self._lock = threading.Lock()
+        self._read_at = -math.inf
+        self._state: QueueState | None = None
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def state(self) -> QueueState | None:
+        """The cached state, read again when older than ``cache_seconds``; None when the
+        database did not answer (logged)."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._read_at >= self.cache_seconds:
+                try:
+                    self._state = self.manager.run(queue_state())
+                except JobsError as exc:
+                    logger.warning("metrics: the queue's state could not be read: %s", exc)
+                    self._state = None
+                self._read_at = now
+            return self._state
+
+    def collect(self) -> Iterator[Any]:
+        yield from queue_families(self.state())
+
+
+def exposition(families: Sequence[Any]) -> bytes:
+    """``families`` in Prometheus' text format."""
+    prometheus = _prometheus()
+
+    class _Families:
+        def collect(self) -> Sequence[Any]:
+            return families
+
+    registry = prometheus.CollectorRegistry(auto_describe=False)
+    registry.register(_Families())
+    result: bytes = prometheus.generate_latest(registry)
+    return result
+
+
+#: The content type of `exposition`'s text.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def worker_registry(counts: JobCounts, manager: JobManager | None = None) -> CollectorRegistry:
+    """A registry of one worker's metrics, and of the queue's state when ``manager`` is given
+    (not the process-wide default registry: a host application's own metrics are its own to
+    serve)."""
     registry: CollectorRegistry = _prometheus().CollectorRegistry(auto_describe=False)
     registry.register(WorkerCollector(counts))
+    if manager is not None:
+        registry.register(QueueCollector(manager))
     return registry
 
 

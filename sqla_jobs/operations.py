@@ -380,3 +380,49 @@ def prune_jobs(
         deleted += batch
         if batch < batch_size:
             return deleted
+
+
+# -- the queue at a glance (the dashboard's overview, the metrics) ------------------------------
+
+#: Tables up to this many jobs (by the span of their ids) are counted exactly; bigger ones from
+#: a sample of their blocks (`Counts.estimated`).
+EXACT_COUNT_LIMIT = 100_000
+#: Rows a sampled count reads, about.
+SAMPLE_ROWS = 20_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Counts:
+    """Jobs per (queue, status); ``estimated`` when read from a sample."""
+
+    by_queue: dict[str, dict[JobStatus, int]]
+    estimated: bool
+
+
+def job_counts(exact_limit: int = EXACT_COUNT_LIMIT) -> Operation[Counts]:
+    """Jobs per queue and status: exact on a table of up to ``exact_limit`` jobs, else
+    estimated from a sample of its blocks (a count of every row would read the whole table)."""
+    rows: list[Row] = yield Fetch(queries.dashboard_id_span)
+    span = int(rows[0]["span"]) if rows else 0
+    if span <= exact_limit:
+        counted = yield from count_jobs()
+        estimated = False
+    else:
+        percent = min(100.0, 100.0 * SAMPLE_ROWS / span)
+        sample: list[Row] = yield Fetch(queries.dashboard_sampled_counts, {"percent": percent})
+        scale = 100.0 / percent
+        counted = {
+            (row["queue"], JobStatus(row["status"])): round(int(row["count"]) * scale)
+            for row in sample
+        }
+        estimated = True
+    by_queue: dict[str, dict[JobStatus, int]] = {}
+    for (queue, status), count in sorted(counted.items()):
+        by_queue.setdefault(queue, {})[status] = count
+    return Counts(by_queue, estimated)
+
+
+def oldest_waiting() -> Operation[list[Row]]:
+    """Per queue: jobs due and waiting, and the age in seconds of the oldest."""
+    rows: list[Row] = yield Fetch(queries.dashboard_oldest_waiting)
+    return [{**row, "age": float(row["age"]), "waiting": int(row["waiting"])} for row in rows]

@@ -11,10 +11,11 @@ import importlib.resources
 import inspect
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ..errors import JobsError
+from ..errors import JobsError, MetricsUnavailable
 from ..operations import Operation
 from . import views
 from .http import Access, Request, Response, is_same_origin, redirect_into_mount
@@ -58,6 +59,9 @@ class Dashboard:
             )
         self.app = app
         self.manager = app.job_manager
+        #: Seconds a read of the queue's state serves ``/metrics`` for.
+        self.metrics_cache_seconds = 5.0
+        self._metrics_cache: tuple[float, Any] | None = None
         self.authorize = authorize
         self.config = Config(
             read_only=read_only,
@@ -154,11 +158,42 @@ class Dashboard:
             return (yield from views.workers_page(request, config, access))
         if stripped == "/periodic":
             return (yield from views.periodic_page(request, config, access))
+        if stripped == "/metrics":
+            return (yield from self._metrics())
         return views.message(request, config, access, 404, "Not found", "No such page.")
 
+    def _metrics(self) -> Operation[Response]:
+        """The queue's state for Prometheus (`sqla_jobs.metrics`), read at most every
+        ``metrics_cache_seconds``."""
+        from .. import metrics
+
+        try:
+            metrics.require_prometheus()
+        except MetricsUnavailable as exc:
+            return Response(501, f"{exc}\n".encode(), "text/plain; charset=utf-8")
+        now = time.monotonic()
+        cached = self._metrics_cache
+        if cached is None or now - cached[0] >= self.metrics_cache_seconds:
+            state: metrics.QueueState | None
+            try:
+                state = yield from metrics.queue_state(self.config.stalled_after)
+            except JobsError as exc:  # down, timed out, tables missing, connector not open
+                logger.warning("dashboard metrics: the queue's state could not be read: %s", exc)
+                state = None
+            cached = self._metrics_cache = (now, state)
+        body = metrics.exposition(metrics.queue_families(cached[1]))
+        return Response(200, body, metrics.CONTENT_TYPE, (("Cache-Control", "no-store"),))
+
     def failure(self, request: Request, exc: JobsError) -> Response:
-        """The page for a database that failed (down, timed out, tables missing)."""
+        """The page for a database that failed (down, timed out, tables missing); for
+        ``/metrics``, ``sqla_jobs_database_up 0``."""
         logger.warning("dashboard: %s", exc, extra={"path": request.full_path})
+        if request.path.rstrip("/") == "/metrics":
+            from .. import metrics
+
+            self._metrics_cache = (time.monotonic(), None)
+            body = metrics.exposition(metrics.queue_families(None))
+            return Response(200, body, metrics.CONTENT_TYPE, (("Cache-Control", "no-store"),))
         return views.message(
             request, self.config, Access(True, False), 503, "The database did not answer", str(exc)
         )
@@ -166,13 +201,13 @@ class Dashboard:
     def respond(self, request: Request, access: Access) -> Response:
         """Sync: the response, through the app's job manager on its connector."""
         try:
-            return self.manager._run(self.handle(request, access))
+            return self.manager.run(self.handle(request, access))
         except JobsError as exc:
             return self.failure(request, exc)
 
     async def respond_async(self, request: Request, access: Access) -> Response:
         try:
-            return await self.manager._run_async(self.handle(request, access))
+            return await self.manager.run_async(self.handle(request, access))
         except JobsError as exc:
             return self.failure(request, exc)
 

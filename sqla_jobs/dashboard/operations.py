@@ -2,7 +2,8 @@
 yield their statements, driven by the app's job manager on its connector, sync or async.
 
 The job manager's own operations do the rest (`get_job`, `job_history`, `count_jobs`,
-`list_workers`, and the four actions, one job at a time with their own rules).
+`list_workers`, and the four actions, one job at a time with their own rules); the overview's
+counts and oldest waiting jobs are shared with the metrics (`job_counts`, `oldest_waiting`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,6 @@ from ..jobs import Job
 from ..operations import Fetch, Operation
 from ..statuses import JobStatus
 
-#: Tables up to this many jobs (by the span of their ids) are counted exactly on each view;
-#: bigger ones from a sample of their blocks, and the page says so.
-EXACT_COUNT_LIMIT = 100_000
-#: Rows a sampled count reads, about.
-SAMPLE_ROWS = 20_000
 #: How many jobs one page of the jobs list looks through, at most, for jobs matching its
 #: filters: a page of a rare status on millions of jobs stays bounded (a "look further" link
 #: continues below).
@@ -57,41 +53,6 @@ class Filters:
     @property
     def empty(self) -> bool:
         return self == Filters()
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Counts:
-    """Jobs per (queue, status); ``estimated`` when read from a sample."""
-
-    by_queue: dict[str, dict[JobStatus, int]]
-    estimated: bool
-
-
-def job_counts(exact_limit: int = EXACT_COUNT_LIMIT) -> Operation[Counts]:
-    rows: list[Row] = yield Fetch(queries.dashboard_id_span)
-    span = int(rows[0]["span"]) if rows else 0
-    if span <= exact_limit:
-        counted = yield from ops.count_jobs()
-        estimated = False
-    else:
-        percent = min(100.0, 100.0 * SAMPLE_ROWS / span)
-        sample: list[Row] = yield Fetch(queries.dashboard_sampled_counts, {"percent": percent})
-        scale = 100.0 / percent
-        counted = {
-            (row["queue"], JobStatus(row["status"])): round(int(row["count"]) * scale)
-            for row in sample
-        }
-        estimated = True
-    by_queue: dict[str, dict[JobStatus, int]] = {}
-    for (queue, status), count in sorted(counted.items()):
-        by_queue.setdefault(queue, {})[status] = count
-    return Counts(by_queue, estimated)
-
-
-def oldest_waiting() -> Operation[list[Row]]:
-    """Per queue: jobs due and waiting, and the age in seconds of the oldest."""
-    rows: list[Row] = yield Fetch(queries.dashboard_oldest_waiting)
-    return [{**row, "age": float(row["age"]), "waiting": int(row["waiting"])} for row in rows]
 
 
 def finished_per_minute(now: float | None = None) -> Operation[list[dict[str, Any]]]:

@@ -71,8 +71,8 @@ def message(
 
 
 def overview(request: Request, config: Config, access: Access) -> Operation[Response]:
-    counts = yield from dash.job_counts()
-    waiting = yield from dash.oldest_waiting()
+    counts = yield from ops.job_counts()
+    waiting = yield from ops.oldest_waiting()
     minutes = yield from dash.finished_per_minute()
     workers = yield from dash.workers()
     by_wait = {row["queue"]: row for row in waiting}

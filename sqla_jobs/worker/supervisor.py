@@ -218,7 +218,7 @@ class Worker:
         assert options.metrics_port is not None
         try:
             self._metrics_server = serve(
-                worker_registry(self.job_counts),
+                worker_registry(self.job_counts, self.app.job_manager),
                 port=options.metrics_port,
                 host=options.metrics_host,
             )

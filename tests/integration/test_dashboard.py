@@ -548,3 +548,52 @@ async def test_every_page_and_an_action_work_with_the_tables_in_a_schema_of_thei
         assert {job.status.value for job in await app.job_manager.list_jobs_async()} == {
             "cancelled"
         }
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+
+def metric_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_metrics_give_the_queue_state_for_prometheus(client: Client, app: App) -> None:
+    await defer_mix(app)
+
+    status, text, headers = await client.get("/metrics")
+
+    assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
+    found = metric_samples(text)
+    assert found[("sqla_jobs_database_up", frozenset())] == 1
+    assert found[("sqla_jobs_jobs", frozenset({("queue", "mail"), ("status", "todo")}))] == 4
+    assert found[("sqla_jobs_jobs", frozenset({("queue", "reports"), ("status", "failed")}))] == 2
+    assert found[("sqla_jobs_oldest_waiting_seconds", frozenset({("queue", "mail")}))] >= 0
+    # The scheduled job is not due: only the queues with jobs due have an age.
+    assert ("sqla_jobs_oldest_waiting_seconds", frozenset({("queue", "reports")})) not in found
+    assert found[("sqla_jobs_workers", frozenset())] == 0  # the worker that ran has stopped
+    assert "job_id" not in text and "user0@example.com" not in text
+
+
+async def test_metrics_say_the_database_is_down_rather_than_fail(kind: str) -> None:
+    down = "postgresql://postgres@127.0.0.1:1/nowhere?connect_timeout=2"
+    connector: sqla_jobs.BaseConnector = (
+        SyncPsycopgConnector(conninfo=down) if kind == "flask" else PsycopgConnector(conninfo=down)
+    )
+    client = Client(kind, make_app(connector), "/jobs", authorize=lambda request: True)
+
+    status, text, _ = await client.get("/metrics")
+
+    assert status == 200, text
+    assert metric_samples(text) == {("sqla_jobs_database_up", frozenset()): 0}
+
+
+async def test_metrics_are_behind_authorize(kind: str, app: App) -> None:
+    client = Client(kind, app, "/jobs", authorize=lambda request: False)
+    status, _, _ = await client.get("/metrics")
+    assert status == 403

@@ -48,7 +48,13 @@ async def test_a_worker_serves_what_it_ran_by_queue_task_and_outcome(
 
     await ok.batch_defer_async(*([{}] * 5))
     await flaky.defer_async(fail=True)  # retried once, then failed
-    options = WorkerOptions(metrics_port=0, metrics_host="127.0.0.1", install_signal_handlers=False)
+    await app.configure_task("tests.nobody_runs", queue="elsewhere").defer_async()
+    options = WorkerOptions(
+        metrics_port=0,
+        metrics_host="127.0.0.1",
+        install_signal_handlers=False,
+        queues=["fast", "default"],
+    )
     worker = Worker(app, options)
     running = asyncio.create_task(worker.run())
     try:
@@ -65,7 +71,9 @@ async def test_a_worker_serves_what_it_ran_by_queue_task_and_outcome(
         await asyncio.wait_for(running, 10)
 
     def value(name: str, **labels: str) -> float:
-        return found[(name, frozenset(labels.items()))]
+        key = (name, frozenset(labels.items()))
+        assert key in found, sorted(found)
+        return found[key]
 
     finished = "sqla_jobs_jobs_finished_total"
     assert value(finished, queue="fast", task="tests.ok", outcome="succeeded") == 5
@@ -75,6 +83,13 @@ async def test_a_worker_serves_what_it_ran_by_queue_task_and_outcome(
     assert value("sqla_jobs_job_wait_seconds_count", queue="fast") == 5
     assert value("sqla_jobs_job_wait_seconds_count", queue="default") == 2
     assert worker.metrics_address is None  # stopped with the worker
+    # The queue's state, read from the database at the scrape.
+    assert value("sqla_jobs_database_up") == 1
+    assert value("sqla_jobs_jobs", queue="fast", status="succeeded") == 5
+    assert value("sqla_jobs_jobs", queue="default", status="failed") == 1
+    assert value("sqla_jobs_jobs", queue="elsewhere", status="todo") == 1
+    assert value("sqla_jobs_oldest_waiting_seconds", queue="elsewhere") >= 0
+    assert value("sqla_jobs_workers") == 1
 
 
 async def test_a_taken_port_fails_the_start_before_the_worker_registers(
