@@ -14,6 +14,7 @@ from .connectors.base import BaseConnector, cannot_run_worker
 from .jobs import DEFAULT_MAX_ARGS_BYTES, JobSpec, check_options
 from .manager import JobManager
 from .tasks import JobDeferrer, JobOptions, Task
+from .tracing import Tracing
 
 
 class App(TaskRegistry):
@@ -31,6 +32,10 @@ class App(TaskRegistry):
     tables there with ``sqla_jobs.migrations.upgrade(url, schema="jobs")`` or
     ``sqla-jobs --schema jobs schema upgrade``. None (the default): the tables are found by
     the ``search_path`` (usually in ``public``).
+
+    ``tracer_provider``: the OpenTelemetry SDK provider of the defer and process spans
+    (`sqla_jobs.tracing`); None: the global one, once the application sets one. Without an
+    SDK nothing is traced.
     """
 
     def __init__(
@@ -40,6 +45,7 @@ class App(TaskRegistry):
         import_paths: Iterable[str] = (),
         max_args_bytes: int = DEFAULT_MAX_ARGS_BYTES,
         schema: str | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         super().__init__()
         if isinstance(max_args_bytes, bool) or not isinstance(max_args_bytes, int):
@@ -53,7 +59,10 @@ class App(TaskRegistry):
         #: Every statement, for the tables where ``schema`` says they are.
         self.statements = queries.for_schema(schema)
         self.job_manager = JobManager(
-            connector, max_args_bytes=max_args_bytes, statements=self.statements
+            connector,
+            max_args_bytes=max_args_bytes,
+            statements=self.statements,
+            tracing=Tracing(tracer_provider),
         )
 
     @property
@@ -148,6 +157,7 @@ class App(TaskRegistry):
             import_paths=self.import_paths,
             max_args_bytes=self.job_manager.max_args_bytes,
             schema=self.schema,
+            tracer_provider=self.job_manager.tracing.tracer_provider,
         )
         for name, task in self.tasks.items():
             other.tasks[name] = task.bound_to(other)

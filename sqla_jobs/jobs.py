@@ -38,6 +38,9 @@ class Job:
     finished_at: datetime.datetime | None = None
     last_error: str | None = None
     worker_id: int | None = None
+    #: The W3C trace context of the defer, as JSON, when the app traces (OpenTelemetry);
+    #: the worker's span for the job links to it. None otherwise.
+    trace_context: str | None = None
     #: Why the stored arguments could not be read (a row written or edited outside
     #: sqla_jobs: not a JSON object, nested too deep to decode); ``args`` is then empty and a
     #: worker fails the job with this reason instead of running it. None normally.
@@ -128,6 +131,8 @@ class JobSpec:
     lock: str | None = None
     queueing_lock: str | None = None
     scheduled_at: datetime.datetime | None = None
+    #: Set by the job manager when the app traces (`sqla_jobs.tracing`).
+    trace_context: str | None = None
 
     def args_json(self, max_bytes: int = DEFAULT_MAX_ARGS_BYTES) -> str:
         """Check the job's options (`InvalidJobOptions`) and return its arguments as JSON text

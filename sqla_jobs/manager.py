@@ -18,6 +18,7 @@ from .jobs import DEFAULT_MAX_ARGS_BYTES, Job, JobEvent, JobSpec
 from .operations import Statuses
 from .queries import DEFAULT, Statements
 from .statuses import PRUNABLE_STATUSES, JobStatus
+from .tracing import Tracing
 
 __all__ = ["PRUNABLE_STATUSES", "JobEvent", "JobManager", "Statuses"]
 
@@ -42,16 +43,24 @@ class JobManager:
         *,
         max_args_bytes: int = DEFAULT_MAX_ARGS_BYTES,
         statements: Statements = DEFAULT,
+        tracing: Tracing | None = None,
     ) -> None:
         self.connector = connector
         #: The largest a job's arguments may be, as JSON (bytes): see `App`.
         self.max_args_bytes = max_args_bytes
         #: The statements for the tables, where the app has them (`App`'s ``schema``).
         self.statements = statements
+        #: The app's spans (`sqla_jobs.tracing`); they do nothing without an SDK.
+        self.tracing = tracing if tracing is not None else Tracing()
 
     def using(self, connector: BaseConnector) -> JobManager:
         """A manager with the same settings, sending its statements through ``connector``."""
-        return JobManager(connector, max_args_bytes=self.max_args_bytes, statements=self.statements)
+        return JobManager(
+            connector,
+            max_args_bytes=self.max_args_bytes,
+            statements=self.statements,
+            tracing=self.tracing,
+        )
 
     def run(self, operation: ops.Operation[T]) -> T:
         """Run one of `sqla_jobs.operations` (or a generator of the same kind) through this
@@ -64,22 +73,35 @@ class JobManager:
 
     # -- defer ---------------------------------------------------------------------------------
 
+    # A traced app (`sqla_jobs.tracing`) wraps each defer in a send span, whose context the
+    # jobs carry.
+
     def defer(self, spec: JobSpec) -> int:
         """Write one job (its own transaction); returns its id."""
-        return self.run(ops.defer(spec, max_args_bytes=self.max_args_bytes))
+        with self.tracing.sending((spec,)) as sending:
+            job_id = self.run(ops.defer(sending.specs[0], max_args_bytes=self.max_args_bytes))
+            sending.sent((job_id,))
+        return job_id
 
     async def defer_async(self, spec: JobSpec) -> int:
         """Async form of `defer`."""
-        return await self.run_async(ops.defer(spec, max_args_bytes=self.max_args_bytes))
+        with self.tracing.sending((spec,)) as sending:
+            operation = ops.defer(sending.specs[0], max_args_bytes=self.max_args_bytes)
+            job_id = await self.run_async(operation)
+            sending.sent((job_id,))
+        return job_id
 
     def defer_many(self, specs: Sequence[JobSpec]) -> list[int]:
         """Defer a batch in one transaction: all its jobs or none; their ids in order."""
-        return self.run(self._defer_many(specs, can_copy=self.connector.supports_copy))
+        with self.tracing.sending(specs) as sending:
+            can_copy = self.connector.supports_copy
+            return self.run(self._defer_many(sending.specs, can_copy=can_copy))
 
     async def defer_many_async(self, specs: Sequence[JobSpec]) -> list[int]:
         """Async form of `defer_many`."""
-        operation = self._defer_many(specs, can_copy=self.connector.supports_copy_async)
-        return await self.run_async(operation)
+        with self.tracing.sending(specs) as sending:
+            can_copy = self.connector.supports_copy_async
+            return await self.run_async(self._defer_many(sending.specs, can_copy=can_copy))
 
     def _defer_many(self, specs: Sequence[JobSpec], *, can_copy: bool) -> ops.Operation[list[int]]:
         return ops.defer_many(

@@ -186,6 +186,7 @@ def _one_job_params(spec: JobSpec, max_args_bytes: int = DEFAULT_MAX_ARGS_BYTES)
         "queueing_lock": spec.queueing_lock,
         "args": spec.args_json(max_args_bytes),
         "scheduled_at": spec.scheduled_at,
+        "trace_context": spec.trace_context,
     }
 
 
@@ -198,6 +199,7 @@ def _many_jobs_params(specs: Sequence[JobSpec], args: Sequence[str]) -> dict[str
         "queueing_locks": [s.queueing_lock for s in specs],
         "args": list(args),
         "scheduled_ats": [s.scheduled_at for s in specs],
+        "trace_contexts": [s.trace_context for s in specs],
     }
 
 
@@ -214,6 +216,7 @@ def _copy_rows(
             s.queueing_lock,
             arguments,
             s.scheduled_at,
+            s.trace_context,
         )
 
 

@@ -112,6 +112,13 @@ jobs = Table(
     # No foreign key on purpose: a row-level check per claimed job would cost more than the
     # rest of the claim. A worker_id whose worker row is gone means "that worker died".
     Column("worker_id", BigInteger, nullable=True),
+    Column(
+        "trace_context",
+        Text,
+        nullable=True,
+        comment="The W3C trace context of the defer (JSON: traceparent, tracestate), for the "
+        "job's process span to link to; NULL without tracing (revision 0005).",
+    ),
     comment="One row per job; the worker claims rows in status 'todo'.",
 )
 

@@ -143,6 +143,7 @@ JOB_COLUMNS = (
     jobs.c.finished_at,
     jobs.c.last_error,
     jobs.c.worker_id,
+    jobs.c.trace_context,
 )
 
 

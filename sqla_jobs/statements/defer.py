@@ -28,13 +28,23 @@ defer_job = render(
         queueing_lock=bindparam("queueing_lock"),
         args=cast(bindparam("args"), JSONB),
         scheduled_at=bindparam("scheduled_at"),
+        trace_context=bindparam("trace_context"),
     )
     .returning(jobs.c.id),
     prepared=True,
 )
 
 #: The columns of a new job that its deferrer gives (`sqla_jobs.jobs.JobSpec`), in order.
-_SPEC_COLUMNS = ("queue", "task_name", "priority", "lock", "queueing_lock", "args", "scheduled_at")
+_SPEC_COLUMNS = (
+    "queue",
+    "task_name",
+    "priority",
+    "lock",
+    "queueing_lock",
+    "args",
+    "scheduled_at",
+    "trace_context",
+)
 
 # Many jobs, one statement whose text does not depend on the batch size: columns travel as
 # arrays and are unnested server-side.
@@ -47,6 +57,7 @@ _unnested = select(
         array_param("queueing_locks", Text),
         cast(array_param("args", Text), ARRAY(JSONB)),
         array_param("scheduled_ats", DateTime),
+        array_param("trace_contexts", Text),
     )
     .table_valued(*_SPEC_COLUMNS, with_ordinality="ord")
     .render_derived(name="batch")
@@ -65,6 +76,7 @@ defer_jobs = render(
             _batch.c.queueing_lock,
             _batch.c.args,
             _batch.c.scheduled_at,
+            _batch.c.trace_context,
         ).order_by(_batch.c.ord),
     )
     .returning(jobs.c.id),

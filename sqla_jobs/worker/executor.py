@@ -45,6 +45,7 @@ class Executor:
         self._state = state
         # What the worker ran, for its metrics; None: not counted.
         self._counts = counts
+        self._tracing = state.app.job_manager.tracing
         self._app = state.app
         self._concurrency = state.options.concurrency
         self._completer = completer
@@ -182,11 +183,13 @@ class Executor:
             counts.job_started(job)
             began = time.monotonic()
         try:
-            if task is None:
-                raise _UnknownTask(self._unknown_task_message(job))
-            if job.args_error is not None:
-                raise _UnknownTask(_unreadable_args_message(job))
-            await self._call(task, job)
+            # A process span, when the app traces (sqla_jobs.tracing); a null context else.
+            with self._tracing.processing(job):
+                if task is None:
+                    raise _UnknownTask(self._unknown_task_message(job))
+                if job.args_error is not None:
+                    raise _UnknownTask(_unreadable_args_message(job))
+                await self._call(task, job)
         except asyncio.CancelledError as exc:
             current = asyncio.current_task()
             if job.id in self._interrupting or (

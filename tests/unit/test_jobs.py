@@ -108,6 +108,7 @@ FULL_ROW: dict[str, Any] = {
     "finished_at": None,
     "last_error": "Traceback ...",
     "worker_id": 3,
+    "trace_context": None,
 }
 
 

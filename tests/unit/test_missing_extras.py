@@ -135,3 +135,33 @@ def test_the_dashboard_imports_without_flask_and_says_so_only_when_a_blueprint_i
         """,
     )
     assert out.strip() == "create_blueprint needs Flask: pip install flask"
+
+
+def test_without_opentelemetry_nothing_is_traced_and_everything_works() -> None:
+    out = run_without(
+        ["opentelemetry"],
+        """
+        import sqla_jobs
+        app = sqla_jobs.App(connector=sqla_jobs.PsycopgConnector())
+        tracing = app.job_manager.tracing
+        with tracing.sending([]) as sending:
+            pass
+        print(tracing.tracer(), type(tracing.processing(None)).__name__)
+        """,
+    )
+    assert out.split() == ["None", "nullcontext"]
+
+
+def test_metrics_without_prometheus_client_name_the_extra() -> None:
+    out = run_without(
+        ["prometheus_client"],
+        """
+        import sqla_jobs
+        app = sqla_jobs.App(connector=sqla_jobs.PsycopgConnector())
+        try:
+            sqla_jobs.Worker(app, sqla_jobs.WorkerOptions(metrics_port=9100))
+        except sqla_jobs.MetricsUnavailable as exc:
+            print(exc)
+        """,
+    )
+    assert "pip install 'sqla_jobs[metrics]'" in out
