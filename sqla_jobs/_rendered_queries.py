@@ -187,27 +187,35 @@ job_history = Query(
     prepared=False,
 )
 
-cancel_job = Query(
-    "cancel_job",
-    "UPDATE sqla_jobs_jobs SET status='cancelled', finished_at=clock_timestamp() WHERE sqla_jobs_jobs.id = %(job_id)s AND sqla_jobs_jobs.status = 'todo' RETURNING sqla_jobs_jobs.id",
+cancel_jobs = Query(
+    "cancel_jobs",
+    "UPDATE sqla_jobs_jobs SET status='cancelled', finished_at=clock_timestamp() WHERE sqla_jobs_jobs.id = any(CAST(%(job_ids)s AS BIGINT[])) AND sqla_jobs_jobs.status = 'todo' RETURNING sqla_jobs_jobs.id",
     prepared=False,
 )
 
-abort_job = Query(
-    "abort_job",
-    "UPDATE sqla_jobs_jobs SET status=CASE WHEN (sqla_jobs_jobs.status = 'todo') THEN CAST('cancelled' AS sqla_jobs_job_status) ELSE CAST('aborting' AS sqla_jobs_job_status) END, finished_at=CASE WHEN (sqla_jobs_jobs.status = 'todo') THEN clock_timestamp() ELSE NULL END WHERE sqla_jobs_jobs.id = %(job_id)s AND sqla_jobs_jobs.status IN ('todo', 'doing') RETURNING sqla_jobs_jobs.status",
+abort_jobs = Query(
+    "abort_jobs",
+    "UPDATE sqla_jobs_jobs SET status=CASE WHEN (sqla_jobs_jobs.status = 'todo') THEN CAST('cancelled' AS sqla_jobs_job_status) ELSE CAST('aborting' AS sqla_jobs_job_status) END, finished_at=CASE WHEN (sqla_jobs_jobs.status = 'todo') THEN clock_timestamp() ELSE NULL END WHERE sqla_jobs_jobs.id = any(CAST(%(job_ids)s AS BIGINT[])) AND sqla_jobs_jobs.status IN ('todo', 'doing') RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.status",
     prepared=False,
 )
 
-retry_job = Query(
-    "retry_job",
-    "UPDATE sqla_jobs_jobs SET status='todo', scheduled_at=CAST(%(scheduled_at)s AS TIMESTAMP WITH TIME ZONE), attempts=0, started_at=NULL, finished_at=NULL, worker_id=NULL WHERE sqla_jobs_jobs.id = %(job_id)s AND sqla_jobs_jobs.status IN ('failed', 'cancelled', 'aborted') RETURNING sqla_jobs_jobs.id",
+retry_jobs = Query(
+    "retry_jobs",
+    "UPDATE sqla_jobs_jobs SET status='todo', scheduled_at=CAST(%(scheduled_at)s AS TIMESTAMP WITH TIME ZONE), attempts=0, started_at=NULL, finished_at=NULL, worker_id=NULL WHERE sqla_jobs_jobs.id = any(CAST(%(job_ids)s AS BIGINT[])) AND sqla_jobs_jobs.status IN ('failed', 'cancelled', 'aborted') RETURNING sqla_jobs_jobs.id",
     prepared=False,
 )
 
-delete_job = Query(
-    "delete_job",
-    "DELETE FROM sqla_jobs_jobs WHERE sqla_jobs_jobs.id = %(job_id)s AND (sqla_jobs_jobs.status NOT IN ('doing', 'aborting')) RETURNING sqla_jobs_jobs.id",
+delete_jobs = Query(
+    "delete_jobs",
+    "DELETE FROM sqla_jobs_jobs WHERE sqla_jobs_jobs.id = any(CAST(%(job_ids)s AS BIGINT[])) AND (sqla_jobs_jobs.status NOT IN ('doing', 'aborting')) RETURNING sqla_jobs_jobs.id",
+    prepared=False,
+)
+
+existing_job_ids = Query(
+    "existing_job_ids",
+    "SELECT sqla_jobs_jobs.id \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.id = any(CAST(%(job_ids)s AS BIGINT[])) ORDER BY sqla_jobs_jobs.id",
     prepared=False,
 )
 
@@ -396,10 +404,11 @@ ALL = (
     check_schema,
     list_jobs,
     job_history,
-    cancel_job,
-    abort_job,
-    retry_job,
-    delete_job,
+    cancel_jobs,
+    abort_jobs,
+    retry_jobs,
+    delete_jobs,
+    existing_job_ids,
     prune_jobs,
     defer_periodic_jobs,
     prune_periodic_defers,

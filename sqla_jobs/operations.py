@@ -311,28 +311,32 @@ def _not_found(job_id: int) -> JobNotFound:
 
 
 def cancel_job(job_id: int) -> Operation[bool]:
-    if (yield Fetch(queries.cancel_job, {"job_id": job_id})):
+    if (yield Fetch(queries.cancel_jobs, {"job_ids": [job_id]})):
         return True
     yield from get_job(job_id)  # JobNotFound, or it exists in another status
     return False
 
 
 def abort_job(job_id: int) -> Operation[JobStatus]:
-    rows: list[Row] = yield Fetch(queries.abort_job, {"job_id": job_id})
+    rows: list[Row] = yield Fetch(queries.abort_jobs, {"job_ids": [job_id]})
     if rows:
         return JobStatus(rows[0]["status"])
     return (yield from get_job(job_id)).status
 
 
-def retry_job(job_id: int, schedule_at: datetime.datetime | None) -> Operation[bool]:
+def _check_schedule(schedule_at: datetime.datetime | None) -> None:
     if schedule_at is not None and schedule_at.tzinfo is None:
         raise ValueError(
             f"schedule_at={schedule_at!r} has no time zone; pass an aware datetime "
             "(e.g. datetime.now(timezone.utc) + timedelta(minutes=5))."
         )
+
+
+def retry_job(job_id: int, schedule_at: datetime.datetime | None) -> Operation[bool]:
+    _check_schedule(schedule_at)
     try:
         rows: list[Row] = yield Fetch(
-            queries.retry_job, {"job_id": job_id, "scheduled_at": schedule_at}
+            queries.retry_jobs, {"job_ids": [job_id], "scheduled_at": schedule_at}
         )
     except ConnectorError as exc:
         if exc.constraint_name != QUEUEING_LOCK_INDEX:
@@ -351,10 +355,77 @@ def retry_job(job_id: int, schedule_at: datetime.datetime | None) -> Operation[b
 
 
 def delete_job(job_id: int) -> Operation[bool]:
-    if (yield Fetch(queries.delete_job, {"job_id": job_id})):
+    if (yield Fetch(queries.delete_jobs, {"job_ids": [job_id]})):
         return True
     yield from get_job(job_id)
     return False
+
+
+@dataclasses.dataclass(slots=True)
+class BulkResult:
+    """What a bulk action did: ``done`` (changed), ``skipped`` (in a status the action leaves
+    alone), ``gone`` (no such job), ``refused`` (job id and why: a retry whose queueing lock
+    another waiting job holds)."""
+
+    action: str
+    done: list[int] = dataclasses.field(default_factory=list)
+    skipped: list[int] = dataclasses.field(default_factory=list)
+    gone: list[int] = dataclasses.field(default_factory=list)
+    refused: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+
+
+#: The bulk actions, by name: the statement, by the same rules as the one-job operations.
+BULK_ACTIONS = {
+    "cancel": queries.cancel_jobs,
+    "abort": queries.abort_jobs,
+    "retry": queries.retry_jobs,
+    "delete": queries.delete_jobs,
+}
+
+
+def act_on_jobs(action: str, job_ids: Sequence[int]) -> Operation[BulkResult]:
+    """``action`` (cancel, abort, retry or delete) on every job of ``job_ids`` at once, by the
+    rules of `cancel_job`, `abort_job`, `retry_job` and `delete_job`: two statements whatever
+    their number (a retry that a queueing lock refuses goes job by job, to say which)."""
+    statement = BULK_ACTIONS.get(action)
+    if statement is None:
+        raise ValueError(f"unknown action {action!r}; use one of {', '.join(BULK_ACTIONS)}")
+    result = BulkResult(action)
+    ids = list(dict.fromkeys(job_ids))
+    if not ids:
+        return result
+    params: dict[str, Any] = {"job_ids": ids}
+    if action == "retry":
+        params["scheduled_at"] = None
+    try:
+        rows: list[Row] = yield Fetch(statement, params)
+    except ConnectorError as exc:
+        if exc.constraint_name != QUEUEING_LOCK_INDEX:
+            raise
+        for job_id in ids:  # which of them clash: one at a time
+            try:
+                retried = yield from retry_job(job_id, None)
+            except JobNotFound:
+                result.gone.append(job_id)
+            except AlreadyEnqueued as refused:
+                result.refused.append((job_id, str(refused)))
+            else:
+                (result.done if retried else result.skipped).append(job_id)
+        return result
+    changed = {int(row["id"]) for row in rows}
+    left = [job_id for job_id in ids if job_id not in changed]
+    existing: set[int] = set()
+    if left:
+        found: list[Row] = yield Fetch(queries.existing_job_ids, {"job_ids": left})
+        existing = {int(row["id"]) for row in found}
+    for job_id in ids:
+        if job_id in changed:
+            result.done.append(job_id)
+        elif job_id in existing:
+            result.skipped.append(job_id)
+        else:
+            result.gone.append(job_id)
+    return result
 
 
 def prune_jobs(

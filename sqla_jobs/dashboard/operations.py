@@ -2,7 +2,7 @@
 yield their statements, driven by the app's job manager on its connector, sync or async.
 
 The job manager's own operations do the rest (`get_job`, `job_history`, `count_jobs`,
-`list_workers`, and the four actions, one job at a time with their own rules); the overview's
+`list_workers`, and the four actions on many jobs at once, `act_on_jobs`); the overview's
 counts and oldest waiting jobs are shared with the metrics (`job_counts`, `oldest_waiting`).
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 from .. import operations as ops
 from .. import queries
 from ..connectors.base import Row
-from ..errors import AlreadyEnqueued, JobNotFound
+from ..errors import JobNotFound
 from ..jobs import Job
 from ..operations import Fetch, Operation
 from ..statuses import JobStatus
@@ -137,43 +137,12 @@ def matching_job_ids(filters: Filters, limit: int) -> Operation[list[int]]:
     return [int(row["id"]) for row in rows]
 
 
-@dataclasses.dataclass(slots=True)
-class ActionResult:
-    """What one action did to a set of jobs: ``done`` changed, ``skipped`` left as they were
-    (not in a status the action applies to), ``gone`` no longer exist, ``refused`` the database
-    refused (a queueing lock already taken), with the reason."""
-
-    action: str
-    done: list[int] = dataclasses.field(default_factory=list)
-    skipped: list[int] = dataclasses.field(default_factory=list)
-    gone: list[int] = dataclasses.field(default_factory=list)
-    refused: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+#: What an action did to a set of jobs (done, skipped, gone, refused with the reason).
+ActionResult = ops.BulkResult
 
 
 def act(action: str, job_ids: Sequence[int]) -> Operation[ActionResult]:
-    """Apply ``action`` to each job with the job manager's own operation for it."""
+    """Apply ``action`` to the jobs, all at once, by the job manager's rules for it."""
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
-    result = ActionResult(action)
-    for job_id in job_ids:
-        try:
-            if action == "retry":
-                changed = yield from ops.retry_job(job_id, None)
-            elif action == "cancel":
-                changed = yield from ops.cancel_job(job_id)
-            elif action == "abort":
-                # abort_job answers with the status after the call, changed or not.
-                before = yield from ops.get_job(job_id)
-                changed = before.status in (JobStatus.TODO, JobStatus.DOING)
-                if changed:
-                    status = yield from ops.abort_job(job_id)
-                    changed = status in (JobStatus.CANCELLED, JobStatus.ABORTING)
-            else:
-                changed = yield from ops.delete_job(job_id)
-        except JobNotFound:
-            result.gone.append(job_id)
-        except AlreadyEnqueued as exc:
-            result.refused.append((job_id, str(exc)))
-        else:
-            (result.done if changed else result.skipped).append(job_id)
-    return result
+    return (yield from ops.act_on_jobs(action, job_ids))

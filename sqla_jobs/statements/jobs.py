@@ -75,21 +75,26 @@ job_history = render(
     .order_by(job_history_table.c.at, history_step),
 )
 
+# The management statements act on a list of jobs (``job_ids``): one job, or a dashboard's bulk
+# action, by the same rule and in one statement (``id = ANY(array)``: a primary-key probe per
+# id).
+_job_ids = jobs.c.id == func.any(array_param("job_ids", BigInteger))
+
 # Only a job still waiting can be cancelled; the row lock taken by a claim in progress makes
 # this wait for the claim, and then find the job doing.
-cancel_job = render(
-    "cancel_job",
+cancel_jobs = render(
+    "cancel_jobs",
     update(jobs)
-    .where(jobs.c.id == _job_id, jobs.c.status == JobStatus.TODO)
+    .where(_job_ids, jobs.c.status == JobStatus.TODO)
     .values(status=JobStatus.CANCELLED, finished_at=step_time())
     .returning(jobs.c.id),
 )
 
 # A waiting job is cancelled; a running one is marked aborting, whose trigger tells its worker.
-abort_job = render(
-    "abort_job",
+abort_jobs = render(
+    "abort_jobs",
     update(jobs)
-    .where(jobs.c.id == _job_id, jobs.c.status.in_([JobStatus.TODO, JobStatus.DOING]))
+    .where(_job_ids, jobs.c.status.in_([JobStatus.TODO, JobStatus.DOING]))
     .values(
         status=case(
             (jobs.c.status == JobStatus.TODO, status_literal(JobStatus.CANCELLED)),
@@ -97,14 +102,14 @@ abort_job = render(
         ),
         finished_at=case((jobs.c.status == JobStatus.TODO, step_time()), else_=null()),
     )
-    .returning(jobs.c.status),
+    .returning(jobs.c.id, jobs.c.status),
 )
 
 # Back to the queue with a fresh count of attempts; the history and last error stay.
-retry_job = render(
-    "retry_job",
+retry_jobs = render(
+    "retry_jobs",
     update(jobs)
-    .where(jobs.c.id == _job_id, jobs.c.status.in_(RETRYABLE_STATUSES))
+    .where(_job_ids, jobs.c.status.in_(RETRYABLE_STATUSES))
     .values(
         status=JobStatus.TODO,
         attempts=0,
@@ -116,12 +121,13 @@ retry_job = render(
     .returning(jobs.c.id),
 )
 
-delete_job = render(
-    "delete_job",
-    delete(jobs)
-    .where(jobs.c.id == _job_id, jobs.c.status.not_in(RUNNING_STATUSES))
-    .returning(jobs.c.id),
+delete_jobs = render(
+    "delete_jobs",
+    delete(jobs).where(_job_ids, jobs.c.status.not_in(RUNNING_STATUSES)).returning(jobs.c.id),
 )
+
+# Which of ``job_ids`` exist: a job an action left alone was in another status, or is gone.
+existing_job_ids = render("existing_job_ids", select(jobs.c.id).where(_job_ids).order_by(jobs.c.id))
 
 # One batch of finished jobs older than the cutoff; the caller repeats until a batch comes back
 # short. SKIP LOCKED: a job being retried or deleted meanwhile is left alone, never waited for.
