@@ -46,6 +46,7 @@ class Executor:
         # What the worker ran, for its metrics; None: not counted.
         self._counts = counts
         self._tracing = state.app.job_manager.tracing
+        self._traced = False
         self._app = state.app
         self._concurrency = state.options.concurrency
         self._completer = completer
@@ -77,6 +78,9 @@ class Executor:
 
     def add_claimed(self, jobs: list[Job]) -> None:
         """Jobs a claim brought: ready to start, by priority, then in claim order."""
+        # Whether to trace is decided once a claim (an SDK configured since takes effect at
+        # the next): the check costs more than the rest of a short job's bookkeeping.
+        self._traced = self._tracing.tracer() is not None
         ready = self.ready
         if ready and jobs and jobs[0].priority > next(reversed(ready.values())).priority:
             # Jobs of higher priority than some claimed ahead by an earlier claim start first;
@@ -183,12 +187,12 @@ class Executor:
             counts.job_started(job)
             began = time.monotonic()
         try:
-            # A process span, when the app traces (sqla_jobs.tracing); a null context else.
-            with self._tracing.processing(job):
-                if task is None:
-                    raise _UnknownTask(self._unknown_task_message(job))
-                if job.args_error is not None:
-                    raise _UnknownTask(_unreadable_args_message(job))
+            if self._traced:  # a process span around the job (sqla_jobs.tracing)
+                with self._tracing.processing(job):
+                    await self._call(self._runnable(task, job), job)
+            elif task is None or job.args_error is not None:
+                self._runnable(task, job)  # raises, saying why
+            else:
                 await self._call(task, job)
         except asyncio.CancelledError as exc:
             current = asyncio.current_task()
@@ -236,6 +240,14 @@ class Executor:
             counts.job_ended(job, outcome.status, time.monotonic() - began)
         releases = job.lock is not None or outcome.status is JobStatus.TODO
         self._completer.add(outcome, releases=releases)
+
+    def _runnable(self, task: Task | None, job: Job) -> Task:
+        """``task``, if it can run ``job``; else `_UnknownTask` with the reason."""
+        if task is None:
+            raise _UnknownTask(self._unknown_task_message(job))
+        if job.args_error is not None:
+            raise _UnknownTask(_unreadable_args_message(job))
+        return task
 
     def _failure_outcome(
         self, task: Task | None, job: Job, exc: BaseException, error: str
