@@ -278,6 +278,7 @@ def _raw_defer_params() -> dict[str, Any]:
         "queueing_lock": None,
         "args": "{}",
         "scheduled_at": None,
+        "trace_context": None,  # sqla_jobs since revision 0005 (older ones ignore it)
     }
 
 
@@ -457,6 +458,7 @@ class RawFloor(SqlaJobs):
             "lock": None,
             "queueing_lock": None,
             "scheduled_at": None,
+            "trace_context": None,
         }
 
         async def defer(t: float) -> None:

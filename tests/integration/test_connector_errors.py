@@ -79,6 +79,7 @@ def defer_params(queueing_lock: str | None = None) -> dict[str, Any]:
         "queueing_lock": queueing_lock,
         "args": "{}",
         "scheduled_at": None,
+        "trace_context": None,
     }
 
 
