@@ -36,6 +36,19 @@ async def wait_event(event: asyncio.Event, seconds: float | None) -> bool:
     return True
 
 
+async def wait_any(events: tuple[asyncio.Event, ...], seconds: float) -> bool:
+    """Wait until one of ``events`` is set or ``seconds`` pass; whether one is set."""
+    if any(event.is_set() for event in events):
+        return True
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=max(seconds, 0.0), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return any(event.is_set() for event in events)
+
+
 async def within(seconds: float | None, awaitable: Awaitable[T]) -> T:
     """``await awaitable``, raising `TimeoutError` after ``seconds`` (None: no bound).
 

@@ -8,7 +8,7 @@ import asyncio
 import time
 from typing import Any
 
-from .._aio import cancel_and_wait, wait_event
+from .._aio import cancel_and_wait, wait_any, wait_event
 from ..errors import ConnectorError
 from ..queries import claim_size
 from ._common import WorkerState, logger
@@ -47,6 +47,7 @@ class Fetcher:
         self.changed = asyncio.Event()
         self._exhausted = False  # the last claim found fewer jobs than asked
         self._news_count = 0
+        self._server_back = asyncio.Event()  # cuts a failed claim's backoff short
         self._claims: set[asyncio.Task[Any]] = set()
         self._claim_failures = 0  # in a row
         self._reserved = 0  # slots promised to claims in flight
@@ -61,6 +62,13 @@ class Fetcher:
         self._news_count += 1
         self._exhausted = False
         self.changed.set()
+
+    def server_back(self) -> None:
+        """The server answers again (the worker's LISTEN is back): a claim waiting out its
+        backoff after a failure tries at once, rather than up to ``retry_max_delay`` later
+        (a job deferred as the server returned waited for it: its NOTIFY came first)."""
+        self._server_back.set()
+        self.news()
 
     async def run(self) -> None:
         """Keep the slots full until the worker stops (or, with ``wait=False``, until the
@@ -198,7 +206,8 @@ class Fetcher:
                 )
             else:
                 logger.exception("Could not claim jobs, retrying in %.1f s", delay)
-            await wait_event(state.stop_requested, delay)
+            self._server_back.clear()
+            await wait_any((state.stop_requested, self._server_back), delay)
             jobs = []
         else:
             self._claim_failures = 0

@@ -191,11 +191,13 @@ class Listener:
         news: Callable[[], None],
         settled: asyncio.Event,
         wake_fetcher: Callable[[], None],
+        server_back: Callable[[], None] | None = None,
     ) -> None:
         self._state = state
         self._executor = executor
         self._heartbeat = heartbeat
         self._news = news
+        self._server_back = server_back or news
         self.settled = settled
         self._wake_fetcher = wake_fetcher
         self._probe_heard = asyncio.Event()
@@ -262,7 +264,7 @@ class Listener:
             )
             self._lost_at = None
             self._heartbeat.abort_requests_missed()
-            self._news()
+            self._server_back()  # claim now, whatever backoff a failed claim was in
         self._failures = 0
         self.settled.set()
         self._wake_fetcher()

@@ -94,7 +94,8 @@ class WorkerOptions:
     #: Longest wait, in seconds, between two tries of a statement that failed or a connection
     #: that was lost: the waits start at 0.1 s and double, each drawn at random from its upper
     #: half, so that workers that lost the server together do not come back in lockstep.
-    #: LISTEN tries again twice as often (it brings back the immediate start of new jobs).
+    #: LISTEN tries again twice as often (it brings back the immediate start of new jobs), and
+    #: once it is back, a claim waiting out its backoff tries at once.
     retry_max_delay: float = 1.0
     #: Serve Prometheus metrics at ``http://metrics_host:metrics_port/metrics`` while the
     #: worker runs (`sqla_jobs.metrics`; needs ``sqla_jobs[metrics]``); 0 picks a free port.

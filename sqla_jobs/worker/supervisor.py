@@ -86,6 +86,7 @@ class Worker:
             news=self._news,
             settled=listen_settled,
             wake_fetcher=self._wake_fetcher,
+            server_back=self._fetcher.server_back,
         )
         self._roles: list[_Role] = []
         # A role that kept crashing: the worker stops, and run() raises WorkerFailed.

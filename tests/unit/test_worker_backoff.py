@@ -3,9 +3,13 @@ that double from 0.1 s up to a cap (``retry_max_delay``), each drawn from its up
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 import sqla_jobs
+from sqla_jobs._aio import wait_any
 from sqla_jobs.worker._common import retry_delay
 
 
@@ -23,3 +27,15 @@ def test_the_cap_is_an_option() -> None:
     assert max(retry_delay(30, cap=5.0) for _ in range(200)) > 2.5
     with pytest.raises(ValueError, match="retry_max_delay must be more than 0 seconds"):
         sqla_jobs.WorkerOptions(retry_max_delay=0)
+
+
+async def test_wait_any_ends_when_one_of_its_events_is_set() -> None:
+    stop, back = asyncio.Event(), asyncio.Event()
+    asyncio.get_running_loop().call_later(0.01, back.set)
+    started = time.monotonic()
+    assert await wait_any((stop, back), 10)
+    assert time.monotonic() - started < 5
+
+
+async def test_wait_any_gives_up_after_its_time() -> None:
+    assert not await wait_any((asyncio.Event(), asyncio.Event()), 0.01)
