@@ -508,12 +508,17 @@ def test_an_open_dashboard_logs_a_warning_at_start_up(
     assert not caplog.records
 
 
-async def test_a_database_that_does_not_answer_gives_a_503_page(kind: str) -> None:
+def client_of_a_server_that_is_down(kind: str) -> Client:
+    """A dashboard whose database does not answer: nothing listens on port 1."""
     down = "postgresql://postgres@127.0.0.1:1/nowhere?connect_timeout=2"
     connector: sqla_jobs.BaseConnector = (
         SyncPsycopgConnector(conninfo=down) if kind == "flask" else PsycopgConnector(conninfo=down)
     )
-    client = Client(kind, make_app(connector), "/jobs", authorize=lambda request: True)
+    return Client(kind, make_app(connector), "/jobs", authorize=lambda request: True)
+
+
+async def test_a_database_that_does_not_answer_gives_a_503_page(kind: str) -> None:
+    client = client_of_a_server_that_is_down(kind)
     status, page, _ = await client.get("/")
     assert status == 503 and "The database did not answer" in page, page
 
@@ -581,11 +586,7 @@ async def test_metrics_give_the_queue_state_for_prometheus(client: Client, app: 
 
 
 async def test_metrics_say_the_database_is_down_rather_than_fail(kind: str) -> None:
-    down = "postgresql://postgres@127.0.0.1:1/nowhere?connect_timeout=2"
-    connector: sqla_jobs.BaseConnector = (
-        SyncPsycopgConnector(conninfo=down) if kind == "flask" else PsycopgConnector(conninfo=down)
-    )
-    client = Client(kind, make_app(connector), "/jobs", authorize=lambda request: True)
+    client = client_of_a_server_that_is_down(kind)
 
     status, text, _ = await client.get("/metrics")
 
