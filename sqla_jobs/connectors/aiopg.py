@@ -16,6 +16,7 @@ from .base import (
     Row,
     always_params,
     idle_connection_is_dead,
+    logger,
     missing_driver,
     not_open,
     rows_from_cursor,
@@ -34,6 +35,10 @@ else:
     _missing_aiopg = None
 
 PoolFactory = Callable[..., Any]
+
+# The bound on cancelling, on the server, a statement the caller gave up on (connecting
+# included): a server that does not answer has no statement to cancel worth waiting for.
+CANCEL_TIMEOUT = 5.0
 
 
 class AiopgConnector(BaseAsyncConnector):
@@ -60,6 +65,7 @@ class AiopgConnector(BaseAsyncConnector):
         self._pool_factory = pool_factory or aiopg.create_pool
         self._pool: Any = None
         self._open_lock = asyncio.Lock()
+        self._cancels: set[asyncio.Task[None]] = set()
         self._connect_kwargs = {
             k: v
             for k, v in pool_args.items()
@@ -104,6 +110,8 @@ class AiopgConnector(BaseAsyncConnector):
                 pool, self._pool = self._pool, None
                 pool.close()
                 await pool.wait_closed()
+        if self._cancels:
+            await asyncio.wait(self._cancels, timeout=CANCEL_TIMEOUT)
         self.close()  # the sync twin's pool
 
     async def fetch_all_async(self, query: Query, params: Params | None = None) -> list[Row]:
@@ -114,6 +122,7 @@ class AiopgConnector(BaseAsyncConnector):
             conn = await _acquire_alive(pool)
         except psycopg2.Error as exc:  # nothing was sent
             raise translate_error(exc, target=self._target, query=query, connecting=True) from exc
+        backend = conn.raw.get_backend_pid()
         try:
             async with conn.cursor() as cursor:
                 await cursor.execute(query.sql, always_params(params))
@@ -122,8 +131,42 @@ class AiopgConnector(BaseAsyncConnector):
                 return rows_from_cursor(cursor.description, await cursor.fetchall())
         except psycopg2.Error as exc:
             raise translate_error(exc, target=self._target, query=query) from exc
+        except (asyncio.CancelledError, TimeoutError):
+            if conn.closed:
+                await self._cancel_on_server(backend)
+            raise
         finally:
             pool.release(conn)
+
+    async def _cancel_on_server(self, backend: int) -> None:
+        """Cancel the statement that ``backend`` runs for a caller that gave up on it.
+
+        aiopg closes its connection when the caller is cancelled (or its own timeout
+        passes) and refuses ``cancel()`` in async mode; the server, though, goes on with the
+        statement until it next writes to the client: a claim blocked on a lock would commit
+        later, leaving its jobs ``doing`` under a live worker that never runs them. psycopg 3
+        cancels on the server by itself; here ``pg_cancel_backend`` does it, from a
+        connection of its own (same role), within CANCEL_TIMEOUT. The caller waits for it
+        unless cancelled again, in which case it goes on in the background."""
+        task = asyncio.ensure_future(self._send_cancel(backend))
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
+        await asyncio.wait({task})
+
+    async def _send_cancel(self, backend: int) -> None:
+        try:
+            async with asyncio.timeout(CANCEL_TIMEOUT):
+                conn = await aiopg.connect(
+                    self._dsn, enable_hstore=False, timeout=CANCEL_TIMEOUT, **self._connect_kwargs
+                )
+                try:
+                    async with conn.cursor() as cursor:
+                        await cursor.execute("SELECT pg_cancel_backend(%s)", (backend,))
+                finally:
+                    conn.close()
+        except (psycopg2.Error, OSError, TimeoutError) as exc:
+            # The server is down or unreachable: the statement died with its connection.
+            logger.debug("Could not cancel a statement given up on %s: %s", self._target, exc)
 
     async def listen(
         self,

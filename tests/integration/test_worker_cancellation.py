@@ -21,6 +21,8 @@ import psycopg
 import pytest
 
 import sqla_jobs
+from sqla_jobs._aio import within
+from sqla_jobs.worker.database import WorkerDatabase
 
 if TYPE_CHECKING:
     from conftest import Database
@@ -166,6 +168,61 @@ async def test_cancelled_worker_hands_back_its_running_jobs_and_reraises(
     assert took < 2, "a cancelled worker waited for its running job (shutdown_timeout is 1 h)"
     job = database.job(job_id)
     assert (job["status"], job["worker_id"]) == ("todo", None)
+
+
+async def test_a_claim_given_up_is_cancelled_on_the_server_and_its_jobs_stay_waiting(
+    async_app: sqla_jobs.App, database: Database
+) -> None:
+    """A claim blocked on a lock and given up (database_timeout passed, or the worker was
+    cancelled) must not run later: its jobs would go ``doing`` under a live worker that never
+    runs them. Each connector cancels the statement on the server: once the caller gave up,
+    no backend waits on the lock any longer, and the job, once the lock is gone, still waits."""
+
+    @async_app.task(name="tests.waits")
+    def waits() -> None:
+        pass
+
+    job_id = await waits.defer_async()
+    jobs = WorkerDatabase(async_app.connector, async_app.statements)
+    worker_id = await jobs.register_worker(name="given-up", queues=None, concurrency=1)
+    blocker = await psycopg.AsyncConnection.connect(database.url)
+    try:
+        await blocker.execute("LOCK TABLE sqla_jobs_jobs IN ACCESS EXCLUSIVE MODE")
+        blocker_pid = blocker.info.backend_pid
+
+        def waiting_on_the_lock() -> int:
+            return int(
+                database.scalar(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                    " AND pid <> %s",
+                    (blocker_pid,),
+                )
+            )
+
+        for give_up in ("timeout", "cancel"):
+            claim = jobs.claim(worker_id=worker_id, queues=None, limit=10)
+            if give_up == "timeout":
+                with pytest.raises(TimeoutError):
+                    await within(0.5, claim)
+            else:
+                task = asyncio.ensure_future(claim)
+                assert await database.wait_until_async(lambda: waiting_on_the_lock() == 1)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            assert await database.wait_until_async(lambda: waiting_on_the_lock() == 0), (
+                f"the claim given up ({give_up}) still runs on the server"
+            )
+        await blocker.rollback()
+        await asyncio.sleep(0.2)
+        assert (database.job(job_id)["status"], database.job(job_id)["worker_id"]) == (
+            "todo",
+            None,
+        )
+    finally:
+        await blocker.close()
+        await jobs.unregister_worker(worker_id)
 
 
 async def test_a_statement_that_hangs_is_given_up_after_database_timeout_and_retried(
