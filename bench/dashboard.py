@@ -39,6 +39,14 @@ PAGES = [
     ("periodic", "/periodic", ""),
 ]
 
+# Confirmation pages of an action on "all matching" (the newest 1,001 ids matching).
+CONFIRMS = [
+    ("all matching: failed", "status=failed"),
+    ("all matching: a rare lock", "lock=L500005"),
+    ("all matching: no such lock", "lock=nowhere"),
+    ("all matching: no such task", "task=nowhere"),
+]
+
 # One job a second... 1,000,000 over 11.6 days; every 10th failed, every 100th still waiting,
 # every 1,000th with a lock; three queues, seven tasks.
 LOAD = """
@@ -67,20 +75,24 @@ def prepare(server: str, jobs: int) -> str:
     return url
 
 
-def client(app: sqla_jobs.App) -> Callable[[str, str], tuple[str, int]]:
+def client(app: sqla_jobs.App) -> Callable[..., tuple[str, int]]:
     wsgi = create_wsgi_app(app, authorize=lambda request: True)
 
-    def get(path: str, query: str) -> tuple[str, int]:
+    def get(path: str, query: str, form: str | None = None) -> tuple[str, int]:
+        body_in = (form or "").encode()
         environ: dict[str, Any] = {
-            "REQUEST_METHOD": "GET",
+            "REQUEST_METHOD": "GET" if form is None else "POST",
             "PATH_INFO": path,
             "QUERY_STRING": query,
+            "CONTENT_TYPE": "application/x-www-form-urlencoded",
+            "CONTENT_LENGTH": str(len(body_in)),
+            "HTTP_ORIGIN": "http://bench",
             "SCRIPT_NAME": "/jobs",
             "SERVER_NAME": "bench",
             "SERVER_PORT": "80",
             "HTTP_HOST": "bench",
             "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(),
+            "wsgi.input": io.BytesIO(body_in),
         }
         status: list[str] = []
         body = b"".join(wsgi(environ, lambda s, headers: status.append(s)))
@@ -118,6 +130,15 @@ def main() -> None:
     for label, path, query in PAGES:
         request = f"{path}?{query}" if query else path
         timed(label, request, lambda path=path, query=query: page(path, query))
+    # "All matching" asks to confirm the count first: the read that an action then acts on.
+    for label, filters in CONFIRMS:
+        form = f"action=cancel&scope=matching&{filters}"
+
+        def confirm(form: str = form) -> None:
+            status, _ = get("/actions", "", form)
+            assert status.startswith("200"), (form, status)
+
+        timed(label, f"POST /actions {form}", confirm)
     # /metrics answers from a 5 s cache: time the read behind it, every time.
     timed("metrics' read (uncached)", "/metrics", lambda: app.job_manager.run(queue_state()))
     app.close()

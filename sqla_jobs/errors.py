@@ -49,6 +49,13 @@ class SchemaNotFound(ConnectorError):
     ``search_path``): ``sqla-jobs schema upgrade`` creates them."""
 
 
+class StatementCancelled(ConnectorError):
+    """PostgreSQL cancelled a statement (SQLSTATE ``57014``): it ran past a
+    ``statement_timeout`` (the dashboard sets one on each of its statements), or someone
+    cancelled it (``pg_cancel_backend``). The connection is fine; nothing the statement did
+    remains."""
+
+
 class ConnectorNotOpen(JobsError):
     """A connector was used before ``app.open()`` / ``app.open_async()``."""
 

@@ -62,13 +62,35 @@ class Statements:
         self._claims: dict[tuple[int, bool], Query] = {}
         #: The jobs table as SQL (quoted, qualified by the schema if one is named): for COPY.
         self.jobs_table = jobs_table
+        #: Each statement's server-side bound in milliseconds, or None (see `bounded`).
+        self.timeout_ms: int | None = None
 
     def __repr__(self) -> str:
-        return f"<Statements schema={self.schema!r}>"
+        bound = f" timeout_ms={self.timeout_ms}" if self.timeout_ms is not None else ""
+        return f"<Statements schema={self.schema!r}{bound}>"
 
     def __getitem__(self, query: Query) -> Query:
         """``query`` (one of this module's), for these tables."""
         return self._by_name[query.name]
+
+    def bounded(self, seconds: float) -> Statements:
+        """These statements, each cancelled by the server after ``seconds`` (its
+        ``statement_timeout``, for that statement alone: see `Query.with_timeout`). For
+        readers that must not load a shared database for long, such as the dashboard; a
+        statement sent through ``bind=`` runs under the host transaction's own settings."""
+        if not seconds > 0:
+            raise ValueError(f"a statement timeout must be more than 0 seconds, not {seconds!r}")
+        milliseconds = max(1, round(seconds * 1000))
+        bounded = Statements.__new__(Statements)
+        bounded.schema = self.schema
+        bounded._by_name = {
+            name: query.with_timeout(milliseconds) for name, query in self._by_name.items()
+        }
+        bounded._claim_templates = self._claim_templates
+        bounded._claims = {}
+        bounded.jobs_table = self.jobs_table
+        bounded.timeout_ms = milliseconds
+        return bounded
 
     def claim_query(self, limit: int, *, in_queues: bool) -> Query:
         """The claim with its limit written in, under the same name.
@@ -86,7 +108,10 @@ class Statements:
         if query is None:
             name = "claim_jobs_in_queues" if in_queues else "claim_jobs"
             sql = self._claim_templates[in_queues].replace(str(LIMIT_MARKER), str(key[0]))
-            query = self._claims[key] = Query(name, sql, prepared=True)
+            query = Query(name, sql, prepared=True)
+            if self.timeout_ms is not None:
+                query = query.with_timeout(self.timeout_ms)
+            self._claims[key] = query
         return query
 
 

@@ -37,8 +37,8 @@ def add_dashboard_command(commands: Any) -> None:
         type=seconds,
         default=10.0,
         metavar="SECONDS",
-        help="the longest any of the dashboard's statements may run (10; 0: no limit), on the "
-        "connections it opens itself (without --app, or with --database-url)",
+        help="the longest any of the dashboard's statements may run before the server "
+        "cancels it (10; 0: no limit), whatever the connector",
     )
 
 
@@ -53,15 +53,12 @@ class _Handler(WSGIRequestHandler):
 
 def dashboard_app(args: argparse.Namespace) -> App:
     """``--app``'s app as it is, or on a connection of its own (``--database-url``, or no
-    ``--app``) with ``statement_timeout`` set; its tables in ``--schema``'s schema."""
+    ``--app``); its tables in ``--schema``'s schema."""
     app = build_app(args)
     if (args.app or os.environ.get(APP_ENV)) and not args.database_url:
         return app
     conninfo = libpq_url(args.database_url or os.environ.get("DATABASE_URL", ""))
-    kwargs = {}
-    if args.statement_timeout:
-        kwargs["options"] = f"-c statement_timeout={round(args.statement_timeout * 1000)}"
-    return app.with_connector(SyncPsycopgConnector(conninfo=conninfo, kwargs=kwargs))
+    return app.with_connector(SyncPsycopgConnector(conninfo=conninfo))
 
 
 def run_dashboard(args: argparse.Namespace) -> int:
@@ -70,7 +67,9 @@ def run_dashboard(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise CliError(str(exc)) from exc
     app = dashboard_app(args)
-    wsgi = create_wsgi_app(app, read_only=args.read_only)
+    wsgi = create_wsgi_app(
+        app, read_only=args.read_only, statement_timeout=args.statement_timeout or None
+    )
     try:
         server = make_server(
             args.host, args.port, wsgi, server_class=_Server, handler_class=_Handler

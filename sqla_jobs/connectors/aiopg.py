@@ -125,13 +125,23 @@ class AiopgConnector(BaseAsyncConnector):
         backend = conn.raw.get_backend_pid()
         try:
             async with conn.cursor() as cursor:
-                await cursor.execute(query.sql, always_params(params))
+                sql = query.sql if query.timeout_ms is None else query.bounded_sql
+                await cursor.execute(sql, always_params(params))
                 if cursor.description is None:
                     return []
                 return rows_from_cursor(cursor.description, await cursor.fetchall())
         except psycopg2.Error as exc:
             raise translate_error(exc, target=self._target, query=query) from exc
-        except (asyncio.CancelledError, TimeoutError):
+        except asyncio.CancelledError as exc:
+            cancelled_by_server = _cancelled_by_server(exc)
+            if cancelled_by_server is not None:
+                raise translate_error(
+                    cancelled_by_server, target=self._target, query=query
+                ) from cancelled_by_server
+            if conn.closed:
+                await self._cancel_on_server(backend)
+            raise
+        except TimeoutError:
             if conn.closed:
                 await self._cancel_on_server(backend)
             raise
@@ -194,6 +204,21 @@ class AiopgConnector(BaseAsyncConnector):
             raise translate_error(exc, target=self._target) from exc
         finally:
             conn.close()
+
+
+def _cancelled_by_server(exc: asyncio.CancelledError) -> BaseException | None:
+    """The server's ``QueryCanceledError`` (a ``statement_timeout``, a ``pg_cancel_backend``)
+    that aiopg turned into ``exc``, unless this task was cancelled too: it is then a failed
+    statement, not a cancellation (which would stop whoever awaits it, a worker's role)."""
+    cause = exc.__context__
+    task = asyncio.current_task()
+    if (
+        isinstance(cause, psycopg2.extensions.QueryCanceledError)
+        and task is not None
+        and not task.cancelling()
+    ):
+        return cause
+    return None
 
 
 async def _acquire_alive(pool: Any) -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
-from ..errors import ConnectionFailed, ConnectorError, SchemaNotFound
+from ..errors import ConnectionFailed, ConnectorError, SchemaNotFound, StatementCancelled
 from ..queries import Query
 
 __all__ = ["Diagnostics", "read_diagnostics", "translate_error"]
@@ -30,6 +30,7 @@ __all__ = ["Diagnostics", "read_diagnostics", "translate_error"]
 #: in its message text (no diagnostics field carries it), which is why the name is not read.
 _MISSING_SCHEMA = frozenset({"42P01", "42704"})
 _CONNECTION_EXCEPTION = "08"
+_QUERY_CANCELED = "57014"  # a statement_timeout, or pg_cancel_backend
 _OPERATOR_INTERVENTION = "57P"  # the server ended the session: shutdown, pg_terminate_backend
 
 
@@ -188,6 +189,23 @@ def translate_error(
         return SchemaNotFound(
             f"The sqla_jobs tables are missing in this database ({target}). Create them with "
             "`sqla-jobs schema upgrade` (or `alembic upgrade head`). Server said: " + text,
+            **fields,
+        )
+    if sqlstate == _QUERY_CANCELED:
+        name = query.name if query is not None else "a statement"
+        if query is not None and query.timeout_ms is not None:
+            why = (
+                f"it ran past the statement_timeout of {query.timeout_ms / 1000:g} s set for "
+                "it: ask for less (narrower filters) or raise the timeout"
+            )
+        else:
+            why = (
+                "it ran past the server's statement_timeout, or someone cancelled it "
+                "(pg_cancel_backend)"
+            )
+        return StatementCancelled(
+            f"PostgreSQL cancelled {name} ({target}): {why}. Nothing it did remains. "
+            f"Server said: {text}",
             **fields,
         )
     where = f" in {query.name}" if query is not None else ""

@@ -15,7 +15,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ..errors import JobsError, MetricsUnavailable
+from .. import operations as ops
+from ..errors import JobsError, MetricsUnavailable, StatementCancelled
 from ..operations import Operation
 from . import views
 from .http import Access, Request, Response, is_same_origin, redirect_into_mount
@@ -40,7 +41,12 @@ _JOB = re.compile(r"^/jobs/(\d{1,18})/?$")
 
 class Dashboard:
     """The pages and actions of one app's dashboard; see `create_blueprint`,
-    `create_asgi_app` and `create_wsgi_app` for mounting it."""
+    `create_asgi_app` and `create_wsgi_app` for mounting it.
+
+    ``statement_timeout`` (seconds, 10; None: no bound) is set on each of the dashboard's
+    statements alone, whatever connector the app has (the host's own Engine included): a
+    page that would read for longer is cancelled by the server and says so.
+    ``bulk_limit``: the most jobs one action on "all matching" takes."""
 
     def __init__(
         self,
@@ -52,13 +58,26 @@ class Dashboard:
         page_size: int = 50,
         refresh_seconds: float = 5.0,
         stalled_after: float = 60.0,
+        statement_timeout: float | None = 10.0,
     ) -> None:
         if bulk_limit < 1 or page_size < 1:
             raise ValueError(
                 f"bulk_limit and page_size must be at least 1, not {bulk_limit}, {page_size}"
             )
+        if statement_timeout is not None and not statement_timeout > 0:
+            raise ValueError(
+                "statement_timeout must be more than 0 seconds, or None for no bound, not "
+                f"{statement_timeout!r}"
+            )
         self.app = app
         self.manager = app.job_manager
+        #: The app's statements, each cancelled by the server past ``statement_timeout``
+        #: seconds (that statement alone: the host's pooled connections keep their settings).
+        self.statements = (
+            app.statements
+            if statement_timeout is None
+            else app.statements.bounded(statement_timeout)
+        )
         #: Seconds a read of the queue's state serves ``/metrics`` for.
         self.metrics_cache_seconds = 5.0
         self._metrics_cache: tuple[float, Any] | None = None
@@ -194,20 +213,24 @@ class Dashboard:
             self._metrics_cache = (time.monotonic(), None)
             body = metrics.exposition(metrics.queue_families(None))
             return Response(200, body, metrics.CONTENT_TYPE, (("Cache-Control", "no-store"),))
-        return views.message(
-            request, self.config, Access(True, False), 503, "The database did not answer", str(exc)
-        )
+        if isinstance(exc, StatementCancelled):
+            title = "The database took too long"
+        else:
+            title = "The database did not answer"
+        return views.message(request, self.config, Access(True, False), 503, title, str(exc))
 
     def respond(self, request: Request, access: Access) -> Response:
         """Sync: the response, through the app's job manager on its connector."""
         try:
-            return self.manager.run(self.handle(request, access))
+            return ops.run(self.manager.connector, self.handle(request, access), self.statements)
         except JobsError as exc:
             return self.failure(request, exc)
 
     async def respond_async(self, request: Request, access: Access) -> Response:
         try:
-            return await self.manager.run_async(self.handle(request, access))
+            return await ops.run_async(
+                self.manager.connector, self.handle(request, access), self.statements
+            )
         except JobsError as exc:
             return self.failure(request, exc)
 

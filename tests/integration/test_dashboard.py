@@ -8,17 +8,20 @@ import asyncio
 import html
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import flask
 import httpx
+import psycopg
 import pytest
 from fastapi import FastAPI
 
 import sqla_jobs
 from sqla_jobs import App, PsycopgConnector, SyncPsycopgConnector
 from sqla_jobs.dashboard import Request, create_asgi_app, create_blueprint, create_wsgi_app
+from sqla_jobs.queries import Query
 
 HOST = "dash.example"
 SAME_ORIGIN = {"Origin": f"http://{HOST}"}
@@ -521,6 +524,46 @@ async def test_a_database_that_does_not_answer_gives_a_503_page(kind: str) -> No
     client = client_of_a_server_that_is_down(kind)
     status, page, _ = await client.get("/")
     assert status == 503 and "The database did not answer" in page, page
+
+
+async def test_a_page_that_reads_too_long_is_cancelled_by_the_server_and_says_so(
+    kind: str, app: App, database: Any
+) -> None:
+    """Each statement has the dashboard's statement_timeout, whatever the connector (here
+    the host's pool): a page held up (by a lock; a slow scan alike) answers 503 once it
+    passes, and the pool's connections keep no setting."""
+    client = Client(kind, app, "/jobs", authorize=lambda request: True, statement_timeout=0.3)
+    await app.tasks["mail.send"].defer_async(to="a@example.com")
+    blocker = await psycopg.AsyncConnection.connect(database.url)
+    try:
+        await blocker.execute("LOCK TABLE sqla_jobs_jobs IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        status, page, _ = await client.get("/jobs?queue=mail")
+        took = time.monotonic() - started
+    finally:
+        await blocker.rollback()
+        await blocker.close()
+    assert status == 503 and "The database took too long" in page, page
+    assert "statement_timeout of 0.3 s" in page, page
+    assert took < 3, took
+    status, page, _ = await client.get("/jobs?queue=mail")
+    assert status == 200 and len(ids_on(page)) == 1
+    show = Query("setting", "SHOW statement_timeout")
+    settings = set()
+    for _ in range(10):  # round the pool's idle connections
+        rows = (
+            app.connector.fetch_all(show)
+            if kind == "flask"
+            else await app.connector.fetch_all_async(show)
+        )
+        settings.add(rows[0]["statement_timeout"])
+    assert settings == {"0"}
+
+
+def test_a_statement_timeout_must_be_positive_or_none(app: App) -> None:
+    with pytest.raises(ValueError, match="statement_timeout must be more than 0 seconds"):
+        create_wsgi_app(app, statement_timeout=0)
+    create_wsgi_app(app, statement_timeout=None, authorize=lambda request: True)
 
 
 async def test_every_page_and_an_action_work_with_the_tables_in_a_schema_of_their_own(
