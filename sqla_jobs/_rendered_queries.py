@@ -15,8 +15,8 @@ COPY_COLUMNS = (
     "scheduled_at",
     "trace_context",
 )
-CLAIM_TEMPLATE = "WITH candidates AS \n(SELECT ready.id AS id \nFROM (SELECT sqla_jobs_jobs.id AS id \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT (SELECT CAST(987654321 AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS ready \n LIMIT 987654321)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context"
-CLAIM_IN_QUEUES_TEMPLATE = "WITH candidates AS \n(SELECT best.id AS id \nFROM unnest(CAST(%(queues)s AS TEXT[])) AS wanted(name) JOIN LATERAL (SELECT walk.id AS id, walk.priority AS priority \nFROM (SELECT sqla_jobs_jobs.id AS id, sqla_jobs_jobs.priority AS priority \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND sqla_jobs_jobs.queue = any(ARRAY[wanted.name]) ORDER BY sqla_jobs_jobs.queue, sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT (SELECT CAST(987654321 AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS walk \n LIMIT 987654321) AS best ON true ORDER BY best.priority DESC, best.id \n LIMIT 987654321)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context"
+CLAIM_TEMPLATE = "WITH candidates AS \n(SELECT ready.id AS id \nFROM (SELECT sqla_jobs_jobs.id AS id \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_controls AS control \nWHERE control.paused OR control.concurrency_limit IS NOT NULL OR control.rate_limit IS NOT NULL)) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT (SELECT CAST(987654321 AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS ready \n LIMIT 987654321)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context"
+CLAIM_IN_QUEUES_TEMPLATE = "WITH candidates AS \n(SELECT best.id AS id \nFROM unnest(CAST(%(queues)s AS TEXT[])) AS wanted(name) JOIN LATERAL (SELECT walk.id AS id, walk.priority AS priority \nFROM (SELECT sqla_jobs_jobs.id AS id, sqla_jobs_jobs.priority AS priority \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_controls AS control \nWHERE (control.paused OR control.concurrency_limit IS NOT NULL OR control.rate_limit IS NOT NULL) AND (control.scope = 'task' OR control.name = any(CAST(%(queues)s AS TEXT[]))))) AND sqla_jobs_jobs.queue = any(ARRAY[wanted.name]) ORDER BY sqla_jobs_jobs.queue, sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT (SELECT CAST(987654321 AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS walk \n LIMIT 987654321) AS best ON true ORDER BY best.priority DESC, best.id \n LIMIT 987654321)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context"
 
 defer_job = Query(
     "defer_job",
@@ -59,7 +59,9 @@ claim_jobs = Query(
     "FROM sqla_jobs_jobs AS running \n"
     "WHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \n"
     "FROM sqla_jobs_jobs AS earlier \n"
-    "WHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n"
+    "WHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND NOT (EXISTS (SELECT * \n"
+    "FROM sqla_jobs_controls AS control \n"
+    "WHERE control.paused OR control.concurrency_limit IS NOT NULL OR control.rate_limit IS NOT NULL)) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n"
     " LIMIT (SELECT CAST(%(limit)s AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS ready \n"
     " LIMIT %(limit)s)\n"
     " UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \n"
@@ -78,7 +80,9 @@ claim_jobs_in_queues = Query(
     "FROM sqla_jobs_jobs AS running \n"
     "WHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \n"
     "FROM sqla_jobs_jobs AS earlier \n"
-    "WHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND sqla_jobs_jobs.queue = any(ARRAY[wanted.name]) ORDER BY sqla_jobs_jobs.queue, sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n"
+    "WHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND NOT (EXISTS (SELECT * \n"
+    "FROM sqla_jobs_controls AS control \n"
+    "WHERE (control.paused OR control.concurrency_limit IS NOT NULL OR control.rate_limit IS NOT NULL) AND (control.scope = 'task' OR control.name = any(CAST(%(queues)s AS TEXT[]))))) AND sqla_jobs_jobs.queue = any(ARRAY[wanted.name]) ORDER BY sqla_jobs_jobs.queue, sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n"
     " LIMIT (SELECT CAST(%(limit)s AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS walk \n"
     " LIMIT %(limit)s) AS best ON true ORDER BY best.priority DESC, best.id \n"
     " LIMIT %(limit)s)\n"
@@ -383,6 +387,176 @@ dashboard_last_periodic_ticks = Query(
     prepared=False,
 )
 
+set_paused = Query(
+    "set_paused",
+    "WITH changed AS \n"
+    "(INSERT INTO sqla_jobs_controls (scope, name, paused) VALUES (%(scope)s, %(name)s, %(paused)s) ON CONFLICT (scope, name) DO UPDATE SET paused = excluded.paused, updated_at = now() RETURNING sqla_jobs_controls.scope)\n"
+    " SELECT changed.scope, pg_notify('sqla_jobs_controls', 'controls') AS notified \n"
+    "FROM changed",
+    prepared=False,
+)
+
+set_limits = Query(
+    "set_limits",
+    "WITH changed AS \n"
+    "(INSERT INTO sqla_jobs_controls (scope, name, concurrency_limit, rate_limit, rate_period, tokens, refilled_at) VALUES (%(scope)s, %(name)s, CAST(%(concurrency_limit)s AS INTEGER), CAST(%(rate_limit)s AS INTEGER), CAST(%(rate_period)s AS FLOAT), CAST(CAST(%(rate_limit)s AS INTEGER) AS FLOAT), clock_timestamp()) ON CONFLICT (scope, name) DO UPDATE SET concurrency_limit = excluded.concurrency_limit, rate_limit = excluded.rate_limit, rate_period = excluded.rate_period, tokens = CASE WHEN (sqla_jobs_controls.rate_limit IS DISTINCT FROM excluded.rate_limit OR sqla_jobs_controls.rate_period IS DISTINCT FROM excluded.rate_period) THEN excluded.tokens ELSE sqla_jobs_controls.tokens END, refilled_at = CASE WHEN (sqla_jobs_controls.rate_limit IS DISTINCT FROM excluded.rate_limit OR sqla_jobs_controls.rate_period IS DISTINCT FROM excluded.rate_period) THEN excluded.refilled_at ELSE sqla_jobs_controls.refilled_at END, updated_at = now() RETURNING sqla_jobs_controls.scope)\n"
+    " SELECT changed.scope, pg_notify('sqla_jobs_controls', 'controls') AS notified \n"
+    "FROM changed",
+    prepared=False,
+)
+
+list_controls = Query(
+    "list_controls",
+    "SELECT sqla_jobs_controls.scope, sqla_jobs_controls.name, sqla_jobs_controls.paused, sqla_jobs_controls.concurrency_limit, sqla_jobs_controls.rate_limit, sqla_jobs_controls.rate_period, sqla_jobs_controls.updated_at \n"
+    "FROM sqla_jobs_controls ORDER BY sqla_jobs_controls.scope, sqla_jobs_controls.name",
+    prepared=False,
+)
+
+running_per_queue_and_task = Query(
+    "running_per_queue_and_task",
+    "SELECT sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, count(*) AS running \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.status IN ('doing', 'aborting') GROUP BY sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name",
+    prepared=False,
+)
+
+claim_controlled = Query(
+    "claim_controlled",
+    "WITH RECURSIVE waiting_queues(name) AS \n"
+    "(SELECT min(sqla_jobs_jobs.queue) AS name \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.status = 'todo' UNION ALL SELECT (SELECT min(sqla_jobs_jobs.queue) AS min_1 \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.status = 'todo' AND sqla_jobs_jobs.queue > waiting_queues.name) AS anon_1 \n"
+    "FROM waiting_queues \n"
+    "WHERE waiting_queues.name IS NOT NULL), \n"
+    "limited AS \n"
+    "(SELECT control.scope AS scope, control.name AS name \n"
+    "FROM sqla_jobs_controls AS control \n"
+    "WHERE control.concurrency_limit IS NOT NULL), \n"
+    "running_counts AS \n"
+    "(SELECT sqla_jobs_jobs.queue AS queue, sqla_jobs_jobs.task_name AS task_name, count(*) AS n \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.status IN ('doing', 'aborting') AND (sqla_jobs_jobs.queue = any(ARRAY(SELECT limited.name \n"
+    "FROM limited \n"
+    "WHERE limited.scope = 'queue')) OR sqla_jobs_jobs.task_name = any(ARRAY(SELECT limited.name \n"
+    "FROM limited \n"
+    "WHERE limited.scope = 'task'))) GROUP BY sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name), \n"
+    "clock AS \n"
+    "(SELECT clock_timestamp() AS at), \n"
+    "caps AS \n"
+    "(SELECT control.scope AS scope, control.name AS name, least(CASE WHEN control.paused THEN 0 ELSE NULL END, CASE WHEN (control.concurrency_limit IS NOT NULL) THEN control.concurrency_limit - (SELECT coalesce(sum(running_counts.n), 0) AS coalesce_1 \n"
+    "FROM running_counts \n"
+    "WHERE CASE WHEN (control.scope = 'queue') THEN running_counts.queue = control.name ELSE running_counts.task_name = control.name END) ELSE NULL END, CAST(floor(CASE WHEN (control.rate_limit IS NOT NULL) THEN least(CAST(control.rate_limit AS FLOAT), coalesce(control.tokens, CAST(control.rate_limit AS FLOAT)) + (coalesce(EXTRACT(epoch FROM clock.at - control.refilled_at), 0) * control.rate_limit) / CAST(control.rate_period AS FLOAT)) ELSE NULL END) AS INTEGER)) AS cap, CASE WHEN (control.rate_limit IS NOT NULL) THEN least(CAST(control.rate_limit AS FLOAT), coalesce(control.tokens, CAST(control.rate_limit AS FLOAT)) + (coalesce(EXTRACT(epoch FROM clock.at - control.refilled_at), 0) * control.rate_limit) / CAST(control.rate_period AS FLOAT)) ELSE NULL END AS available \n"
+    "FROM sqla_jobs_controls AS control JOIN clock ON true \n"
+    "WHERE control.paused OR control.concurrency_limit IS NOT NULL OR control.rate_limit IS NOT NULL), \n"
+    "wanted AS \n"
+    "(SELECT named.name AS name, queue_cap.cap AS cap \n"
+    "FROM (SELECT waiting_queues.name AS name \n"
+    "FROM waiting_queues \n"
+    "WHERE waiting_queues.name IS NOT NULL) AS named LEFT OUTER JOIN caps AS queue_cap ON queue_cap.scope = 'queue' AND queue_cap.name = named.name \n"
+    "WHERE queue_cap.cap IS NULL OR queue_cap.cap > 0), \n"
+    "ranked AS \n"
+    "(SELECT best.id AS id, best.priority AS priority, best.task_name AS task_name, wanted.cap AS queue_cap, row_number() OVER (PARTITION BY best.queue ORDER BY best.priority DESC, best.id) AS in_queue, row_number() OVER (PARTITION BY best.task_name ORDER BY best.priority DESC, best.id) AS in_task \n"
+    "FROM wanted JOIN LATERAL (SELECT walk.id AS id, walk.priority AS priority, walk.queue AS queue, walk.task_name AS task_name \n"
+    "FROM (SELECT sqla_jobs_jobs.id AS id, sqla_jobs_jobs.priority AS priority, sqla_jobs_jobs.queue AS queue, sqla_jobs_jobs.task_name AS task_name \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \n"
+    "FROM sqla_jobs_jobs AS running \n"
+    "WHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \n"
+    "FROM sqla_jobs_jobs AS earlier \n"
+    "WHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND sqla_jobs_jobs.queue = any(ARRAY[wanted.name]) AND sqla_jobs_jobs.task_name != all(coalesce(ARRAY(SELECT caps.name \n"
+    "FROM caps \n"
+    "WHERE caps.scope = 'task' AND caps.cap <= 0), CAST('{}' AS TEXT[]))) ORDER BY sqla_jobs_jobs.queue, sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n"
+    " LIMIT (SELECT CAST(%(limit)s AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS walk \n"
+    " LIMIT %(limit)s) AS best ON true), \n"
+    "candidates AS \n"
+    "(SELECT ranked.id AS id \n"
+    "FROM ranked LEFT OUTER JOIN caps AS task_cap ON task_cap.scope = 'task' AND task_cap.name = ranked.task_name \n"
+    "WHERE (ranked.queue_cap IS NULL OR ranked.in_queue <= ranked.queue_cap) AND (task_cap.cap IS NULL OR ranked.in_task <= task_cap.cap) ORDER BY ranked.priority DESC, ranked.id \n"
+    " LIMIT %(limit)s), \n"
+    "claimed AS \n"
+    "(UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \n"
+    "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context), \n"
+    "spent AS \n"
+    "(UPDATE sqla_jobs_controls SET tokens=(caps.available - (SELECT count(*) AS count_1 \n"
+    "FROM claimed \n"
+    "WHERE CASE WHEN (sqla_jobs_controls.scope = 'queue') THEN claimed.queue = sqla_jobs_controls.name ELSE claimed.task_name = sqla_jobs_controls.name END)), refilled_at=clock.at FROM caps, clock WHERE sqla_jobs_controls.rate_limit IS NOT NULL AND sqla_jobs_controls.scope = caps.scope AND sqla_jobs_controls.name = caps.name RETURNING sqla_jobs_controls.scope)\n"
+    " SELECT claimed.id, claimed.queue, claimed.task_name, claimed.args, claimed.priority, claimed.lock, claimed.queueing_lock, claimed.status, claimed.scheduled_at, claimed.attempts, claimed.created_at, claimed.started_at, claimed.finished_at, claimed.last_error, claimed.worker_id, claimed.trace_context \n"
+    "FROM claimed",
+    prepared=False,
+    preamble=(
+        "SELECT set_config('jit', 'off', true) AS set_config_1",
+        "SELECT 1 AS anon_1 \n"
+        "FROM sqla_jobs_controls \n"
+        "WHERE sqla_jobs_controls.concurrency_limit IS NOT NULL OR sqla_jobs_controls.rate_limit IS NOT NULL ORDER BY sqla_jobs_controls.scope, sqla_jobs_controls.name FOR UPDATE OF sqla_jobs_controls",
+    ),
+)
+
+claim_controlled_in_queues = Query(
+    "claim_controlled_in_queues",
+    "WITH limited AS \n"
+    "(SELECT control.scope AS scope, control.name AS name \n"
+    "FROM sqla_jobs_controls AS control \n"
+    "WHERE control.concurrency_limit IS NOT NULL AND (control.scope = 'task' OR control.name = any(CAST(%(queues)s AS TEXT[])))), \n"
+    "running_counts AS \n"
+    "(SELECT sqla_jobs_jobs.queue AS queue, sqla_jobs_jobs.task_name AS task_name, count(*) AS n \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.status IN ('doing', 'aborting') AND (sqla_jobs_jobs.queue = any(ARRAY(SELECT limited.name \n"
+    "FROM limited \n"
+    "WHERE limited.scope = 'queue')) OR sqla_jobs_jobs.task_name = any(ARRAY(SELECT limited.name \n"
+    "FROM limited \n"
+    "WHERE limited.scope = 'task'))) GROUP BY sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name), \n"
+    "clock AS \n"
+    "(SELECT clock_timestamp() AS at), \n"
+    "caps AS \n"
+    "(SELECT control.scope AS scope, control.name AS name, least(CASE WHEN control.paused THEN 0 ELSE NULL END, CASE WHEN (control.concurrency_limit IS NOT NULL) THEN control.concurrency_limit - (SELECT coalesce(sum(running_counts.n), 0) AS coalesce_1 \n"
+    "FROM running_counts \n"
+    "WHERE CASE WHEN (control.scope = 'queue') THEN running_counts.queue = control.name ELSE running_counts.task_name = control.name END) ELSE NULL END, CAST(floor(CASE WHEN (control.rate_limit IS NOT NULL) THEN least(CAST(control.rate_limit AS FLOAT), coalesce(control.tokens, CAST(control.rate_limit AS FLOAT)) + (coalesce(EXTRACT(epoch FROM clock.at - control.refilled_at), 0) * control.rate_limit) / CAST(control.rate_period AS FLOAT)) ELSE NULL END) AS INTEGER)) AS cap, CASE WHEN (control.rate_limit IS NOT NULL) THEN least(CAST(control.rate_limit AS FLOAT), coalesce(control.tokens, CAST(control.rate_limit AS FLOAT)) + (coalesce(EXTRACT(epoch FROM clock.at - control.refilled_at), 0) * control.rate_limit) / CAST(control.rate_period AS FLOAT)) ELSE NULL END AS available \n"
+    "FROM sqla_jobs_controls AS control JOIN clock ON true \n"
+    "WHERE (control.paused OR control.concurrency_limit IS NOT NULL OR control.rate_limit IS NOT NULL) AND (control.scope = 'task' OR control.name = any(CAST(%(queues)s AS TEXT[])))), \n"
+    "wanted AS \n"
+    "(SELECT named.name AS name, queue_cap.cap AS cap \n"
+    "FROM (SELECT source.name AS name \n"
+    "FROM unnest(CAST(%(queues)s AS TEXT[])) AS source(name)) AS named LEFT OUTER JOIN caps AS queue_cap ON queue_cap.scope = 'queue' AND queue_cap.name = named.name \n"
+    "WHERE queue_cap.cap IS NULL OR queue_cap.cap > 0), \n"
+    "ranked AS \n"
+    "(SELECT best.id AS id, best.priority AS priority, best.task_name AS task_name, wanted.cap AS queue_cap, row_number() OVER (PARTITION BY best.queue ORDER BY best.priority DESC, best.id) AS in_queue, row_number() OVER (PARTITION BY best.task_name ORDER BY best.priority DESC, best.id) AS in_task \n"
+    "FROM wanted JOIN LATERAL (SELECT walk.id AS id, walk.priority AS priority, walk.queue AS queue, walk.task_name AS task_name \n"
+    "FROM (SELECT sqla_jobs_jobs.id AS id, sqla_jobs_jobs.priority AS priority, sqla_jobs_jobs.queue AS queue, sqla_jobs_jobs.task_name AS task_name \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \n"
+    "FROM sqla_jobs_jobs AS running \n"
+    "WHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \n"
+    "FROM sqla_jobs_jobs AS earlier \n"
+    "WHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND sqla_jobs_jobs.queue = any(ARRAY[wanted.name]) AND sqla_jobs_jobs.task_name != all(coalesce(ARRAY(SELECT caps.name \n"
+    "FROM caps \n"
+    "WHERE caps.scope = 'task' AND caps.cap <= 0), CAST('{}' AS TEXT[]))) ORDER BY sqla_jobs_jobs.queue, sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n"
+    " LIMIT (SELECT CAST(%(limit)s AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS walk \n"
+    " LIMIT %(limit)s) AS best ON true), \n"
+    "candidates AS \n"
+    "(SELECT ranked.id AS id \n"
+    "FROM ranked LEFT OUTER JOIN caps AS task_cap ON task_cap.scope = 'task' AND task_cap.name = ranked.task_name \n"
+    "WHERE (ranked.queue_cap IS NULL OR ranked.in_queue <= ranked.queue_cap) AND (task_cap.cap IS NULL OR ranked.in_task <= task_cap.cap) ORDER BY ranked.priority DESC, ranked.id \n"
+    " LIMIT %(limit)s), \n"
+    "claimed AS \n"
+    "(UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \n"
+    "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context), \n"
+    "spent AS \n"
+    "(UPDATE sqla_jobs_controls SET tokens=(caps.available - (SELECT count(*) AS count_1 \n"
+    "FROM claimed \n"
+    "WHERE CASE WHEN (sqla_jobs_controls.scope = 'queue') THEN claimed.queue = sqla_jobs_controls.name ELSE claimed.task_name = sqla_jobs_controls.name END)), refilled_at=clock.at FROM caps, clock WHERE sqla_jobs_controls.rate_limit IS NOT NULL AND sqla_jobs_controls.scope = caps.scope AND sqla_jobs_controls.name = caps.name RETURNING sqla_jobs_controls.scope)\n"
+    " SELECT claimed.id, claimed.queue, claimed.task_name, claimed.args, claimed.priority, claimed.lock, claimed.queueing_lock, claimed.status, claimed.scheduled_at, claimed.attempts, claimed.created_at, claimed.started_at, claimed.finished_at, claimed.last_error, claimed.worker_id, claimed.trace_context \n"
+    "FROM claimed",
+    prepared=False,
+    preamble=(
+        "SELECT set_config('jit', 'off', true) AS set_config_1",
+        "SELECT 1 AS anon_1 \n"
+        "FROM sqla_jobs_controls \n"
+        "WHERE (sqla_jobs_controls.concurrency_limit IS NOT NULL OR sqla_jobs_controls.rate_limit IS NOT NULL) AND (sqla_jobs_controls.scope = 'task' OR sqla_jobs_controls.name = any(CAST(%(queues)s AS TEXT[]))) ORDER BY sqla_jobs_controls.scope, sqla_jobs_controls.name FOR UPDATE OF sqla_jobs_controls",
+    ),
+)
+
 ALL = (
     defer_job,
     defer_jobs,
@@ -426,4 +600,10 @@ ALL = (
     dashboard_finished_per_minute,
     dashboard_running_per_worker,
     dashboard_last_periodic_ticks,
+    set_paused,
+    set_limits,
+    list_controls,
+    running_per_queue_and_task,
+    claim_controlled,
+    claim_controlled_in_queues,
 )

@@ -11,6 +11,7 @@ from typing import Any
 from . import queries
 from .blueprints import Blueprint, TaskRegistry
 from .connectors.base import BaseConnector, cannot_run_worker
+from .controls import QUEUE, Limits, RateLike, check_name
 from .jobs import DEFAULT_MAX_ARGS_BYTES, JobSpec, check_options
 from .manager import JobManager
 from .tasks import JobDeferrer, JobOptions, Task
@@ -64,6 +65,9 @@ class App(TaskRegistry):
             statements=self.statements,
             tracing=Tracing(tracer_provider),
         )
+        #: Limits declared in code (`configure_queue`), by (scope, name): each worker writes
+        #: them to the database at start.
+        self.declared_limits: dict[tuple[str, str], Limits] = {}
 
     @property
     def schema(self) -> str | None:
@@ -149,6 +153,20 @@ class App(TaskRegistry):
 
     # -- connectors ----------------------------------------------------------------------------
 
+    def configure_queue(
+        self,
+        queue: str,
+        *,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLike | None = None,
+    ) -> None:
+        """Declare ``queue``'s limits in code: at most ``concurrency_limit`` of its jobs
+        running at once and ``rate_limit`` started per period (``"100/s"``, ``"10/m"``),
+        across all workers. Each worker writes them to the database when it starts (so
+        the last worker started wins over `JobManager.set_queue_limits`); None: no limit."""
+        name = check_name(QUEUE, queue)
+        self.declared_limits[(QUEUE, name)] = Limits.of(concurrency_limit, rate_limit)
+
     def with_connector(self, connector: BaseConnector) -> App:
         """A new app with the same tasks and settings, bound to ``connector``; this app is
         unchanged."""
@@ -163,6 +181,7 @@ class App(TaskRegistry):
             other.tasks[name] = task.bound_to(other)
         for key, periodic in self.periodic_tasks.items():
             other.periodic_tasks[key] = periodic.with_task(other.tasks[key[0]])
+        other.declared_limits.update(self.declared_limits)
         return other
 
     def open(self) -> App:

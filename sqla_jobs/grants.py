@@ -3,10 +3,11 @@ the job tables, and nothing more.
 
 Three roles share the tables. The **owner** runs the migrations (it creates the tables, so it
 owns them). The **app** role is what a web application and a dashboard connect as: it defers,
-reads, cancels, aborts, retries, deletes and prunes jobs, and reads workers and periodic ticks.
-The **worker** role claims and finishes jobs, keeps its own row in the workers table, defers
-periodic ticks and the jobs its tasks defer. Neither can create, alter, drop or truncate
-anything: those need ownership, which the grants never give.
+reads, cancels, aborts, retries, deletes and prunes jobs, pauses, resumes and limits queues and
+tasks, and reads workers and periodic ticks. The **worker** role claims and finishes jobs (a
+limited claim spends its rate limit's tokens), keeps its own row in the workers table, writes
+the limits its app declares, defers periodic ticks and the jobs its tasks defer. Neither can
+create, alter, drop or truncate anything: those need ownership, which the grants never give.
 
 The triggers on the jobs table run as the role whose statement fires them, so both roles may
 write a job's history (``sqla_jobs_job_events``) as their own changes require.
@@ -22,6 +23,7 @@ APP_PRIVILEGES: Mapping[str, tuple[str, ...]] = {
     "sqla_jobs_job_events": ("SELECT", "INSERT", "DELETE"),
     "sqla_jobs_workers": ("SELECT",),
     "sqla_jobs_periodic_defers": ("SELECT",),
+    "sqla_jobs_controls": ("SELECT", "INSERT", "UPDATE", "DELETE"),
 }
 
 #: Table → privileges of the worker role. (UPDATE on the ticks table: pruning old ticks locks
@@ -31,6 +33,7 @@ WORKER_PRIVILEGES: Mapping[str, tuple[str, ...]] = {
     "sqla_jobs_job_events": ("SELECT", "INSERT", "DELETE"),
     "sqla_jobs_workers": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     "sqla_jobs_periodic_defers": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    "sqla_jobs_controls": ("SELECT", "INSERT", "UPDATE"),
 }
 
 
@@ -39,6 +42,10 @@ def quote_identifier(name: str) -> str:
     if not isinstance(name, str) or not name or "\x00" in name:
         raise ValueError(f"A role or schema name must be a non-empty string, not {name!r}")
     return '"' + name.replace('"', '""') + '"'
+
+
+#: Tables keyed by their own columns: no id sequence to grant.
+_WITHOUT_IDENTITY = frozenset({"sqla_jobs_controls"})
 
 
 def grant_statements(
@@ -59,7 +66,7 @@ def grant_statements(
         for table, table_privileges in privileges.items():
             name = f"{quote_identifier(schema)}.{quote_identifier(table)}"
             statements.append(f"GRANT {', '.join(table_privileges)} ON {name} TO {grantee}")
-            if "INSERT" in table_privileges:
+            if "INSERT" in table_privileges and table not in _WITHOUT_IDENTITY:
                 # The identity column's sequence: a new row draws its id from it.
                 sequence = f"{quote_identifier(schema)}.{quote_identifier(table + '_id_seq')}"
                 statements.append(f"GRANT USAGE ON SEQUENCE {sequence} TO {grantee}")

@@ -12,6 +12,7 @@ import datetime
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+from . import controls as ctl
 from . import operations as ops
 from .connectors.base import BaseConnector
 from .jobs import DEFAULT_MAX_ARGS_BYTES, Job, JobEvent, JobSpec
@@ -253,3 +254,84 @@ class JobManager:
     ) -> int:
         """Async form of `prune_jobs`."""
         return await self.run_async(ops.prune_jobs(older_than, statuses, batch_size))
+
+    # -- execution controls (`sqla_jobs.controls`) ---------------------------------------------
+
+    def pause_queue(self, queue: str) -> None:
+        """No worker starts a job of ``queue`` until `resume_queue` (running jobs finish;
+        defers go on). Held in the database: it outlives worker restarts."""
+        self.run(ctl.set_paused(ctl.QUEUE, queue, True))
+
+    async def pause_queue_async(self, queue: str) -> None:
+        await self.run_async(ctl.set_paused(ctl.QUEUE, queue, True))
+
+    def resume_queue(self, queue: str) -> None:
+        """Let workers start ``queue``'s jobs again; they hear of it at once (NOTIFY)."""
+        self.run(ctl.set_paused(ctl.QUEUE, queue, False))
+
+    async def resume_queue_async(self, queue: str) -> None:
+        await self.run_async(ctl.set_paused(ctl.QUEUE, queue, False))
+
+    def pause_task(self, task_name: str) -> None:
+        """`pause_queue` for the jobs of one task, whatever their queue."""
+        self.run(ctl.set_paused(ctl.TASK, task_name, True))
+
+    async def pause_task_async(self, task_name: str) -> None:
+        await self.run_async(ctl.set_paused(ctl.TASK, task_name, True))
+
+    def resume_task(self, task_name: str) -> None:
+        self.run(ctl.set_paused(ctl.TASK, task_name, False))
+
+    async def resume_task_async(self, task_name: str) -> None:
+        await self.run_async(ctl.set_paused(ctl.TASK, task_name, False))
+
+    def set_queue_limits(
+        self,
+        queue: str,
+        *,
+        concurrency_limit: int | None = None,
+        rate_limit: ctl.RateLike | None = None,
+    ) -> None:
+        """At most ``concurrency_limit`` jobs of ``queue`` running at once, and at most
+        ``rate_limit`` started per period (``"100/s"``, ``"10/m"``), across all workers;
+        None removes a limit. Jobs over a limit wait; they do not fail."""
+        limits = ctl.Limits.of(concurrency_limit, rate_limit)
+        self.run(ctl.set_limits(ctl.QUEUE, queue, limits))
+
+    async def set_queue_limits_async(
+        self,
+        queue: str,
+        *,
+        concurrency_limit: int | None = None,
+        rate_limit: ctl.RateLike | None = None,
+    ) -> None:
+        limits = ctl.Limits.of(concurrency_limit, rate_limit)
+        await self.run_async(ctl.set_limits(ctl.QUEUE, queue, limits))
+
+    def set_task_limits(
+        self,
+        task_name: str,
+        *,
+        concurrency_limit: int | None = None,
+        rate_limit: ctl.RateLike | None = None,
+    ) -> None:
+        """`set_queue_limits` for the jobs of one task, whatever their queue."""
+        limits = ctl.Limits.of(concurrency_limit, rate_limit)
+        self.run(ctl.set_limits(ctl.TASK, task_name, limits))
+
+    async def set_task_limits_async(
+        self,
+        task_name: str,
+        *,
+        concurrency_limit: int | None = None,
+        rate_limit: ctl.RateLike | None = None,
+    ) -> None:
+        limits = ctl.Limits.of(concurrency_limit, rate_limit)
+        await self.run_async(ctl.set_limits(ctl.TASK, task_name, limits))
+
+    def list_controls(self) -> list[ctl.Control]:
+        """Every queue and task that has been paused or limited, with its controls now."""
+        return self.run(ctl.list_controls())
+
+    async def list_controls_async(self) -> list[ctl.Control]:
+        return await self.run_async(ctl.list_controls())

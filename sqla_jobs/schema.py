@@ -14,9 +14,12 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Enum,
+    Float,
     Identity,
     Index,
     Integer,
@@ -27,6 +30,7 @@ from sqlalchemy import (
     UniqueConstraint,
     case,
     cast,
+    false,
     literal,
     null,
     select,
@@ -48,6 +52,7 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "VERSION_TABLE",
     "JobStatus",
+    "controls",
     "history_step",
     "job_events",
     "job_history",
@@ -247,4 +252,43 @@ periodic_defers = Table(
         "task_name", "periodic_id", "defer_timestamp", name="uq_sqla_jobs_periodic_defers_tick"
     ),
     comment="One row per periodic tick deferred: the unique key makes each tick run once.",
+)
+
+controls = Table(
+    "sqla_jobs_controls",
+    metadata,
+    Column("scope", Text, primary_key=True, comment="'queue' or 'task'"),
+    Column("name", Text, primary_key=True, comment="the queue's or the task's name"),
+    Column("paused", Boolean, nullable=False, server_default=false()),
+    Column(
+        "concurrency_limit",
+        Integer,
+        nullable=True,
+        comment="at most this many jobs running at once, across all workers; NULL: no limit",
+    ),
+    Column(
+        "rate_limit",
+        Integer,
+        nullable=True,
+        comment="at most this many jobs started per rate_period, across all workers",
+    ),
+    Column("rate_period", Float, nullable=True, comment="seconds"),
+    Column(
+        "tokens",
+        Float,
+        nullable=True,
+        comment="the rate limit's bucket: starts left at refilled_at (the claim spends them)",
+    ),
+    Column("refilled_at", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint("scope IN ('queue', 'task')", name="scope"),
+    CheckConstraint("concurrency_limit > 0", name="concurrency_limit"),
+    CheckConstraint(
+        "(rate_limit IS NULL AND rate_period IS NULL) OR (rate_limit > 0 AND rate_period > 0)",
+        name="rate_limit",
+    ),
+    comment=(
+        "Execution controls of queues and tasks, enforced by the claim across all workers: "
+        "paused, concurrency and rate limits (revision 0007)."
+    ),
 )

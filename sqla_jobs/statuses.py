@@ -12,6 +12,10 @@ import enum
 #: Channel the triggers notify when jobs are ready; the payload is the job's queue name.
 NOTIFY_CHANNEL = "sqla_jobs"
 
+#: Channel a change of the execution controls (pause, limits) is notified on: the workers
+#: read the controls again.
+CONTROLS_CHANNEL = "sqla_jobs_controls"
+
 #: The unique index that lets one job per queueing lock wait: a write it refuses is an
 #: `AlreadyEnqueued`.
 QUEUEING_LOCK_INDEX = "uq_sqla_jobs_jobs_queueing_lock_todo"

@@ -7,8 +7,8 @@ every `JobsError` into one line on stderr and exit status 1. argparse (the stand
 parses the arguments, so the command line adds no dependency.
 
 One module per topic: `common` (the app, its database's errors, the global options),
-`worker`, `defer`, `schema`, `healthchecks`, `jobs` and `dashboard`; each adds its commands to
-the parser.
+`worker`, `defer`, `schema`, `healthchecks`, `jobs`, `queues` (and tasks) and `dashboard`;
+each adds its commands to the parser.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .dashboard import add_dashboard_command
 from .defer import add_defer_command
 from .healthchecks import add_healthchecks_command
 from .jobs import add_jobs_commands
+from .queues import add_queues_commands
 from .schema import add_schema_commands
 from .worker import add_worker_command
 
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_schema_commands(commands)
     add_healthchecks_command(commands)
     add_jobs_commands(commands)
+    add_queues_commands(commands)
     add_dashboard_command(commands)
     return parser
 

@@ -125,7 +125,7 @@ class AiopgConnector(BaseAsyncConnector):
         backend = conn.raw.get_backend_pid()
         try:
             async with conn.cursor() as cursor:
-                sql = query.sql if query.timeout_ms is None else query.bounded_sql
+                sql = query.message_sql if query.leading else query.sql
                 await cursor.execute(sql, always_params(params))
                 if cursor.description is None:
                     return []

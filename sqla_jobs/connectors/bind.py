@@ -85,10 +85,16 @@ class BindConnector(BaseConnector):
         connection = self._sync_connection()
         _check_driver(connection)
         try:
+            # In the host's transaction: a preamble runs first in it, a statement timeout is
+            # the transaction's own (a SET LOCAL would outlive the statement).
             if self.savepoint:
                 with connection.begin_nested():
+                    for ahead in query.preamble:
+                        connection.exec_driver_sql(ahead, dict(params or {}))
                     result = connection.exec_driver_sql(query.sql, dict(params or {}))
             else:
+                for ahead in query.preamble:
+                    connection.exec_driver_sql(ahead, dict(params or {}))
                 result = connection.exec_driver_sql(query.sql, dict(params or {}))
         except sqlalchemy.exc.DBAPIError as exc:
             raise translate_error(exc, target=self.describe(), query=query) from exc
@@ -100,8 +106,12 @@ class BindConnector(BaseConnector):
         try:
             if self.savepoint:
                 async with connection.begin_nested():
+                    for ahead in query.preamble:
+                        await connection.exec_driver_sql(ahead, dict(params or {}))
                     result = await connection.exec_driver_sql(query.sql, dict(params or {}))
             else:
+                for ahead in query.preamble:
+                    await connection.exec_driver_sql(ahead, dict(params or {}))
                 result = await connection.exec_driver_sql(query.sql, dict(params or {}))
         except sqlalchemy.exc.DBAPIError as exc:
             raise translate_error(exc, target=self.describe(), query=query) from exc

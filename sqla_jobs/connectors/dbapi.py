@@ -45,8 +45,8 @@ def fetch_all(
     """Run ``query`` on a DB-API connection (in autocommit mode); its rows as dicts.
     ``prepare`` (psycopg 3 only): as ``cursor.execute`` takes it; None leaves it to the
     connection's ``prepare_threshold``."""
-    if query.timeout_ms is not None:
-        return _fetch_all_bounded(connection, query, params)
+    if query.leading:
+        return _fetch_all_in_one_message(connection, query, params)
     with connection.cursor() as cursor:
         if prepare is None:
             cursor.execute(query.sql, always_params(params))
@@ -65,11 +65,12 @@ async def fetch_all_async(
     prepare: bool | None = None,
 ) -> list[Row]:
     """`fetch_all` on a psycopg 3 async connection."""
-    if query.timeout_ms is not None:
+    if query.leading:
         # Client-side binding: several statements in one message go by the simple protocol.
         async with psycopg.AsyncClientCursor(connection, row_factory=dict_row) as bounded:
-            await bounded.execute(query.bounded_sql, always_params(params))
-            bounded.nextset()  # past the SET LOCAL
+            await bounded.execute(query.message_sql, always_params(params))
+            for _ in range(query.leading):
+                bounded.nextset()  # past the statements sent ahead
             if bounded.pgresult is None or bounded.pgresult.status != _TUPLES_OK:
                 return []
             found: list[Row] = await bounded.fetchall()
@@ -83,19 +84,20 @@ async def fetch_all_async(
     return rows
 
 
-def _fetch_all_bounded(connection: Any, query: Query, params: Params | None) -> list[Row]:
-    """`fetch_all` for a statement `Query.with_timeout`: its ``SET LOCAL`` and itself in one
-    simple-protocol message (one implicit transaction)."""
+def _fetch_all_in_one_message(connection: Any, query: Query, params: Params | None) -> list[Row]:
+    """`fetch_all` for a statement with others sent ahead (`Query.message_sql`): all in one
+    simple-protocol message, one implicit transaction; the rows of the last."""
     if isinstance(connection, psycopg.Connection):
         # Client-side binding: several statements in one message go by the simple protocol.
         with psycopg.ClientCursor(connection) as cursor:
-            cursor.execute(query.bounded_sql, always_params(params))
-            cursor.nextset()  # past the SET LOCAL
+            cursor.execute(query.message_sql, always_params(params))
+            for _ in range(query.leading):
+                cursor.nextset()  # past the statements sent ahead
             if cursor.pgresult is None or cursor.pgresult.status != _TUPLES_OK:
                 return []
             return rows_from_cursor(cursor.description, cursor.fetchall())
     with connection.cursor() as cursor:  # psycopg2 binds on the client and keeps the last result
-        cursor.execute(query.bounded_sql, always_params(params))
+        cursor.execute(query.message_sql, always_params(params))
         if cursor.description is None:
             return []
         return rows_from_cursor(cursor.description, cursor.fetchall())

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .. import controls as ctl
 from .. import operations as ops
 from ..errors import JobNotFound
 from ..operations import Operation
@@ -75,16 +76,25 @@ def overview(request: Request, config: Config, access: Access) -> Operation[Resp
     waiting = yield from ops.oldest_waiting()
     minutes = yield from dash.finished_per_minute()
     workers = yield from dash.workers()
+    controls = yield from ctl.list_controls()
     by_wait = {row["queue"]: row for row in waiting}
-    queues = sorted(set(counts.by_queue) | set(by_wait))
+    queue_controls = {c.name: c for c in controls if c.scope == ctl.QUEUE}
+    queues = sorted(set(counts.by_queue) | set(by_wait) | set(queue_controls))
     rows = [
         {
             "queue": queue,
             "counts": {s.value: counts.by_queue.get(queue, {}).get(s, 0) for s in STATUSES},
             "due": by_wait.get(queue, {}).get("waiting", 0),
             "oldest": by_wait.get(queue, {}).get("age"),
+            "paused": queue in queue_controls and queue_controls[queue].paused,
+            "limits": describe_limits(queue_controls.get(queue)),
         }
         for queue in queues
+    ]
+    task_controls = [
+        {"task": c.name, "paused": c.paused, "limits": describe_limits(c)}
+        for c in controls
+        if c.scope == ctl.TASK and c.controls_something
     ]
     totals = {s.value: sum(row["counts"][s.value] for row in rows) for s in STATUSES}
     live = [w for w in workers if w["heartbeat_age"] < config.stalled_after]
@@ -95,6 +105,7 @@ def overview(request: Request, config: Config, access: Access) -> Operation[Resp
         access,
         "overview.html",
         rows=rows,
+        task_controls=task_controls,
         totals=totals,
         estimated=counts.estimated,
         chart=throughput_svg(minutes),
@@ -102,6 +113,19 @@ def overview(request: Request, config: Config, access: Access) -> Operation[Resp
         live_workers=live,
         workers=len(workers),
     )
+
+
+def describe_limits(control: ctl.Control | None) -> str:
+    """A queue's or task's limits in a few words ("at most 5 running, 100/s"), or ""."""
+    if control is None:
+        return ""
+    limits = control.limits
+    parts = []
+    if limits.concurrency_limit is not None:
+        parts.append(f"at most {limits.concurrency_limit} running")
+    if limits.rate_limit is not None:
+        parts.append(f"{limits.rate_limit} started")
+    return ", ".join(parts)
 
 
 class BadFilter(ValueError):
@@ -233,6 +257,8 @@ def action(request: Request, config: Config, access: Access) -> Operation[Respon
     """POST: an action on the jobs given by id, or on every job matching a filter (after a
     confirmation stating how many)."""
     name = request.field("action")
+    if name in PAUSE_ACTIONS:
+        return (yield from pause_action(request, config, access, name))
     if name not in dash.ACTIONS:
         return message(request, config, access, 400, "Unknown action", f"{name!r} is no action.")
     back = safe_back(request.field("back"))
@@ -277,3 +303,27 @@ def action(request: Request, config: Config, access: Access) -> Operation[Respon
             )
     result = yield from dash.act(name, ids)
     return html(request, config, access, "result.html", result=result, back=back)
+
+
+#: Actions on a queue or a task rather than on jobs: (scope, paused).
+PAUSE_ACTIONS = {
+    "pause_queue": (ctl.QUEUE, True),
+    "resume_queue": (ctl.QUEUE, False),
+    "pause_task": (ctl.TASK, True),
+    "resume_task": (ctl.TASK, False),
+}
+
+
+def pause_action(
+    request: Request, config: Config, access: Access, name: str
+) -> Operation[Response]:
+    """POST: pause or resume the queue (or task) named by the ``name`` field."""
+    scope, paused = PAUSE_ACTIONS[name]
+    target = request.field("name")
+    if not target:
+        return message(request, config, access, 400, f"No {scope}", f"Name the {scope}.")
+    yield from ctl.set_paused(scope, target, paused)
+    what = "paused: no worker starts its jobs" if paused else "resumed: workers start its jobs"
+    return message(
+        request, config, access, 200, f"{scope.capitalize()} {target}", f"{target} {what}."
+    )

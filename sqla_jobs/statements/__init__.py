@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from .._query import Query
 from ..schema import jobs as jobs_table
-from . import claim, dashboard, defer, finish, jobs, periodic, stalled, workers
+from . import claim, controls, dashboard, defer, finish, jobs, periodic, stalled, workers
 from ._build import quoted_name, render_in_schema
 from .defer import COPY_COLUMNS
 
@@ -60,6 +60,12 @@ ALL: tuple[Query, ...] = (
     workers.aborting_jobs_of_worker,
     workers.reregister_worker,
     *dashboard.ALL,
+    controls.set_paused,
+    controls.set_limits,
+    controls.list_controls,
+    controls.running_per_queue_and_task,
+    controls.claim_controlled,
+    controls.claim_controlled_in_queues,
 )
 
 RENDERED_PATH = Path(__file__).parent.with_name("_rendered_queries.py")
@@ -115,7 +121,12 @@ def rendered_module() -> str:
             f"    {query.name!r},",
             *(f"    {line}" for line in _split_string(query.sql)),
             f"    prepared={query.prepared!r},",
-            ")",
         ]
+        if query.preamble:
+            lines += ["    preamble=("]
+            for ahead in query.preamble:
+                lines += [f"        {line}" for line in _split_string(ahead)]
+            lines += ["    ),"]
+        lines += [")"]
     lines += ["", f"ALL = ({', '.join(query.name for query in ALL)},)", ""]
     return "\n".join(lines)

@@ -44,20 +44,38 @@ _DIALECT.statement_compiler = _Compiler
 
 
 #: Every statement `render` has rendered, by name: what `render_in_schema` renders again.
-SOURCES: dict[str, tuple[ClauseElement, bool]] = {}
+SOURCES: dict[str, tuple[ClauseElement, bool, tuple[ClauseElement, ...]]] = {}
 
 
-def render(name: str, statement: ClauseElement, *, prepared: bool = False) -> Query:
+def render(
+    name: str,
+    statement: ClauseElement,
+    *,
+    prepared: bool = False,
+    preamble: tuple[ClauseElement, ...] = (),
+) -> Query:
     """Compile a Core statement to driver-ready SQL text, once, for the tables found by the
-    connection's ``search_path`` (no schema named)."""
-    SOURCES[name] = (statement, prepared)
-    return Query(name, _compiled(statement, None), prepared)
+    connection's ``search_path`` (no schema named). ``preamble``: statements sent ahead of
+    it in the same message and transaction (`Query.preamble`)."""
+    SOURCES[name] = (statement, prepared, preamble)
+    return _query(name, statement, prepared, preamble, None)
 
 
 def render_in_schema(name: str, schema: str) -> Query:
     """Statement ``name`` again, its tables (and their type and sequence) in ``schema``."""
-    statement, prepared = SOURCES[name]
-    return Query(name, _compiled(statement, schema), prepared)
+    statement, prepared, preamble = SOURCES[name]
+    return _query(name, statement, prepared, preamble, schema)
+
+
+def _query(
+    name: str,
+    statement: ClauseElement,
+    prepared: bool,
+    preamble: tuple[ClauseElement, ...],
+    schema: str | None,
+) -> Query:
+    before = tuple(_compiled(ahead, schema) for ahead in preamble)
+    return Query(name, _compiled(statement, schema), prepared, preamble=before)
 
 
 def compile_in_schema(statement: ClauseElement, schema: str | None) -> str:
@@ -108,9 +126,9 @@ class ArrayOf(ColumnElement[Any]):
 
     inherit_cache = True
 
-    def __init__(self, query: Select[Any]) -> None:
+    def __init__(self, query: Select[Any], item_type: type[Any] = BigInteger) -> None:
         self.query = query.scalar_subquery()
-        self.type = ARRAY(BigInteger())
+        self.type = ARRAY(item_type())
 
 
 @compiles(ArrayOf)

@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.sql.elements import ColumnElement
 
 from .._query import LIMIT_MARKER, Query
-from ..schema import JobStatus, jobs
+from ..schema import JobStatus, controls, jobs
 from ..statuses import RUNNING_STATUSES
 from ._build import JOB_COLUMNS, ArrayOf, array_param, compile_in_schema, render, step_time
 
@@ -32,7 +32,31 @@ def build_claim(queue_filter: bool) -> Query:
     return render(name, claim_statement(queue_filter, None), prepared=True)
 
 
-def claim_statement(queue_filter: bool, limit: int | None) -> Any:
+def controlling(table: Any = controls) -> ColumnElement[bool]:
+    """A row of ``sqla_jobs_controls`` that controls something: paused, or limited."""
+    return or_(
+        table.c.paused, table.c.concurrency_limit.isnot(None), table.c.rate_limit.isnot(None)
+    )
+
+
+def concerns(queue_filter: bool, table: Any = controls) -> ColumnElement[bool]:
+    """A control that concerns a worker of the ``queues`` parameter (every task's does)."""
+    if not queue_filter:
+        return true()
+    return or_(table.c.scope == "task", table.c.name == func.any(array_param("queues", Text)))
+
+
+def no_control_applies(queue_filter: bool) -> ColumnElement[bool]:
+    """No control concerns this worker's queues: evaluated once per claim (a probe of a table
+    of a few rows). A worker that has not heard of a new control yet claims nothing, and
+    reads the controls again (see `statements.controls`)."""
+    control = controls.alias("control")
+    return ~exists().where(controlling(control), concerns(queue_filter, control))
+
+
+def claim_conditions() -> list[ColumnElement[bool]]:
+    """What makes a job claimable now: waiting, due, its lock free (and the claim's commit
+    asynchronous). Shared by the plain claim and the controlled one."""
     running = jobs.alias("running")
     earlier = jobs.alias("earlier")
     lock_is_free = or_(
@@ -56,12 +80,18 @@ def claim_statement(queue_filter: bool, limit: int | None) -> Any:
     claim_commits_asynchronously = (
         select(func.set_config("synchronous_commit", "off", True)).scalar_subquery() == "off"
     )
-    conditions = [
+    return [
         claim_commits_asynchronously,
         jobs.c.status == JobStatus.TODO,
         or_(jobs.c.scheduled_at.is_(None), jobs.c.scheduled_at <= func.now()),
         lock_is_free,
     ]
+
+
+def claim_statement(queue_filter: bool, limit: int | None) -> Any:
+    """The plain claim: the best ``limit`` claimable jobs (of the ``queues`` parameter's
+    queues, with ``queue_filter``), while no control applies (`no_control_applies`)."""
+    conditions = [*claim_conditions(), no_control_applies(queue_filter)]
     size: ColumnElement[Any] | int = bindparam("limit", type_=Integer) if limit is None else limit
     # The claim must walk its index in order and stop after ``size`` rows, however wrong the
     # planner's row estimates are: on a table never analysed (autovacuum has not run yet, or

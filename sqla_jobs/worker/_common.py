@@ -53,6 +53,11 @@ class WorkerState:
     name: str
     queues: list[str] | None
     worker_id: int = 0
+    #: Whether a control (`sqla_jobs.controls`) applies to this worker's queues: it then
+    #: claims with the controlled claim. ``controls_stale``: read the controls again before
+    #: the next claim (a NOTIFY said they changed, or a heartbeat passed).
+    controlled: bool = False
+    controls_stale: bool = True
     stopping: bool = False
     hurry: bool = False
     stop_requested: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)

@@ -12,6 +12,7 @@ from typing import Any
 
 from .. import queries
 from ..connectors.base import BaseConnector
+from ..controls import Control, Limits
 from ..errors import ConnectorError
 from ..jobs import Job
 from ..periodic import PeriodicTick
@@ -35,11 +36,23 @@ class WorkerDatabase:
         #: The statements for the tables, where the app has them (`App`'s ``schema``).
         self.statements = statements
 
-    async def claim(self, *, worker_id: int, queues: Sequence[str] | None, limit: int) -> list[Job]:
+    async def claim(
+        self,
+        *,
+        worker_id: int,
+        queues: Sequence[str] | None,
+        limit: int,
+        controlled: bool = False,
+    ) -> list[Job]:
         """Mark up to ``limit`` runnable jobs as doing for this worker and return them,
-        highest priority first, then oldest."""
+        highest priority first, then oldest. ``controlled``: under the execution controls
+        (`sqla_jobs.controls`); the plain claim claims nothing while a control applies."""
         params: dict[str, Any] = {"worker_id": worker_id, "limit": limit}
-        query = self.statements.claim_query(limit, in_queues=queues is not None)
+        if controlled:
+            in_queues = queries.claim_controlled_in_queues
+            query = self.statements[in_queues if queues is not None else queries.claim_controlled]
+        else:
+            query = self.statements.claim_query(limit, in_queues=queues is not None)
         if queues is not None:
             params["queues"] = list(queues)
         rows = await self.connector.fetch_all_async(query, params)
@@ -105,6 +118,15 @@ class WorkerDatabase:
             "attempts": [o.attempt for o in written],
         }
         await self.connector.execute_async(self.statements[queries.delete_jobs_by_id], params)
+
+    async def list_controls(self) -> list[Control]:
+        rows = await self.connector.fetch_all_async(self.statements[queries.list_controls])
+        return [Control.from_row(row) for row in rows]
+
+    async def set_limits(self, scope: str, name: str, limits: Limits) -> None:
+        await self.connector.fetch_all_async(
+            self.statements[queries.set_limits], limits.params(scope, name)
+        )
 
     async def register_worker(
         self, *, name: str, queues: Sequence[str] | None, concurrency: int

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from .._aio import cancel_and_wait, wait_any, wait_event
+from ..controls import applies_to
 from ..errors import ConnectorError
 from ..queries import claim_size
 from ._common import WorkerState, logger
@@ -190,13 +191,46 @@ class Fetcher:
         self._reserved += limit
         self._claims.add(asyncio.create_task(self._claim(limit), name="sqla_jobs.claim"))
 
+    async def _read_controls(self) -> None:
+        """Whether a control applies to this worker now (`sqla_jobs.controls`)."""
+        state = self._state
+        state.controls_stale = False
+        try:
+            found = await state.bounded(state.database.list_controls())
+        except Exception:
+            state.controls_stale = True  # read again at the next claim
+            raise
+        controlled = any(applies_to(control, state.queues) for control in found)
+        if controlled != state.controlled:
+            logger.info(
+                "%s",
+                "Execution controls apply to this worker's queues: claiming under them"
+                if controlled
+                else "No execution control applies to this worker's queues any more",
+                extra=state.log_extra,
+            )
+        state.controlled = controlled
+
     async def _claim(self, limit: int) -> None:
         state = self._state
         news_before = self._news_count
         try:
+            if state.controls_stale:
+                await self._read_controls()
+            controlled = state.controlled
             jobs = await state.bounded(
-                state.database.claim(worker_id=state.worker_id, queues=state.queues, limit=limit)
+                state.database.claim(
+                    worker_id=state.worker_id,
+                    queues=state.queues,
+                    limit=limit,
+                    controlled=controlled,
+                )
             )
+            if not jobs and not controlled:
+                # The plain claim claims nothing once a control applies: is it one?
+                await self._read_controls()
+                if state.controlled:
+                    self.news()
         except Exception as exc:
             self._claim_failures += 1
             delay = state.retry_delay(self._claim_failures)

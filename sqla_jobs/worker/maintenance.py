@@ -12,7 +12,7 @@ from typing import Any
 
 from .._aio import cancel_and_wait, wait_event
 from ..errors import ConnectorError, JobsError
-from ..statuses import NOTIFY_CHANNEL, JobStatus
+from ..statuses import CONTROLS_CHANNEL, NOTIFY_CHANNEL, JobStatus
 from ._common import ABORT_CHANNEL, WorkerState, logger, retry_delay
 from .executor import Executor, log_extra
 
@@ -61,6 +61,8 @@ class Heartbeat:
             if loop.time() < self._next_beat:
                 continue
             self._next_beat = loop.time() + interval
+            # A missed NOTIFY of a control's change is caught here, at the latest.
+            state.controls_stale = True
             try:
                 if not await state.bounded(state.database.heartbeat(state.worker_id)):
                     await self._register_again()
@@ -213,7 +215,7 @@ class Listener:
         while not state.shutting_down.is_set() and not self._unusable:
             try:
                 await state.app.connector.listen(
-                    [NOTIFY_CHANNEL, ABORT_CHANNEL],
+                    [NOTIFY_CHANNEL, ABORT_CHANNEL, CONTROLS_CHANNEL],
                     self._on_notification,
                     on_listening=self._on_listening,
                 )
@@ -247,6 +249,10 @@ class Listener:
                 self._probe_heard.set()
             elif queues is None or payload in queues:
                 self._news()
+        elif channel == CONTROLS_CHANNEL:
+            # A queue or task paused, resumed or limited: read the controls, claim again.
+            self._state.controls_stale = True
+            self._news()
         elif channel == ABORT_CHANNEL:
             try:
                 job_id = int(payload)

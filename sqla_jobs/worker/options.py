@@ -11,6 +11,7 @@ from ..jobs import Job
 
 if TYPE_CHECKING:
     from ..connectors.base import BaseConnector
+    from ..controls import Limits
     from ..manager import JobManager
     from ..periodic import PeriodicTask
     from ..queries import Statements
@@ -38,6 +39,9 @@ class WorkerApp(Protocol):
 
     @property
     def periodic_tasks(self) -> Mapping[tuple[str, str], PeriodicTask]: ...
+
+    @property
+    def declared_limits(self) -> Mapping[tuple[str, str], Limits]: ...
 
     def import_tasks(self) -> None: ...
 

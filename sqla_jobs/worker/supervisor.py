@@ -18,6 +18,7 @@ from typing import Any
 
 from .._aio import cancel_and_wait, within
 from ..connectors.base import cannot_run_worker
+from ..controls import Limits
 from ..errors import ConnectionFailed, JobsError, MetricsUnavailable, WorkerFailed
 from ..metrics import JobCounts, require_prometheus
 from ._common import WorkerState, logger
@@ -167,6 +168,7 @@ class Worker:
                     name=self.name, queues=state.queues, concurrency=self.options.concurrency
                 ),
             )
+            await within(timeout, self._write_declared_limits())
         except TimeoutError:
             raise ConnectionFailed(
                 f"PostgreSQL did not answer the worker's first statements within {timeout:g} "
@@ -200,6 +202,24 @@ class Worker:
                 self._executor.jobs_run,
                 extra=state.log_extra,
             )
+
+    async def _write_declared_limits(self) -> None:
+        """The limits the app declares in code (`App.configure_queue`), where the database
+        holds others: written, and announced to the other workers."""
+        declared = self.app.declared_limits
+        if not declared:
+            return
+        stored = {(c.scope, c.name): c.limits for c in await self.database.list_controls()}
+        for (scope, name), limits in declared.items():
+            if stored.get((scope, name), Limits()) != limits:
+                await self.database.set_limits(scope, name, limits)
+                logger.info(
+                    "Limits of %s %r set as the app declares them: %s",
+                    scope,
+                    name,
+                    limits,
+                    extra=self._state.log_extra,
+                )
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:

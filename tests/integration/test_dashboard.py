@@ -566,6 +566,37 @@ def test_a_statement_timeout_must_be_positive_or_none(app: App) -> None:
     create_wsgi_app(app, statement_timeout=None, authorize=lambda request: True)
 
 
+async def test_overview_shows_pauses_and_limits_and_pauses_and_resumes_queues(
+    client: Client, app: App, database: Any
+) -> None:
+    await app.tasks["mail.send"].defer_async(to="a@example.com")
+    await app.job_manager.set_queue_limits_async("mail", concurrency_limit=5, rate_limit="100/s")
+    await app.job_manager.pause_task_async("reports.build")
+    status, page, _ = await client.get("/")
+    assert status == 200
+    assert "at most 5 running, 100/s started" in page, page
+    assert "Paused or limited tasks" in page and "reports.build" in page
+    status, page, _ = await client.post("/actions", {"action": "pause_queue", "name": "mail"})
+    assert status == 200 and "mail paused" in page, page
+    assert [c.paused for c in app.job_manager.list_controls() if c.name == "mail"] == [True]
+    status, page, _ = await client.get("/")
+    assert "resume_queue" in page and ">paused</strong>" in page
+    status, page, _ = await client.post("/actions", {"action": "resume_queue", "name": "mail"})
+    assert status == 200 and "mail resumed" in page, page
+    assert [c.paused for c in app.job_manager.list_controls() if c.name == "mail"] == [False]
+    # From another origin, or read-only: refused like every action.
+    status, _, _ = await client.post(
+        "/actions", {"action": "pause_queue", "name": "mail"}, {"Origin": "http://evil.example"}
+    )
+    assert status == 403
+    read_only = Client(client.kind, app, "/ro", read_only=True, authorize=lambda request: True)
+    status, page, _ = await read_only.get("/")
+    assert "pause_queue" not in page
+    status, _, _ = await read_only.post("/actions", {"action": "pause_queue", "name": "mail"})
+    assert status == 403
+    assert not any(c.paused for c in app.job_manager.list_controls() if c.name == "mail")
+
+
 async def test_every_page_and_an_action_work_with_the_tables_in_a_schema_of_their_own(
     kind: str, empty_db_url: str
 ) -> None:

@@ -120,4 +120,4 @@ def test_a_bound_must_be_positive() -> None:
     assert bounded.timeout_ms == 1
     query = bounded[sqla_jobs.queries.list_jobs]
     assert query.timeout_ms == 1 and not query.prepared
-    assert query.bounded_sql.startswith("SET LOCAL statement_timeout = 1; ")
+    assert query.message_sql.startswith("SET LOCAL statement_timeout = 1; ")
