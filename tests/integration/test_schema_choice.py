@@ -194,6 +194,42 @@ async def test_the_workers_own_statements_work_in_the_schema(
         assert (await app.job_manager.get_job_async(tick_job)).task_name == "tick"
 
 
+@pytest.mark.parametrize("kind", ["psycopg", "aiopg"])
+async def test_execution_controls_work_in_the_schema(
+    schema_url: tuple[str, str], kind: str
+) -> None:
+    """Pauses and limits, and the controlled claim with the statements it sends ahead, all
+    name the schema (psycopg 3 through client-side binding, aiopg as it is)."""
+    url, schema = schema_url
+    connector: sqla_jobs.BaseConnector = (
+        sqla_jobs.PsycopgConnector(conninfo=url)
+        if kind == "psycopg"
+        else sqla_jobs.AiopgConnector(dsn=url)
+    )
+    app = sqla_jobs.App(connector=connector, schema=schema)
+    database = WorkerDatabase(app.connector, app.statements)
+    async with app.open_async():
+        worker = await database.register_worker(name="w", queues=None, concurrency=1)
+        for n in range(5):
+            await app.configure_task("t", queue="limited").defer_async(n=n)
+            await app.configure_task("t", queue="paused").defer_async(n=n)
+        manager = app.job_manager
+        await manager.set_queue_limits_async("limited", concurrency_limit=2, rate_limit="10/s")
+        await manager.pause_queue_async("paused")
+        assert await database.claim(worker_id=worker, queues=None, limit=5) == []
+        for queues in (None, ["limited", "paused"]):
+            claimed = await database.claim(
+                worker_id=worker, queues=queues, limit=5, controlled=True
+            )
+            assert [job.queue for job in claimed] == (
+                ["limited", "limited"] if queues is None else []
+            )
+        assert {(c.name, c.paused) for c in await manager.list_controls_async()} == {
+            ("limited", False),
+            ("paused", True),
+        }
+
+
 def test_the_statements_name_the_schema_quoted_and_nothing_else_changes() -> None:
     statements = queries.for_schema(HOSTILE)
     quoted = '"a b""c\'d%%e:f".'  # %-doubled: the drivers read %% as %
