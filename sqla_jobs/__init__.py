@@ -17,6 +17,7 @@ from .errors import (
     InvalidJobOptions,
     JobNotFound,
     JobsError,
+    JobTimeout,
     MetricsUnavailable,
     SchemaNotFound,
     StatementCancelled,
@@ -28,6 +29,7 @@ from .jobs import Job
 from .manager import JobEvent
 from .retry import RetryStrategy
 from .statuses import JobStatus
+from .task_controls import CancelJob, Snooze
 from .tasks import JobDeferrer, Task
 from .worker import JobContext, Worker, WorkerOptions
 
@@ -50,6 +52,7 @@ __all__ = [
     "BaseAsyncConnector",
     "BaseConnector",
     "Blueprint",
+    "CancelJob",
     "ConnectionFailed",
     "ConnectorError",
     "ConnectorNotOpen",
@@ -61,6 +64,7 @@ __all__ = [
     "JobEvent",
     "JobNotFound",
     "JobStatus",
+    "JobTimeout",
     "JobsError",
     "MetricsUnavailable",
     "Psycopg2Connector",
@@ -70,6 +74,7 @@ __all__ = [
     "SQLAlchemyConnector",
     "SQLAlchemyPsycopg2Connector",
     "SchemaNotFound",
+    "Snooze",
     "StatementCancelled",
     "SyncConnectorCannotRunWorker",
     "SyncPsycopgConnector",

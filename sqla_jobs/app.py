@@ -138,6 +138,12 @@ class App(TaskRegistry):
     def configure_task(self, name: str, **options: Any) -> JobDeferrer:
         """Defer by task name, whether or not this process registered it (e.g. from a
         web app that does not import the worker's code)."""
+        if "timeout" in options:
+            raise TypeError(
+                f"timeout is not an option of one job: give it where task {name!r} is "
+                "declared, @app.task(timeout=...). The worker applies the timeout of the task "
+                "it runs, to every job of the task."
+            )
         task = self.tasks.get(name)
         if task is not None:
             return task.configure(**options)

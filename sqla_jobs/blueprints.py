@@ -53,6 +53,7 @@ class TaskRegistry:
         queueing_lock: str | None = None,
         pass_context: bool = False,
         retry: int | RetryStrategy | None = None,
+        timeout: float | None = None,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
@@ -67,11 +68,16 @@ class TaskRegistry:
         queueing_lock: str | None = None,
         pass_context: bool = False,
         retry: int | RetryStrategy | None = None,
+        timeout: float | None = None,
     ) -> Task | Callable[[Callable[..., Any]], Task]:
         """Register a sync or async function as a task: ``@app.task`` or ``@app.task(...)``.
 
         ``retry``: a job that raises runs again, up to ``retry`` more times at once, or as a
         `RetryStrategy` says (waits, which errors); by default it fails at once.
+
+        ``timeout``: seconds a job may run; past them an async task is cancelled, a sync task
+        sees ``should_abort()`` turn true, and the job fails with `JobTimeout` (or runs
+        again, as ``retry`` says). None (the default): no limit.
         """
 
         def register(function: Callable[..., Any]) -> Task:
@@ -87,6 +93,7 @@ class TaskRegistry:
                 queueing_lock=queueing_lock,
                 pass_context=pass_context,
                 retry=retry,
+                timeout=timeout,
             )
             self._add_task(task_name, task)
             return task

@@ -98,3 +98,10 @@ class InvalidJobOptions(JobsError, ValueError):
 
 class JobNotFound(JobsError):
     """No job has that id."""
+
+
+class JobTimeout(JobsError, TimeoutError):
+    """A job ran past its task's ``timeout``: an async task was cancelled at the deadline, a
+    sync task was asked to stop through ``should_abort()`` (its thread cannot be
+    interrupted). The job fails with this error, or runs again if its task's retry strategy
+    retries it (a `TimeoutError`, for ``retry_exceptions``)."""

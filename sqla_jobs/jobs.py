@@ -10,8 +10,8 @@ import reprlib
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import InvalidJobArguments, InvalidJobOptions
-from .statuses import JobStatus
+from .errors import InvalidJobArguments, InvalidJobOptions, JobTimeout
+from .statuses import CANCELLED_BY_TASK, SNOOZED, JobStatus
 
 DEFAULT_QUEUE = "default"
 
@@ -358,12 +358,34 @@ def _text_problem(text: str) -> str | None:
     return None
 
 
+# The last line of the traceback of a run stopped at its task's timeout.
+_TIMED_OUT = f"{JobTimeout.__module__}.{JobTimeout.__qualname__}:"
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class JobEvent:
     """One status change of a job (``sqla_jobs.schema.job_history``: the job's row and the
-    events it no longer shows); ``error`` is the run's error when it ended in failed, aborted or
-    a retry."""
+    events it no longer shows); ``error`` is the run's error when it ended in failed, aborted,
+    a retry or a snooze, or when its task cancelled it."""
 
     status: JobStatus
     at: datetime.datetime
     error: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The status as a history shows it: with what ended the run when the status alone
+        does not tell, ``todo (snoozed)`` (the task asked to run later), ``failed (timed
+        out)`` or ``todo (timed out)`` (a retry), ``cancelled (by the task)``."""
+        error = self.error
+        if not error:
+            return self.status.value
+        if self.status is JobStatus.TODO and error.startswith(SNOOZED):
+            return "todo (snoozed)"
+        if self.status is JobStatus.CANCELLED and error.startswith(CANCELLED_BY_TASK):
+            return "cancelled (by the task)"
+        if self.status in (JobStatus.FAILED, JobStatus.TODO):
+            lines = error.rstrip().splitlines()
+            if lines and lines[-1].startswith(_TIMED_OUT):
+                return f"{self.status.value} (timed out)"
+        return self.status.value

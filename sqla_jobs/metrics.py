@@ -71,14 +71,16 @@ _OUTCOMES = {
     JobStatus.SUCCEEDED: "succeeded",
     JobStatus.FAILED: "failed",
     JobStatus.ABORTED: "aborted",
+    JobStatus.CANCELLED: "cancelled",
     JobStatus.TODO: "retried",
 }
 
 
-def outcome_label(status: JobStatus) -> str:
+def outcome_label(status: JobStatus, *, snoozed: bool = False) -> str:
     """The ``outcome`` label of a job that ended in ``status``: ``retried`` for one that went
-    back to the queue to run again."""
-    return _OUTCOMES.get(status, status.value)
+    back to the queue to run again, ``snoozed`` for one its task put back (`Snooze`),
+    ``cancelled`` for one its task cancelled (`CancelJob`)."""
+    return "snoozed" if snoozed else _OUTCOMES.get(status, status.value)
 
 
 class Histogram:
@@ -130,9 +132,12 @@ class JobCounts:
             histogram = self.waits[job.queue] = Histogram(WAIT_BUCKETS)
         histogram.observe(waited)
 
-    def job_ended(self, job: Job, status: JobStatus, seconds: float) -> None:
-        """Count ``job``, which ran ``seconds`` and ended in ``status``."""
-        key = (job.queue, job.task_name, outcome_label(status))
+    def job_ended(
+        self, job: Job, status: JobStatus, seconds: float, *, snoozed: bool = False
+    ) -> None:
+        """Count ``job``, which ran ``seconds`` and ended in ``status`` (``snoozed``: back to
+        the queue at its task's request)."""
+        key = (job.queue, job.task_name, outcome_label(status, snoozed=snoozed))
         self.finished[key] = self.finished.get(key, 0) + 1
         task = (job.queue, job.task_name)
         histogram = self.durations.get(task)
@@ -161,7 +166,7 @@ class WorkerCollector:
         finished = CounterMetricFamily(
             "sqla_jobs_jobs_finished",
             "Jobs this worker ran to an end, by queue, task and outcome "
-            "(succeeded, failed, retried, aborted).",
+            "(succeeded, failed, retried, aborted, snoozed, cancelled).",
             labels=("queue", "task", "outcome"),
         )
         for (queue, task, outcome), count in list(self.counts.finished.items()):

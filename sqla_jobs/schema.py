@@ -31,6 +31,7 @@ from sqlalchemy import (
     case,
     cast,
     false,
+    func,
     literal,
     null,
     select,
@@ -40,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from .statuses import (
+    CANCELLED_BY_TASK,
     FINISHED_STATUSES,
     NOTIFY_CHANNEL,
     QUEUEING_LOCK_INDEX,
@@ -216,6 +218,11 @@ def _shown_by_rows() -> list[Select[Any]]:
             jobs.c.finished_at,
             case(
                 (jobs.c.status.in_([JobStatus.FAILED, JobStatus.ABORTED]), jobs.c.last_error),
+                (
+                    (jobs.c.status == JobStatus.CANCELLED)
+                    & func.starts_with(jobs.c.last_error, CANCELLED_BY_TASK),
+                    jobs.c.last_error,
+                ),
                 else_=null(),
             ),
         ).where(jobs.c.status.in_(_FINISHED), jobs.c.finished_at.isnot(None)),

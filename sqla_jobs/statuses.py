@@ -21,6 +21,14 @@ CONTROLS_CHANNEL = "sqla_jobs_controls"
 QUEUEING_LOCK_INDEX = "uq_sqla_jobs_jobs_queueing_lock_todo"
 
 
+#: How the error of a run its task snoozed (`sqla_jobs.Snooze`) begins, in ``last_error`` and
+#: in the job's history: the history tells a snooze from a retry by it.
+SNOOZED = "Snoozed by the task"
+#: How the error of a job its task cancelled (`sqla_jobs.CancelJob`) begins: a cancelled job's
+#: history shows its error only then (a job cancelled while waiting may hold an older error).
+CANCELLED_BY_TASK = "Cancelled by the task"
+
+
 class JobStatus(enum.StrEnum):
     """Where a job is in its life."""
 

@@ -13,6 +13,7 @@ from .errors import TaskNotFound
 from .jobs import DEFAULT_QUEUE, JobSpec, check_options
 from .manager import JobManager
 from .retry import RetryStrategy, retry_strategy
+from .task_controls import check_timeout
 
 if TYPE_CHECKING:
     from .connectors.bind import Bind
@@ -124,6 +125,7 @@ class Task:
         queueing_lock: str | None = None,
         pass_context: bool = False,
         retry: int | RetryStrategy | None = None,
+        timeout: float | None = None,
     ) -> None:
         # A name or option that no job could carry fails here, where the task is declared,
         # rather than at its first defer (or in a worker that cannot find the task).
@@ -143,6 +145,9 @@ class Task:
         self.pass_context = pass_context
         #: When a job that raised runs again (None: never); see `RetryStrategy`.
         self.retry = retry_strategy(retry)
+        #: Seconds a job of this task may run before it is stopped and fails with
+        #: `JobTimeout` (or is retried, as ``retry`` says); None: no limit.
+        self.timeout = check_timeout(name, timeout)
         self.is_async = inspect.iscoroutinefunction(func)
         self.options = JobOptions(
             queue=queue, priority=priority, lock=lock, queueing_lock=queueing_lock
@@ -192,6 +197,7 @@ class Task:
             queueing_lock=o.queueing_lock,
             pass_context=self.pass_context,
             retry=self.retry,
+            timeout=self.timeout,
         )
 
     def retry_delay(self, attempts: int, exception: BaseException) -> float | None:

@@ -21,6 +21,8 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .task_controls import CancelJob, Snooze
+
 if TYPE_CHECKING:
     from .jobs import Job, JobSpec
 
@@ -170,6 +172,10 @@ class Tracing:
         with trace.use_span(span, end_on_exit=True, record_exception=False):
             try:
                 yield span
+            except (Snooze, CancelJob) as exc:
+                # The task decided what becomes of its job: not an error.
+                span.set_attribute("sqla_jobs.job.outcome", type(exc).__name__)
+                raise
             except BaseException as exc:
                 _failed(trace, span, exc)
                 raise

@@ -184,7 +184,7 @@ def job_details(job: Job, history: Sequence[JobEvent]) -> str:
     width = max(len(name) for name, _ in fields)
     lines = [f"{name.ljust(width)}  {value}" for name, value in fields]
     lines += ["", "history (oldest first):"]
-    events = [("", when(e.at), e.status.value, error_summary(e.error)) for e in history]
+    events = [("", when(e.at), e.label, error_summary(e.error)) for e in history]
     lines += table(("", "AT", "STATUS", "ERROR"), events).splitlines()[1:]
     if job.last_error:
         lines += ["", "last error:"]

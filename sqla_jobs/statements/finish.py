@@ -70,9 +70,12 @@ delete_jobs_by_id = render(
 )
 
 
-_outcomes = (select(unnest_outcomes(("attempt", Integer)).render_derived(name="outcome"))).subquery(
-    "outcomes"
-)
+# ``refund``: 1 gives the run's attempt back (a task that snoozed its job), else 0.
+_outcomes = (
+    select(
+        unnest_outcomes(("attempt", Integer), ("refund", Integer)).render_derived(name="outcome")
+    )
+).subquery("outcomes")
 finish_jobs = render(
     "finish_jobs",
     update(jobs)
@@ -86,8 +89,10 @@ finish_jobs = render(
     .values(
         status=_outcomes.c.status,
         last_error=func.coalesce(_outcomes.c.error, jobs.c.last_error),
-        # A retry's new time; any other outcome keeps the time the job was scheduled for.
+        # A retry's (or a snooze's) new time; any other outcome keeps the time the job was
+        # scheduled for.
         scheduled_at=func.coalesce(_outcomes.c.retry_at, jobs.c.scheduled_at),
+        attempts=jobs.c.attempts - _outcomes.c.refund,
         finished_at=literal_column(
             f"CASE WHEN outcomes.status = '{JobStatus.TODO.value}' THEN NULL "
             "ELSE clock_timestamp() END"

@@ -71,11 +71,11 @@ class WorkerDatabase:
         await self.connector.execute_async(query, params)
 
     async def finish(self, worker_id: int, outcomes: Sequence[Outcome]) -> None:
-        """Record any mix of the worker's outcomes (failed, aborted, retry, succeeded), in one
-        statement when it can.
+        """Record any mix of the worker's outcomes (failed, aborted, cancelled, retry, snooze,
+        succeeded), in one statement when it can.
 
-        A retry puts the job back to wait; if another job with its queueing lock already
-        waits, that retry cannot be: the job fails instead, saying why, and the rest of the
+        A retry (or a snooze) puts the job back to wait; if another job with its queueing lock
+        already waits, that cannot be: the job fails instead, saying why, and the rest of the
         batch is written all the same.
         """
         try:
@@ -89,8 +89,9 @@ class WorkerDatabase:
                 except ConnectorError as refused:
                     if refused.constraint_name != QUEUEING_LOCK_INDEX:
                         raise
+                    refused_as = "Not snoozed" if outcome.snoozed else "Not retried"
                     error = (
-                        f"{outcome.error or ''}\n\nNot retried: another job with this job's "
+                        f"{outcome.error or ''}\n\n{refused_as}: another job with this job's "
                         "queueing lock is already waiting, and only one may wait at a time."
                     ).lstrip()
                     failed = Outcome(outcome.job_id, outcome.attempt, JobStatus.FAILED, error)
@@ -106,6 +107,7 @@ class WorkerDatabase:
                 "statuses": [o.status.value for o in outcomes],
                 "errors": [o.error for o in outcomes],
                 "retry_ats": [o.retry_at for o in outcomes],
+                "refunds": [int(o.snoozed) for o in outcomes],
             },
         )
 

@@ -8,14 +8,17 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..errors import JobTimeout
 from ..jobs import Job
 from ..statuses import JobStatus
+from ..task_controls import CancelJob, Snooze
 from ._common import ABORT_CHANNEL, WorkerState, logger
 from .completer import Completer
 from .options import JobContext
@@ -29,6 +32,9 @@ _MAX_ERROR_LENGTH = 20_000
 # A sync task asked to stop (should_abort()) at the end of the shutdown gets this long to
 # return before its job counts as still running in its thread.
 _THREAD_GRACE = 1.0
+#: A sync task past its timeout sees should_abort() turn true, and gets this long to return
+#: before its job is recorded as timed out with its thread still running.
+TIMEOUT_GRACE = 1.0
 
 
 class Executor:
@@ -56,6 +62,12 @@ class Executor:
         self.ready: dict[int, Job] = {}
         # Read from task threads through JobContext.should_abort(); set membership is atomic.
         self.abort_requested: set[int] = set()
+        # Also read by should_abort(): jobs asked to stop though no one asked to abort them
+        # (past their task's timeout, or the worker stops); kept while their thread runs.
+        self.stop_asked: set[int] = set()
+        # Sync jobs past their timeout and its grace whose thread still runs: the thread's
+        # future and when it started.
+        self._outliving: dict[int, tuple[asyncio.Future[Any], float]] = {}
         self._sync_jobs: set[int] = set()  # running jobs of sync tasks
         # Their threads; a thread removes itself when its task returns, and may outlive its
         # job (a task that ignores should_abort() at a stop).
@@ -147,7 +159,10 @@ class Executor:
         should_abort(); all go back to the queue."""
         for job_id, future in self.running.items():
             self._interrupting.add(job_id)
-            self.abort_requested.add(job_id)  # sync tasks see should_abort()
+            self.abort_requested.add(job_id)
+            # Sync tasks see should_abort() for as long as their thread runs (abort_requested
+            # is emptied as the job ends).
+            self.stop_asked.add(job_id)
             future.cancel()
 
     async def wait_for_running(self, grace: float | None) -> None:
@@ -217,10 +232,22 @@ class Executor:
         except _UnknownTask as exc:
             logger.error("%s", exc, extra=log_extra(job))
             outcome = Outcome(job.id, job.attempts, JobStatus.FAILED, str(exc))
+        except Snooze as exc:
+            outcome = self._snooze_outcome(job, exc)
+        except CancelJob as exc:
+            outcome = self._cancel_outcome(job, exc)
+        except JobTimeout as exc:
+            outliving = self._outliving.pop(job.id, None)
+            if outliving is None:
+                outcome = self._failure_outcome(task, job, exc, _formatted(exc))
+            else:
+                late = await self._outlived(task, job, exc, *outliving)
+                if late is None:
+                    return  # recorded already
+                outcome = late
         except (Exception, SystemExit) as exc:
             # SystemExit too: one task calling sys.exit() must not stop the worker.
-            error = "".join(traceback.format_exception(exc))[-_MAX_ERROR_LENGTH:]
-            outcome = self._failure_outcome(task, job, exc, error)
+            outcome = self._failure_outcome(task, job, exc, _formatted(exc))
         else:
             if job.id in self.abort_requested:
                 # A sync task that returned after an abort request (or an async one that
@@ -237,9 +264,76 @@ class Executor:
             self._on_change()
         self.jobs_run += 1
         if counts is not None:
-            counts.job_ended(job, outcome.status, time.monotonic() - began)
+            counts.job_ended(job, outcome.status, time.monotonic() - began, snoozed=outcome.snoozed)
         releases = job.lock is not None or outcome.status is JobStatus.TODO
         self._completer.add(outcome, releases=releases)
+
+    def _snooze_outcome(self, job: Job, snooze: Snooze) -> Outcome:
+        """The task asked to run again later: back to the queue, its attempt given back (an
+        abort request wins)."""
+        if job.id in self.abort_requested:
+            return Outcome(job.id, job.attempts, JobStatus.ABORTED, "Aborted on request.")
+        logger.info(
+            "Job %d (%s) snoozed for %g s", job.id, job.task_name, snooze.seconds,
+            extra=log_extra(job),
+        )  # fmt: skip
+        return Outcome.snooze(job.id, job.attempts, snooze.describe(), snooze.seconds)
+
+    def _cancel_outcome(self, job: Job, cancel: CancelJob) -> Outcome:
+        """The task ended its job as cancelled (an abort request wins)."""
+        if job.id in self.abort_requested:
+            return Outcome(job.id, job.attempts, JobStatus.ABORTED, "Aborted on request.")
+        logger.info(
+            "Job %d (%s) cancelled by its task", job.id, job.task_name, extra=log_extra(job)
+        )
+        return Outcome(job.id, job.attempts, JobStatus.CANCELLED, cancel.describe())
+
+    async def _outlived(
+        self,
+        task: Task | None,
+        job: Job,
+        exc: JobTimeout,
+        thread: asyncio.Future[Any],
+        started: float,
+    ) -> Outcome | None:
+        """A sync job past its timeout whose thread still runs after the grace: the thread
+        cannot be interrupted, so the job keeps its slot until the thread ends (the worker
+        never runs more threads than its concurrency). Its failure is recorded at once
+        (returns None) when nothing can then run alongside the thread; a job to be retried,
+        or one holding a lock, stays running until the thread ends (returns its outcome then),
+        or else it, or the next job of its lock, could start while the thread still runs."""
+        error = _formatted(exc, stack_of=self._threads.get(job.id))
+        retried = task is not None and task.retry_delay(job.attempts, exc) is not None
+        at_once = not retried and job.lock is None
+        # An abort request meanwhile must not cancel the wait for the thread: the job ends
+        # aborted once the thread ends.
+        self._sync_jobs.add(job.id)
+        try:
+            if at_once:
+                outcome = self._failure_outcome(task, job, exc, error)
+                self.jobs_run += 1
+                if self._counts is not None:
+                    self._counts.job_ended(job, outcome.status, time.monotonic() - started)
+                self._completer.add(outcome, releases=False)
+            logger.warning(
+                "Job %d (%s): its thread still runs past the timeout; %s until it ends",
+                job.id,
+                job.task_name,
+                "the job keeps its slot" if at_once else "the job stays running",
+                extra=log_extra(job),
+            )
+            await asyncio.wait((thread,))
+        except asyncio.CancelledError:
+            thread.cancel()  # what the thread returns or raises later is dropped
+            if not at_once:
+                self.interrupted.append(job.id)  # the stop hands it back, held
+            raise
+        finally:
+            self._sync_jobs.discard(job.id)
+        self.stop_asked.discard(job.id)
+        if at_once:
+            return None
+        return self._failure_outcome(task, job, exc, error)
 
     def _runnable(self, task: Task | None, job: Job) -> Task:
         """``task``, if it can run ``job``; else `_UnknownTask` with the reason."""
@@ -291,19 +385,76 @@ class Executor:
                     worker_name=self._state.name,
                     worker_id=self._state.worker_id,
                     _abort_requested=self.abort_requested,
+                    _stop_asked=self.stop_asked,
                 ),
             )
+        timeout = task.timeout
         if task.is_async:
-            await task.func(*args, **job.args)
+            if timeout is None:
+                await task.func(*args, **job.args)
+            else:
+                await _async_within(timeout, job, task.func(*args, **job.args))
             return
         self._sync_jobs.add(job.id)
         try:
             # The arguments travel bound to the function: a task's own argument may be called
             # ``name`` or ``func``.
             call = functools.partial(task.func, *args, **job.args)
-            await _in_daemon_thread(self._threads, job.id, f"sqla_jobs-job-{job.id}", call)
+            name = f"sqla_jobs-job-{job.id}"
+            if timeout is None:
+                await _in_daemon_thread(self._threads, job.id, name, call)
+            else:
+                await self._sync_within(timeout, job, name, call)
         finally:
             self._sync_jobs.discard(job.id)
+
+    async def _sync_within(
+        self, seconds: float, job: Job, name: str, call: Callable[[], Any]
+    ) -> Any:
+        """Run a sync task in its thread for ``seconds`` at most: past them it sees
+        should_abort() turn true, and `JobTimeout` is raised once it returns (unless it asked
+        for a snooze or a cancel), or after `TIMEOUT_GRACE` if it has not (its thread, which
+        cannot be interrupted, is then left to end: see `_outlived`)."""
+        job_id = job.id
+        stop_asked = self.stop_asked
+
+        def run() -> Any:
+            try:
+                return call()
+            finally:
+                stop_asked.discard(job_id)
+
+        started = time.monotonic()
+        thread = _start_daemon_thread(self._threads, job_id, name, run)
+        try:
+            done, _ = await asyncio.wait((thread,), timeout=seconds)
+            if done:
+                return thread.result()
+            stop_asked.add(job_id)
+            logger.warning(
+                "Job %d (%s) ran past its timeout of %g s: asked to stop (should_abort())",
+                job_id, job.task_name, seconds, extra=log_extra(job),
+            )  # fmt: skip
+            done, _ = await asyncio.wait((thread,), timeout=TIMEOUT_GRACE)
+            if not done:
+                self._outliving[job_id] = (thread, started)
+                raise _timed_out(
+                    job,
+                    seconds,
+                    f"it did not stop within {TIMEOUT_GRACE:g} s of being asked "
+                    "(should_abort()): its thread, which cannot be interrupted, is left to end "
+                    "(the traceback shows where it was)",
+                )
+            error = thread.exception()
+            if isinstance(error, Snooze | CancelJob):
+                raise error  # the task's answer to its timeout
+            raise _timed_out(job, seconds, "asked to stop (should_abort()), it stopped") from error
+        except asyncio.CancelledError:
+            thread.cancel()  # what the thread returns or raises later is dropped
+            raise
+        finally:
+            if thread.done():
+                stop_asked.discard(job_id)
 
     def _unknown_task_message(self, job: Job) -> str:
         known = ", ".join(sorted(self._app.tasks)) or "none"
@@ -340,6 +491,17 @@ async def _in_daemon_thread(
     A daemon thread, unlike a thread pool's: a sync job that outlives the shutdown timeout
     does not keep the process from exiting (which ends it).
     """
+    return await _start_daemon_thread(threads, job_id, name, call)
+
+
+def _start_daemon_thread(
+    threads: dict[int, threading.Thread],
+    job_id: int,
+    name: str,
+    call: Callable[[], Any],
+) -> asyncio.Future[Any]:
+    """Start `_in_daemon_thread`'s thread; the future settles with what ``call`` returns or
+    raises (unless it was cancelled first)."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
     context = contextvars.copy_context()
@@ -368,7 +530,53 @@ async def _in_daemon_thread(
     thread = threading.Thread(target=run, name=name, daemon=True)
     threads[job_id] = thread
     thread.start()
-    return await future
+    return future
+
+
+async def _async_within(seconds: float, job: Job, coroutine: Any) -> None:
+    """Await an async task for ``seconds`` at most: past them it is cancelled, and
+    `JobTimeout` is raised (unless it answered with a snooze or a cancel)."""
+    deadline = asyncio.timeout(seconds)
+    try:
+        async with deadline:
+            await coroutine
+    except (Snooze, CancelJob, asyncio.CancelledError):
+        raise  # its answer to the timeout, or an abort or a stop of the worker
+    except (Exception, SystemExit) as exc:
+        if deadline.expired():
+            raise _timed_out(job, seconds, "it was cancelled") from exc
+        raise
+    if deadline.expired():
+        # It caught its cancellation and returned: it did not finish in time all the same.
+        raise _timed_out(job, seconds, "it was cancelled (and returned)")
+
+
+def _timed_out(job: Job, timeout: float, what: str) -> JobTimeout:
+    return JobTimeout(
+        f"Job {job.id} ({job.task_name}) ran past its task's timeout of {timeout:g} s; {what}."
+    )
+
+
+def _formatted(exc: BaseException, stack_of: threading.Thread | None = None) -> str:
+    """``exc``'s traceback as a job's error (its end, if long); with ``stack_of``, instead,
+    where that thread is now (the task's own frames), as the traceback of ``exc``."""
+    frame = sys._current_frames().get(stack_of.ident) if stack_of and stack_of.ident else None
+    if frame is None:
+        text = "".join(traceback.format_exception(exc))
+    else:
+        frames = [f for f in traceback.extract_stack(frame) if f.filename not in _RUNNER_FILES]
+        text = "".join(
+            [
+                "Traceback (most recent call last):\n",
+                *traceback.format_list(frames),
+                *traceback.format_exception_only(exc),
+            ]
+        )
+    return text[-_MAX_ERROR_LENGTH:]
+
+
+# Where a task's thread starts: left out of the stack of a thread that outlived its timeout.
+_RUNNER_FILES = frozenset({__file__, threading.__file__})
 
 
 def _by_priority(job: Job) -> int:

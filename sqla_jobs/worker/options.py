@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..jobs import Job
@@ -152,8 +153,12 @@ class JobContext:
     worker_name: str
     worker_id: int
     _abort_requested: set[int] = dataclasses.field(repr=False)
+    #: Jobs asked to stop for another reason: past their task's timeout, or the worker stops.
+    _stop_asked: AbstractSet[int] = dataclasses.field(default=frozenset(), repr=False)
 
     def should_abort(self) -> bool:
-        """True once someone asked to abort this job (or the worker is shutting down past
-        its timeout); a long sync task should check it and return."""
-        return self.job.id in self._abort_requested
+        """True once someone asked to abort this job, once it ran past its task's
+        ``timeout``, or when the worker is shutting down past its ``shutdown_timeout``; a long
+        sync task should check it and return."""
+        job_id = self.job.id
+        return job_id in self._abort_requested or job_id in self._stop_asked

@@ -13,7 +13,7 @@ class Outcome:
     ``attempt`` is the job's attempt that ended (its ``attempts`` when claimed): the outcome
     is written only while the job is still in that attempt, under the worker that ran it."""
 
-    __slots__ = ("attempt", "error", "job_id", "retry_at", "status")
+    __slots__ = ("attempt", "error", "job_id", "retry_at", "snoozed", "status")
 
     def __init__(
         self,
@@ -22,20 +22,32 @@ class Outcome:
         status: JobStatus,
         error: str | None = None,
         retry_at: datetime.datetime | None = None,
+        snoozed: bool = False,
     ) -> None:
         self.job_id = job_id
         self.attempt = attempt
         self.status = status
         self.error = error
         self.retry_at = retry_at
+        #: Back to the queue at the task's request (`Snooze`): the run gives its attempt back.
+        self.snoozed = snoozed
 
     @classmethod
     def retry(cls, job_id: int, attempt: int, error: str, delay: float) -> Outcome:
         """The job goes back to the queue, to run again in ``delay`` seconds (at once for 0:
         no timestamp, so that no clock difference with the database can hold it back)."""
-        retry_at = (
-            datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=delay)
-            if delay > 0
-            else None
-        )
-        return cls(job_id, attempt, JobStatus.TODO, error, retry_at)
+        return cls(job_id, attempt, JobStatus.TODO, error, _run_at(delay))
+
+    @classmethod
+    def snooze(cls, job_id: int, attempt: int, error: str, delay: float) -> Outcome:
+        """The task asked to run again in ``delay`` seconds (`Snooze`): back to the queue,
+        and the run's attempt is given back."""
+        return cls(job_id, attempt, JobStatus.TODO, error, _run_at(delay), snoozed=True)
+
+
+def _run_at(delay: float) -> datetime.datetime | None:
+    return (
+        datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=delay)
+        if delay > 0
+        else None
+    )

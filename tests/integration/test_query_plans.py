@@ -283,6 +283,7 @@ def test_finish_statements_find_their_jobs_by_primary_key(
         "statuses": ["failed", "todo"] * (size // 2),
         "errors": ["boom"] * size,
         "retry_ats": [None] * size,
+        "refunds": [0, 1] * (size // 2),
     }
     for query, params in [
         (queries.finish_succeeded, batch),

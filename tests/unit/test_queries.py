@@ -161,6 +161,7 @@ def test_finish_queries_take_arrays_of_ids_attempts_and_the_worker_that_ran_them
         "statuses",
         "errors",
         "retry_ats",
+        "refunds",
     }
 
 
