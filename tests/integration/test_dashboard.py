@@ -262,6 +262,37 @@ async def test_job_page_shows_arguments_history_attempts_worker_and_full_error(
     assert status == 404 and "No job with id 999999" in page
 
 
+async def test_job_page_history_shows_snoozes_timeouts_and_cancels_by_the_task(
+    client: Client, db_url: str
+) -> None:
+    worker_app = App(connector=PsycopgConnector(conninfo=db_url))
+
+    @worker_app.task(name="tests.controls", timeout=0.2)
+    async def controls(what: str) -> None:
+        if what == "snooze":
+            raise sqla_jobs.Snooze(seconds=3600, reason="later")
+        if what == "cancel":
+            raise sqla_jobs.CancelJob("not needed")
+        await asyncio.sleep(10)
+
+    async with worker_app.open_async():
+        ids = {what: await controls.defer_async(what=what) for what in ("snooze", "cancel", "late")}
+        await asyncio.wait_for(
+            worker_app.run_worker_async(wait=False, install_signal_handlers=False), timeout=20
+        )
+    for what, status_shown, summary in [
+        ("snooze", "todo", "Snoozed by the task for 3600 s: later"),
+        ("cancel", "cancelled", "Cancelled by the task: not needed"),
+        ("late", "failed", "sqla_jobs.errors.JobTimeout: Job "),
+    ]:
+        status, page, _ = await client.get(f"/jobs/{ids[what]}")
+        assert status == 200, page
+        history = page.split("<h2>History")[1].split("<h2>Last error")[0]
+        shown = re.findall(r'<span class="status status-(\w+)">', history)
+        assert shown[-1] == status_shown, (what, shown)
+        assert f"<summary>{html.escape(summary, quote=True)}" in history, (what, history)
+
+
 async def test_every_value_is_escaped(client: Client, app: App) -> None:
     evil = "<script>alert(1)</script>"
     job_id = await app.configure_task("mail.send", queue=evil, lock=evil).defer_async(to=evil)
