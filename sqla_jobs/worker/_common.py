@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._aio import within
 
 if TYPE_CHECKING:
+    from ..jobs import Job
     from .database import WorkerDatabase
     from .options import WorkerApp, WorkerOptions
 
@@ -58,10 +59,19 @@ class WorkerState:
     #: the next claim (a NOTIFY said they changed, or a heartbeat passed).
     controlled: bool = False
     controls_stale: bool = True
+    #: The (scope, name) of the queues and tasks with a concurrency limit, as last read.
+    limited: frozenset[tuple[str, str]] = frozenset()
     stopping: bool = False
     hurry: bool = False
     stop_requested: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     shutting_down: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    def concurrency_limited(self, job: Job) -> bool:
+        """Whether ``job``'s queue or task has a concurrency limit (as last read)."""
+        limited = self.limited
+        return bool(limited) and (
+            ("queue", job.queue) in limited or ("task", job.task_name) in limited
+        )
 
     @property
     def log_extra(self) -> dict[str, Any]:

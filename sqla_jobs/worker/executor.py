@@ -300,11 +300,15 @@ class Executor:
         cannot be interrupted, so the job keeps its slot until the thread ends (the worker
         never runs more threads than its concurrency). Its failure is recorded at once
         (returns None) when nothing can then run alongside the thread; a job to be retried,
-        or one holding a lock, stays running until the thread ends (returns its outcome then),
-        or else it, or the next job of its lock, could start while the thread still runs."""
+        or one holding a lock, or one of a queue or task with a concurrency limit, stays
+        running until the thread ends (returns its outcome then), or else it, the next job of
+        its lock, or one job too many of its limit could start while the thread still runs."""
         error = _formatted(exc, stack_of=self._threads.get(job.id))
         retried = task is not None and task.retry_delay(job.attempts, exc) is not None
-        at_once = not retried and job.lock is None
+        # Under a concurrency limit held by the database, the job must count as running while
+        # its thread does, or another worker could start one more than the limit.
+        limited = self._state.concurrency_limited(job)
+        at_once = not retried and job.lock is None and not limited
         # An abort request meanwhile must not cancel the wait for the thread: the job ends
         # aborted once the thread ends.
         self._sync_jobs.add(job.id)

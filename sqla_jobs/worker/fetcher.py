@@ -201,6 +201,11 @@ class Fetcher:
             state.controls_stale = True  # read again at the next claim
             raise
         controlled = any(applies_to(control, state.queues) for control in found)
+        state.limited = frozenset(
+            (control.scope, control.name)
+            for control in found
+            if control.limits.concurrency_limit is not None
+        )
         if controlled != state.controlled:
             logger.info(
                 "%s",

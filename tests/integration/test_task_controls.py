@@ -227,6 +227,43 @@ async def test_timed_out_sync_job_to_retry_or_holding_a_lock_stays_running_until
     assert await labels(app, job_id) == expected
 
 
+async def test_timed_out_sync_job_under_a_concurrency_limit_stays_running_until_its_thread_ends(
+    psycopg_app: sqla_jobs.App, database: Database
+) -> None:
+    """A job recorded failed while its thread still runs would free a place under its queue's
+    concurrency limit, held by the database for every worker: another worker would start one
+    job more than the limit. Such a job stays running until its thread ends."""
+    app = psycopg_app
+    release = threading.Event()
+    events: list[str] = []
+
+    @app.task(name="tests.stuck", queue="limited", timeout=0.3)
+    def stuck() -> None:
+        events.append("stuck started")
+        release.wait(30)  # ignores should_abort()
+        events.append("stuck returned")
+
+    @app.task(name="tests.next", queue="limited")
+    def next_job() -> None:
+        events.append("next ran")
+
+    await app.job_manager.set_queue_limits_async("limited", concurrency_limit=1)
+    job_id = await stuck.defer_async()
+    assert await database.wait_until_async(lambda: database.job(job_id)["id"] == job_id)
+    async with running_worker(app, database, concurrency=4):
+        try:
+            assert await database.wait_until_async(lambda: events == ["stuck started"], within=10)
+            next_id = await next_job.defer_async()
+            await asyncio.sleep(0.3 + TIMEOUT_GRACE + 0.7)  # past the timeout and the grace
+            assert events == ["stuck started"], "the limit let a job start beside the thread"
+            assert database.job(job_id)["status"] == "doing"
+        finally:
+            release.set()
+        await wait_for_status(database, next_id, "succeeded", within=10)
+    assert events == ["stuck started", "stuck returned", "next ran"]
+    assert await labels(app, job_id) == ["todo", "doing", "failed (timed out)"]
+
+
 async def test_task_without_timeout_is_not_stopped_and_one_that_ends_in_time_succeeds(
     psycopg_app: sqla_jobs.App, database: Database
 ) -> None:
