@@ -11,7 +11,7 @@ from typing import Any
 from . import queries
 from .blueprints import Blueprint, TaskRegistry
 from .connectors.base import BaseConnector, cannot_run_worker
-from .controls import QUEUE, Limits, RateLike, check_name
+from .controls import QUEUE, TASK, Limits, RateLike, check_name
 from .jobs import DEFAULT_MAX_ARGS_BYTES, JobSpec, check_options
 from .manager import JobManager
 from .tasks import JobDeferrer, JobOptions, Task
@@ -65,9 +65,8 @@ class App(TaskRegistry):
             statements=self.statements,
             tracing=Tracing(tracer_provider),
         )
-        #: Limits declared in code (`configure_queue`), by (scope, name): each worker writes
-        #: them to the database at start.
-        self.declared_limits: dict[tuple[str, str], Limits] = {}
+        # Queue limits declared in code (`configure_queue`); tasks carry their own.
+        self._queue_limits: dict[str, Limits] = {}
 
     @property
     def schema(self) -> str | None:
@@ -171,7 +170,18 @@ class App(TaskRegistry):
         across all workers. Each worker writes them to the database when it starts (so
         the last worker started wins over `JobManager.set_queue_limits`); None: no limit."""
         name = check_name(QUEUE, queue)
-        self.declared_limits[(QUEUE, name)] = Limits.of(concurrency_limit, rate_limit)
+        self._queue_limits[name] = Limits.of(concurrency_limit, rate_limit)
+
+    @property
+    def declared_limits(self) -> dict[tuple[str, str], Limits]:
+        """The limits declared in code, by (scope, name): `configure_queue`'s, and the
+        tasks' (``@app.task(concurrency_limit=..., rate_limit=...)``). Each worker writes
+        them to the database when it starts."""
+        declared = {(QUEUE, name): limits for name, limits in self._queue_limits.items()}
+        for name, task in self.tasks.items():
+            if task.limits != Limits():
+                declared[(TASK, name)] = task.limits
+        return declared
 
     def with_connector(self, connector: BaseConnector) -> App:
         """A new app with the same tasks and settings, bound to ``connector``; this app is
@@ -187,7 +197,7 @@ class App(TaskRegistry):
             other.tasks[name] = task.bound_to(other)
         for key, periodic in self.periodic_tasks.items():
             other.periodic_tasks[key] = periodic.with_task(other.tasks[key[0]])
-        other.declared_limits.update(self.declared_limits)
+        other._queue_limits.update(self._queue_limits)
         return other
 
     def open(self) -> App:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, overload
 
+from .controls import RateLike
 from .jobs import DEFAULT_QUEUE
 from .periodic import PeriodicTask
 from .retry import RetryStrategy
@@ -54,6 +55,8 @@ class TaskRegistry:
         pass_context: bool = False,
         retry: int | RetryStrategy | None = None,
         timeout: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLike | None = None,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
@@ -69,6 +72,8 @@ class TaskRegistry:
         pass_context: bool = False,
         retry: int | RetryStrategy | None = None,
         timeout: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLike | None = None,
     ) -> Task | Callable[[Callable[..., Any]], Task]:
         """Register a sync or async function as a task: ``@app.task`` or ``@app.task(...)``.
 
@@ -78,6 +83,10 @@ class TaskRegistry:
         ``timeout``: seconds a job may run; past them an async task is cancelled, a sync task
         sees ``should_abort()`` turn true, and the job fails with `JobTimeout` (or runs
         again, as ``retry`` says). None (the default): no limit.
+
+        ``concurrency_limit``, ``rate_limit``: at most so many of the task's jobs running at
+        once, started per period (``"100/s"``, ``"10/m"``), across all workers (see
+        `sqla_jobs.controls`); each worker writes them to the database when it starts.
         """
 
         def register(function: Callable[..., Any]) -> Task:
@@ -94,6 +103,8 @@ class TaskRegistry:
                 pass_context=pass_context,
                 retry=retry,
                 timeout=timeout,
+                concurrency_limit=concurrency_limit,
+                rate_limit=rate_limit,
             )
             self._add_task(task_name, task)
             return task

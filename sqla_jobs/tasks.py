@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .controls import Limits, RateLike
 from .errors import TaskNotFound
 from .jobs import DEFAULT_QUEUE, JobSpec, check_options
 from .manager import JobManager
@@ -126,6 +127,8 @@ class Task:
         pass_context: bool = False,
         retry: int | RetryStrategy | None = None,
         timeout: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLike | None = None,
     ) -> None:
         # A name or option that no job could carry fails here, where the task is declared,
         # rather than at its first defer (or in a worker that cannot find the task).
@@ -148,6 +151,9 @@ class Task:
         #: Seconds a job of this task may run before it is stopped and fails with
         #: `JobTimeout` (or is retried, as ``retry`` says); None: no limit.
         self.timeout = check_timeout(name, timeout)
+        #: Limits of the task's jobs across all workers, written to the database by each
+        #: worker at start (`sqla_jobs.controls`); `Limits()`: none declared.
+        self.limits = Limits.of(concurrency_limit, rate_limit)
         self.is_async = inspect.iscoroutinefunction(func)
         self.options = JobOptions(
             queue=queue, priority=priority, lock=lock, queueing_lock=queueing_lock
@@ -198,6 +204,8 @@ class Task:
             pass_context=self.pass_context,
             retry=self.retry,
             timeout=self.timeout,
+            concurrency_limit=self.limits.concurrency_limit,
+            rate_limit=self.limits.rate_limit,
         )
 
     def retry_delay(self, attempts: int, exception: BaseException) -> float | None:

@@ -300,6 +300,60 @@ async def test_workers_keep_to_a_limit_declared_in_code(
     ]
 
 
+async def test_workers_keep_to_a_task_limit_declared_on_the_task(
+    async_app: sqla_jobs.App, database: Database
+) -> None:
+    running = 0
+    peak = 0
+    ran = 0
+
+    @async_app.task(name="tests.partner_call", concurrency_limit=1, rate_limit="1000/s")
+    async def partner_call() -> None:
+        nonlocal running, peak, ran
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+        ran += 1
+
+    for n in range(12):
+        await async_app.configure_task("tests.partner_call", queue=f"q{n % 3}").defer_async()
+    workers = [worker_for(async_app, concurrency=4) for _ in range(2)]
+    tasks = [asyncio.create_task(worker.run()) for worker in workers]
+    try:
+        assert await database.wait_until_async(lambda: ran == 12, within=20), ran
+    finally:
+        await stop(*tasks)
+    assert peak == 1, peak
+    controls = await async_app.job_manager.list_controls_async()
+    assert [(c.scope, c.name, c.limits) for c in controls] == [
+        ("task", "tests.partner_call", Limits(1, Rate(1000, 1.0)))
+    ]
+
+
+def test_limits_declared_on_a_task_are_checked_where_it_is_declared() -> None:
+    app = sqla_jobs.App(connector=sqla_jobs.PsycopgConnector(conninfo=""))
+    with pytest.raises(sqla_jobs.InvalidJobOptions, match="concurrency_limit"):
+
+        @app.task(name="bad", concurrency_limit=0)
+        def bad() -> None: ...
+
+    with pytest.raises(sqla_jobs.InvalidJobOptions, match="rate_limit"):
+
+        @app.task(name="bad_rate", rate_limit="often")
+        def bad_rate() -> None: ...
+
+    @app.task(name="good", rate_limit="5/m")
+    def good() -> None: ...
+
+    app.configure_queue("q", concurrency_limit=3)
+    assert app.declared_limits == {
+        ("queue", "q"): Limits(3),
+        ("task", "good"): Limits(None, Rate(5, 60.0)),
+    }
+    assert app.with_connector(app.connector).declared_limits == app.declared_limits
+
+
 def test_bad_limits_are_refused_with_a_clear_error(app: sqla_jobs.App) -> None:
     manager = app.job_manager
     for bad in (0, -1, "3", 2.5, True, 2**31):
