@@ -279,7 +279,13 @@ def _raw_defer_params() -> dict[str, Any]:
         "args": "{}",
         "scheduled_at": None,
         "trace_context": None,  # sqla_jobs since revision 0005 (older ones ignore it)
+        **_NO_EXTRAS,
     }
+
+
+#: The tags, meta and unique key of a job that uses none (sqla_jobs since revision 0007; older
+#: ones ignore them).
+_NO_EXTRAS = {"tags": None, "meta": None, "unique_key": None, "unique_statuses": None}
 
 
 class RawFloor(SqlaJobs):
@@ -346,6 +352,12 @@ class RawFloor(SqlaJobs):
             "queueing_locks": [None] * n,
             "args": ["{}"] * n,
             "scheduled_ats": [None] * n,
+            "trace_contexts": [None] * n,
+            # sqla_jobs since revision 0007: NULL arrays, a NULL per job (older ones ignore them)
+            "tags": None,
+            "metas": None,
+            "unique_keys": None,
+            "unique_statuses": None,
         }
         durations = []
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
@@ -459,6 +471,7 @@ class RawFloor(SqlaJobs):
             "queueing_lock": None,
             "scheduled_at": None,
             "trace_context": None,
+            **_NO_EXTRAS,
         }
 
         async def defer(t: float) -> None:

@@ -25,7 +25,7 @@ from .errors import (
     TaskNotFound,
     WorkerFailed,
 )
-from .jobs import Job
+from .jobs import Job, Unique
 from .manager import JobEvent
 from .retry import RetryStrategy
 from .statuses import JobStatus
@@ -80,6 +80,7 @@ __all__ = [
     "SyncPsycopgConnector",
     "Task",
     "TaskNotFound",
+    "Unique",
     "Worker",
     "WorkerFailed",
     "WorkerOptions",

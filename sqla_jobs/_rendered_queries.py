@@ -15,20 +15,33 @@ COPY_COLUMNS = (
     "scheduled_at",
     "trace_context",
 )
-CLAIM_TEMPLATE = "WITH candidates AS \n(SELECT ready.id AS id \nFROM (SELECT sqla_jobs_jobs.id AS id \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_controls AS control \nWHERE control.paused OR control.concurrency_limit IS NOT NULL OR control.rate_limit IS NOT NULL)) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT (SELECT CAST(987654321 AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS ready \n LIMIT 987654321)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context"
-CLAIM_IN_QUEUES_TEMPLATE = "WITH candidates AS \n(SELECT best.id AS id \nFROM unnest(CAST(%(queues)s AS TEXT[])) AS wanted(name) JOIN LATERAL (SELECT walk.id AS id, walk.priority AS priority \nFROM (SELECT sqla_jobs_jobs.id AS id, sqla_jobs_jobs.priority AS priority \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_controls AS control \nWHERE (control.paused OR control.concurrency_limit IS NOT NULL OR control.rate_limit IS NOT NULL) AND (control.scope = 'task' OR control.name = any(CAST(%(queues)s AS TEXT[]))))) AND sqla_jobs_jobs.queue = any(ARRAY[wanted.name]) ORDER BY sqla_jobs_jobs.queue, sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT (SELECT CAST(987654321 AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS walk \n LIMIT 987654321) AS best ON true ORDER BY best.priority DESC, best.id \n LIMIT 987654321)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context"
+COPY_COLUMNS_WITH_TAGS = (
+    "id",
+    "queue",
+    "task_name",
+    "priority",
+    "lock",
+    "queueing_lock",
+    "args",
+    "scheduled_at",
+    "trace_context",
+    "tags",
+    "meta",
+)
+CLAIM_TEMPLATE = "WITH candidates AS \n(SELECT ready.id AS id \nFROM (SELECT sqla_jobs_jobs.id AS id \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_controls AS control \nWHERE control.paused OR control.concurrency_limit IS NOT NULL OR control.rate_limit IS NOT NULL)) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT (SELECT CAST(987654321 AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS ready \n LIMIT 987654321)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta"
+CLAIM_IN_QUEUES_TEMPLATE = "WITH candidates AS \n(SELECT best.id AS id \nFROM unnest(CAST(%(queues)s AS TEXT[])) AS wanted(name) JOIN LATERAL (SELECT walk.id AS id, walk.priority AS priority \nFROM (SELECT sqla_jobs_jobs.id AS id, sqla_jobs_jobs.priority AS priority \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_controls AS control \nWHERE (control.paused OR control.concurrency_limit IS NOT NULL OR control.rate_limit IS NOT NULL) AND (control.scope = 'task' OR control.name = any(CAST(%(queues)s AS TEXT[]))))) AND sqla_jobs_jobs.queue = any(ARRAY[wanted.name]) ORDER BY sqla_jobs_jobs.queue, sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT (SELECT CAST(987654321 AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS walk \n LIMIT 987654321) AS best ON true ORDER BY best.priority DESC, best.id \n LIMIT 987654321)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta"
 
 defer_job = Query(
     "defer_job",
-    "INSERT INTO sqla_jobs_jobs (queue, task_name, priority, lock, queueing_lock, args, scheduled_at, trace_context) VALUES (%(queue)s, %(task_name)s, %(priority)s, %(lock)s, %(queueing_lock)s, CAST(%(args)s AS JSONB), %(scheduled_at)s, %(trace_context)s) RETURNING sqla_jobs_jobs.id",
+    "INSERT INTO sqla_jobs_jobs (queue, task_name, priority, lock, queueing_lock, args, scheduled_at, trace_context, tags, meta, unique_key, unique_statuses) VALUES (%(queue)s, %(task_name)s, %(priority)s, %(lock)s, %(queueing_lock)s, CAST(%(args)s AS JSONB), %(scheduled_at)s, %(trace_context)s, CAST(%(tags)s AS TEXT[]), CAST(%(meta)s AS JSONB), %(unique_key)s, CAST(%(unique_statuses)s AS sqla_jobs_job_status[])) RETURNING sqla_jobs_jobs.id",
     prepared=True,
 )
 
 defer_jobs = Query(
     "defer_jobs",
-    "INSERT INTO sqla_jobs_jobs (queue, task_name, priority, lock, queueing_lock, args, scheduled_at, trace_context) SELECT batch_rows.queue, batch_rows.task_name, batch_rows.priority, batch_rows.lock, batch_rows.queueing_lock, batch_rows.args, batch_rows.scheduled_at, batch_rows.trace_context \n"
-    "FROM (SELECT batch.queue AS queue, batch.task_name AS task_name, batch.priority AS priority, batch.lock AS lock, batch.queueing_lock AS queueing_lock, batch.args AS args, batch.scheduled_at AS scheduled_at, batch.trace_context AS trace_context, batch.ord AS ord \n"
-    "FROM unnest(CAST(%(queues)s AS TEXT[]), CAST(%(task_names)s AS TEXT[]), CAST(%(priorities)s AS INTEGER[]), CAST(%(locks)s AS TEXT[]), CAST(%(queueing_locks)s AS TEXT[]), CAST(CAST(%(args)s AS TEXT[]) AS JSONB[]), CAST(%(scheduled_ats)s AS TIMESTAMP WITH TIME ZONE[]), CAST(%(trace_contexts)s AS TEXT[])) WITH ORDINALITY AS batch(queue, task_name, priority, lock, queueing_lock, args, scheduled_at, trace_context, ord)) AS batch_rows ORDER BY batch_rows.ord RETURNING sqla_jobs_jobs.id",
+    "INSERT INTO sqla_jobs_jobs (queue, task_name, priority, lock, queueing_lock, args, scheduled_at, trace_context, tags, meta, unique_key, unique_statuses) SELECT batch_rows.queue, batch_rows.task_name, batch_rows.priority, batch_rows.lock, batch_rows.queueing_lock, batch_rows.args, batch_rows.scheduled_at, batch_rows.trace_context, CAST(batch_rows.tags AS TEXT[]) AS tags, CAST(batch_rows.meta AS JSONB) AS meta, batch_rows.unique_key, CAST(batch_rows.unique_statuses AS sqla_jobs_job_status[]) AS unique_statuses \n"
+    "FROM (SELECT batch.queue AS queue, batch.task_name AS task_name, batch.priority AS priority, batch.lock AS lock, batch.queueing_lock AS queueing_lock, batch.args AS args, batch.scheduled_at AS scheduled_at, batch.trace_context AS trace_context, batch.tags AS tags, batch.meta AS meta, batch.unique_key AS unique_key, batch.unique_statuses AS unique_statuses, batch.ord AS ord \n"
+    "FROM unnest(CAST(%(queues)s AS TEXT[]), CAST(%(task_names)s AS TEXT[]), CAST(%(priorities)s AS INTEGER[]), CAST(%(locks)s AS TEXT[]), CAST(%(queueing_locks)s AS TEXT[]), CAST(CAST(%(args)s AS TEXT[]) AS JSONB[]), CAST(%(scheduled_ats)s AS TIMESTAMP WITH TIME ZONE[]), CAST(%(trace_contexts)s AS TEXT[]), CAST(%(tags)s AS TEXT[]), CAST(%(metas)s AS TEXT[]), CAST(%(unique_keys)s AS TEXT[]), CAST(%(unique_statuses)s AS TEXT[])) WITH ORDINALITY AS batch(queue, task_name, priority, lock, queueing_lock, args, scheduled_at, trace_context, tags, meta, unique_key, unique_statuses, ord)) AS batch_rows ORDER BY batch_rows.ord RETURNING sqla_jobs_jobs.id",
     prepared=False,
 )
 
@@ -49,6 +62,28 @@ waiting_queueing_locks = Query(
     prepared=False,
 )
 
+defer_job_unless_unique_taken = Query(
+    "defer_job_unless_unique_taken",
+    "INSERT INTO sqla_jobs_jobs (queue, task_name, priority, lock, queueing_lock, args, scheduled_at, trace_context, tags, meta, unique_key, unique_statuses) VALUES (%(queue)s, %(task_name)s, %(priority)s, %(lock)s, %(queueing_lock)s, CAST(%(args)s AS JSONB), %(scheduled_at)s, %(trace_context)s, CAST(%(tags)s AS TEXT[]), CAST(%(meta)s AS JSONB), %(unique_key)s, CAST(%(unique_statuses)s AS sqla_jobs_job_status[])) ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status = any(unique_statuses) DO NOTHING RETURNING sqla_jobs_jobs.id",
+    prepared=False,
+)
+
+defer_jobs_unless_unique_taken = Query(
+    "defer_jobs_unless_unique_taken",
+    "INSERT INTO sqla_jobs_jobs (queue, task_name, priority, lock, queueing_lock, args, scheduled_at, trace_context, tags, meta, unique_key, unique_statuses) SELECT batch_rows.queue, batch_rows.task_name, batch_rows.priority, batch_rows.lock, batch_rows.queueing_lock, batch_rows.args, batch_rows.scheduled_at, batch_rows.trace_context, CAST(batch_rows.tags AS TEXT[]) AS tags, CAST(batch_rows.meta AS JSONB) AS meta, batch_rows.unique_key, CAST(batch_rows.unique_statuses AS sqla_jobs_job_status[]) AS unique_statuses \n"
+    "FROM (SELECT batch.queue AS queue, batch.task_name AS task_name, batch.priority AS priority, batch.lock AS lock, batch.queueing_lock AS queueing_lock, batch.args AS args, batch.scheduled_at AS scheduled_at, batch.trace_context AS trace_context, batch.tags AS tags, batch.meta AS meta, batch.unique_key AS unique_key, batch.unique_statuses AS unique_statuses, batch.ord AS ord \n"
+    "FROM unnest(CAST(%(queues)s AS TEXT[]), CAST(%(task_names)s AS TEXT[]), CAST(%(priorities)s AS INTEGER[]), CAST(%(locks)s AS TEXT[]), CAST(%(queueing_locks)s AS TEXT[]), CAST(CAST(%(args)s AS TEXT[]) AS JSONB[]), CAST(%(scheduled_ats)s AS TIMESTAMP WITH TIME ZONE[]), CAST(%(trace_contexts)s AS TEXT[]), CAST(%(tags)s AS TEXT[]), CAST(%(metas)s AS TEXT[]), CAST(%(unique_keys)s AS TEXT[]), CAST(%(unique_statuses)s AS TEXT[])) WITH ORDINALITY AS batch(queue, task_name, priority, lock, queueing_lock, args, scheduled_at, trace_context, tags, meta, unique_key, unique_statuses, ord)) AS batch_rows ORDER BY batch_rows.ord ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status = any(unique_statuses) DO NOTHING RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.unique_key",
+    prepared=False,
+)
+
+unique_jobs = Query(
+    "unique_jobs",
+    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.unique_key, sqla_jobs_jobs.task_name, sqla_jobs_jobs.status \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.unique_key = any(CAST(%(unique_keys)s AS TEXT[])) AND sqla_jobs_jobs.status = any(sqla_jobs_jobs.unique_statuses)",
+    prepared=False,
+)
+
 claim_jobs = Query(
     "claim_jobs",
     "WITH candidates AS \n"
@@ -65,7 +100,7 @@ claim_jobs = Query(
     " LIMIT (SELECT CAST(%(limit)s AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS ready \n"
     " LIMIT %(limit)s)\n"
     " UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \n"
-    "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context",
+    "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta",
     prepared=True,
 )
 
@@ -87,7 +122,7 @@ claim_jobs_in_queues = Query(
     " LIMIT %(limit)s) AS best ON true ORDER BY best.priority DESC, best.id \n"
     " LIMIT %(limit)s)\n"
     " UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \n"
-    "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context",
+    "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta",
     prepared=True,
 )
 
@@ -149,7 +184,7 @@ list_workers = Query(
 
 get_job = Query(
     "get_job",
-    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context \n"
+    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.unique_key \n"
     "FROM sqla_jobs_jobs \n"
     "WHERE sqla_jobs_jobs.id = %(job_id)s",
     prepared=False,
@@ -170,10 +205,27 @@ check_schema = Query(
 
 list_jobs = Query(
     "list_jobs",
-    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context \n"
+    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.unique_key \n"
     "FROM sqla_jobs_jobs \n"
     "WHERE (CAST(%(queue)s AS TEXT) IS NULL OR sqla_jobs_jobs.queue = %(queue)s) AND (CAST(%(task_name)s AS TEXT) IS NULL OR sqla_jobs_jobs.task_name = %(task_name)s) AND (CAST(%(lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.lock = %(lock)s) AND (CAST(%(statuses)s AS TEXT[]) IS NULL OR sqla_jobs_jobs.status = any(CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]))) ORDER BY sqla_jobs_jobs.id DESC \n"
     " LIMIT %(limit)s OFFSET %(offset)s",
+    prepared=False,
+)
+
+list_jobs_with_tags = Query(
+    "list_jobs_with_tags",
+    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.unique_key \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE (CAST(%(queue)s AS TEXT) IS NULL OR sqla_jobs_jobs.queue = %(queue)s) AND (CAST(%(task_name)s AS TEXT) IS NULL OR sqla_jobs_jobs.task_name = %(task_name)s) AND (CAST(%(lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.lock = %(lock)s) AND (CAST(%(statuses)s AS TEXT[]) IS NULL OR sqla_jobs_jobs.status = any(CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]))) AND sqla_jobs_jobs.tags @> CAST(%(tags)s AS TEXT[]) ORDER BY sqla_jobs_jobs.id DESC \n"
+    " LIMIT %(limit)s OFFSET %(offset)s",
+    prepared=False,
+)
+
+count_jobs_by_status_with_tags = Query(
+    "count_jobs_by_status_with_tags",
+    "SELECT sqla_jobs_jobs.queue, sqla_jobs_jobs.status, count(*) AS count \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.tags @> CAST(%(tags)s AS TEXT[]) GROUP BY sqla_jobs_jobs.queue, sqla_jobs_jobs.status",
     prepared=False,
 )
 
@@ -272,7 +324,7 @@ adopt_stalled_jobs = Query(
     "FROM sqla_jobs_jobs LEFT OUTER JOIN sqla_jobs_workers AS owner ON owner.id = sqla_jobs_jobs.worker_id \n"
     "WHERE sqla_jobs_jobs.status IN ('doing', 'aborting') AND sqla_jobs_jobs.worker_id IS DISTINCT FROM %(worker_id)s AND (owner.id IS NULL OR owner.last_heartbeat < now() - CAST(%(stalled_timeout)s AS INTERVAL)) ORDER BY sqla_jobs_jobs.id \n"
     " LIMIT %(limit)s FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED)\n"
-    " UPDATE sqla_jobs_jobs SET worker_id=%(worker_id)s FROM stalled WHERE sqla_jobs_jobs.id = stalled.id AND sqla_jobs_jobs.status IN ('doing', 'aborting') RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.trace_context, stalled.stalled_worker_id, stalled.stalled_worker_name, stalled.heartbeat_age",
+    " UPDATE sqla_jobs_jobs SET worker_id=%(worker_id)s FROM stalled WHERE sqla_jobs_jobs.id = stalled.id AND sqla_jobs_jobs.status IN ('doing', 'aborting') RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, stalled.stalled_worker_id, stalled.stalled_worker_name, stalled.heartbeat_age",
     prepared=False,
 )
 
@@ -310,7 +362,7 @@ reregister_worker = Query(
 
 dashboard_jobs_page = Query(
     "dashboard_jobs_page",
-    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context \n"
+    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta \n"
     "FROM sqla_jobs_jobs \n"
     "WHERE sqla_jobs_jobs.id < coalesce(CAST(%(before)s AS BIGINT), 9223372036854775807) AND sqla_jobs_jobs.id >= (SELECT min(scanned.id) AS min_1 \n"
     "FROM (SELECT sqla_jobs_jobs.id AS id \n"
@@ -477,12 +529,12 @@ claim_controlled = Query(
     " LIMIT %(limit)s), \n"
     "claimed AS \n"
     "(UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \n"
-    "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context), \n"
+    "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta), \n"
     "spent AS \n"
     "(UPDATE sqla_jobs_controls SET tokens=(caps.available - (SELECT count(*) AS count_1 \n"
     "FROM claimed \n"
     "WHERE CASE WHEN (sqla_jobs_controls.scope = 'queue') THEN claimed.queue = sqla_jobs_controls.name ELSE claimed.task_name = sqla_jobs_controls.name END)), refilled_at=clock.at FROM caps, clock WHERE sqla_jobs_controls.rate_limit IS NOT NULL AND sqla_jobs_controls.scope = caps.scope AND sqla_jobs_controls.name = caps.name RETURNING sqla_jobs_controls.scope)\n"
-    " SELECT claimed.id, claimed.queue, claimed.task_name, claimed.args, claimed.priority, claimed.lock, claimed.queueing_lock, claimed.status, claimed.scheduled_at, claimed.attempts, claimed.created_at, claimed.started_at, claimed.finished_at, claimed.last_error, claimed.worker_id, claimed.trace_context \n"
+    " SELECT claimed.id, claimed.queue, claimed.task_name, claimed.args, claimed.priority, claimed.lock, claimed.queueing_lock, claimed.status, claimed.scheduled_at, claimed.attempts, claimed.created_at, claimed.started_at, claimed.finished_at, claimed.last_error, claimed.worker_id, claimed.trace_context, claimed.tags, claimed.meta \n"
     "FROM claimed",
     prepared=False,
     preamble=(
@@ -541,12 +593,12 @@ claim_controlled_in_queues = Query(
     " LIMIT %(limit)s), \n"
     "claimed AS \n"
     "(UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \n"
-    "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context), \n"
+    "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta), \n"
     "spent AS \n"
     "(UPDATE sqla_jobs_controls SET tokens=(caps.available - (SELECT count(*) AS count_1 \n"
     "FROM claimed \n"
     "WHERE CASE WHEN (sqla_jobs_controls.scope = 'queue') THEN claimed.queue = sqla_jobs_controls.name ELSE claimed.task_name = sqla_jobs_controls.name END)), refilled_at=clock.at FROM caps, clock WHERE sqla_jobs_controls.rate_limit IS NOT NULL AND sqla_jobs_controls.scope = caps.scope AND sqla_jobs_controls.name = caps.name RETURNING sqla_jobs_controls.scope)\n"
-    " SELECT claimed.id, claimed.queue, claimed.task_name, claimed.args, claimed.priority, claimed.lock, claimed.queueing_lock, claimed.status, claimed.scheduled_at, claimed.attempts, claimed.created_at, claimed.started_at, claimed.finished_at, claimed.last_error, claimed.worker_id, claimed.trace_context \n"
+    " SELECT claimed.id, claimed.queue, claimed.task_name, claimed.args, claimed.priority, claimed.lock, claimed.queueing_lock, claimed.status, claimed.scheduled_at, claimed.attempts, claimed.created_at, claimed.started_at, claimed.finished_at, claimed.last_error, claimed.worker_id, claimed.trace_context, claimed.tags, claimed.meta \n"
     "FROM claimed",
     prepared=False,
     preamble=(
@@ -562,6 +614,9 @@ ALL = (
     defer_jobs,
     reserve_job_ids,
     waiting_queueing_locks,
+    defer_job_unless_unique_taken,
+    defer_jobs_unless_unique_taken,
+    unique_jobs,
     claim_jobs,
     claim_jobs_in_queues,
     finish_succeeded,
@@ -577,6 +632,8 @@ ALL = (
     count_jobs_by_status,
     check_schema,
     list_jobs,
+    list_jobs_with_tags,
+    count_jobs_by_status_with_tags,
     job_history,
     cancel_jobs,
     abort_jobs,

@@ -150,6 +150,10 @@ class App(TaskRegistry):
             schedule_at=options.get("schedule_at"),
             schedule_in=options.get("schedule_in"),
             bind=options.get("bind"),
+            tags=options.get("tags"),
+            meta=options.get("meta"),
+            unique=options.get("unique"),
+            on_conflict=options.get("on_conflict", "raise"),
         )
 
     def import_tasks(self) -> None:

@@ -75,11 +75,21 @@ class MetricsUnavailable(JobsError):
 
 
 class AlreadyEnqueued(JobsError):
-    """A job with the same queueing lock is already waiting."""
+    """A job with the same queueing lock is already waiting, or a unique job's key is held by
+    another job (``unique_key``; ``job_id``: that job, when known)."""
 
-    def __init__(self, message: str, *, queueing_lock: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        queueing_lock: str | None = None,
+        unique_key: str | None = None,
+        job_id: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.queueing_lock = queueing_lock
+        self.unique_key = unique_key
+        self.job_id = job_id
 
 
 class TaskNotFound(JobsError):

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import json
+import math
 import re
 import reprlib
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Literal
 
 from .errors import InvalidJobArguments, InvalidJobOptions, JobTimeout
-from .statuses import CANCELLED_BY_TASK, SNOOZED, JobStatus
+from .statuses import CANCELLED_BY_TASK, SNOOZED, UNIQUE_REQUIRED_STATUSES, JobStatus
 
 DEFAULT_QUEUE = "default"
 
@@ -41,6 +43,12 @@ class Job:
     #: The W3C trace context of the defer, as JSON, when the app traces (OpenTelemetry);
     #: the worker's span for the job links to it. None otherwise.
     trace_context: str | None = None
+    #: The job's tags (``configure(tags=[...])``), in the order given; empty without.
+    tags: tuple[str, ...] = ()
+    #: The JSON object given as ``configure(meta={...})``; empty without.
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: A unique job's key (``configure(unique=...)``), a hash; None for other jobs.
+    unique_key: str | None = None
     #: Why the stored arguments could not be read (a row written or edited outside
     #: sqla_jobs: not a JSON object, nested too deep to decode); ``args`` is then empty and a
     #: worker fails the job with this reason instead of running it. None normally.
@@ -55,6 +63,10 @@ class Job:
             values["status"] = JobStatus(values["status"])
         if isinstance(values.get("args"), str):
             values["args"], values["args_error"] = load_args(values["args"])
+        if "tags" in values:
+            values["tags"] = () if values["tags"] is None else tuple(values["tags"])
+        if "meta" in values:
+            values["meta"] = load_meta(values["meta"])
         return cls(**values)
 
     @classmethod
@@ -69,6 +81,11 @@ class Job:
             row["args"], error = load_args(args)
             if error is not None:
                 row["args_error"] = error
+        # Most jobs have neither tags nor metadata: two NULLs.
+        tags = row["tags"]
+        row["tags"] = () if tags is None else tuple(tags)
+        meta = row["meta"]
+        row["meta"] = {} if meta is None else load_meta(meta)
         job = object.__new__(cls)
         job.__dict__.update(row)
         return job
@@ -100,6 +117,17 @@ def load_args(text: str) -> tuple[dict[str, Any], str | None]:
     return args, None
 
 
+def load_meta(value: object) -> dict[str, Any]:
+    """A job's metadata from its JSON text (or as a driver decoded it); an empty dict for
+    none, or for a value that is not a JSON object (a row written outside sqla_jobs)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            return {}
+    return value if type(value) is dict else {}
+
+
 _FIELD_NAMES = tuple(field.name for field in dataclasses.fields(Job))
 _STATUS_BY_VALUE = {status.value: status for status in JobStatus}
 
@@ -114,6 +142,12 @@ MAX_ARGS_DEPTH = 100
 #: A job's arguments, as JSON, take at most this many bytes unless the app says otherwise
 #: (``App(max_args_bytes=...)``): a worker holds the arguments of every job it has claimed.
 DEFAULT_MAX_ARGS_BYTES = 1024 * 1024
+#: A tag is at most this many bytes (UTF-8): a short label, and a key of the tags' index.
+MAX_TAG_BYTES = 255
+#: A job has at most this many tags (each is an index entry of every version of its row).
+MAX_TAGS = 50
+#: A job's metadata, as JSON, takes at most this many bytes: a worker holds it with the job.
+MAX_META_BYTES = 64 * 1024
 #: A priority is a PostgreSQL ``integer``.
 PRIORITY_RANGE = range(-(2**31), 2**31)
 
@@ -133,6 +167,15 @@ class JobSpec:
     scheduled_at: datetime.datetime | None = None
     #: Set by the job manager when the app traces (`sqla_jobs.tracing`).
     trace_context: str | None = None
+    #: Labels to find the job by (`check_options` refuses bad ones); None or empty: none.
+    tags: Sequence[str] | None = None
+    #: A JSON object stored with the job, for its task and for people; None or empty: none.
+    meta: Mapping[str, Any] | None = None
+    #: Makes the job unique (`Unique`); None: not unique.
+    unique: Unique | None = None
+    #: What a defer of a unique job does when its key is taken: ``"raise"``
+    #: (`AlreadyEnqueued`) or ``"return_existing"`` (the id of the job holding the key).
+    on_conflict: OnConflict = "raise"
 
     def args_json(self, max_bytes: int = DEFAULT_MAX_ARGS_BYTES) -> str:
         """Check the job's options (`InvalidJobOptions`) and return its arguments as JSON text
@@ -141,9 +184,100 @@ class JobSpec:
         return dump_args(self.task_name, self.args, max_bytes)
 
 
+OnConflict = Literal["raise", "return_existing"]
+_ON_CONFLICT = ("raise", "return_existing")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Unique:
+    """What makes a job unique: no other job with the same key may exist in one of
+    ``statuses`` (a unique index enforces it, whatever the timing of the deferrers).
+
+    The key is the task's name with ``key``, or with the job's arguments (as JSON, keys
+    sorted) when ``key`` is None; with ``period`` (seconds, or a timedelta) it also holds the
+    period of time the job is scheduled in (or deferred in, without a schedule), counted from
+    the Unix epoch in UTC: one job per task and arguments per hour, say. ``statuses`` must
+    include the waiting and running ones (todo, doing, aborting); add finished ones (e.g.
+    succeeded) to refuse a job that already ran.
+    """
+
+    key: str | None = None
+    period: float | datetime.timedelta | None = None
+    statuses: Collection[JobStatus | str] = UNIQUE_REQUIRED_STATUSES
+
+    def __post_init__(self) -> None:
+        if self.key is not None:
+            _check_name("unique key", self.key, None, required=True)
+        period = self.period
+        if isinstance(period, datetime.timedelta):
+            period = period.total_seconds()
+        if period is not None and (
+            isinstance(period, bool)
+            or not isinstance(period, int | float)
+            or not math.isfinite(period)
+            or period <= 0
+        ):
+            raise InvalidJobOptions(
+                f"Unique(period=...) must be a positive number of seconds or a timedelta, not "
+                f"{_short(self.period)}: e.g. Unique(period=timedelta(hours=1)) for one job "
+                "per hour."
+            )
+        object.__setattr__(self, "period", period)
+        statuses = [self.statuses] if isinstance(self.statuses, str) else self.statuses
+        try:
+            chosen = {JobStatus(status) for status in statuses}
+        except (ValueError, TypeError):
+            known = ", ".join(status.value for status in JobStatus)
+            raise InvalidJobOptions(
+                f"Unique(statuses=...) must be job statuses ({known}), not {_short(self.statuses)}."
+            ) from None
+        missing = [s.value for s in UNIQUE_REQUIRED_STATUSES if s not in chosen]
+        if missing:
+            raise InvalidJobOptions(
+                f"Unique(statuses=...) must include {', '.join(missing)}: a job is unique at "
+                "least while it waits or runs (todo, doing, aborting), as it moves among them "
+                "with no chance to refuse a clash. Add finished statuses (e.g. succeeded) to "
+                "refuse a job that already ran."
+            )
+        # In the enum's order: the same statuses are always stored the same way.
+        object.__setattr__(self, "statuses", tuple(s for s in JobStatus if s in chosen))
+
+    def key_for(
+        self, task_name: str, args: Mapping[str, Any], scheduled_at: datetime.datetime | None
+    ) -> str:
+        """The job's unique key: a SHA-256, in hex, of its task name, its key (or its
+        arguments) and its period. Arguments must have passed `dump_args`."""
+        if self.key is not None:
+            what: list[Any] = [task_name, "key", self.key]
+        else:
+            what = [task_name, "args", args]
+        if self.period is not None:
+            moment = scheduled_at or datetime.datetime.now(datetime.UTC)
+            period = float(self.period)  # type: ignore[arg-type]
+            what += ["period", repr(period), math.floor(moment.timestamp() / period)]
+        text = json.dumps(what, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def unique_option(value: object) -> Unique | None:
+    """``configure(unique=...)``: True (by task and arguments), a `Unique`, or None/False."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return Unique()
+    if isinstance(value, Unique):
+        return value
+    raise InvalidJobOptions(
+        f"unique must be True, False or a sqla_jobs.Unique(...), not {type(value).__name__} "
+        f"{_short(value)}: e.g. unique=True (one job per task and arguments while it waits or "
+        "runs) or unique=Unique(key=..., period=...)."
+    )
+
+
 def check_options(spec: JobSpec) -> None:
     """Raise `InvalidJobOptions`, naming the option and the fix, for a name that PostgreSQL
-    cannot store or index, a priority that is not an integer in range, a naive schedule."""
+    cannot store or index, a priority that is not an integer in range, a naive schedule, tags
+    that are not a list of short strings, a unique option that is not one."""
     _check_name("task name", spec.task_name, spec.task_name, required=True)
     _check_name("queue", spec.queue, spec.task_name, required=True)
     _check_name("lock", spec.lock, spec.task_name, required=False)
@@ -165,12 +299,116 @@ def check_options(spec: JobSpec) -> None:
             f"scheduled_at of a job of task {_short(spec.task_name)} must be an aware datetime "
             f"(e.g. datetime.now(timezone.utc) + timedelta(minutes=5)), not {_short(at)}."
         )
+    if spec.tags is not None:
+        check_tags(spec.tags, spec.task_name)
+    if spec.meta is not None and not isinstance(spec.meta, dict):
+        dump_meta(spec.task_name, spec.meta)  # raises, saying what it takes
+    if spec.unique is not None and not isinstance(spec.unique, Unique):
+        unique_option(spec.unique)  # raises, saying what it takes
+    check_on_conflict(spec.on_conflict, spec.unique, spec.task_name)
 
 
-def _check_name(what: str, value: object, task_name: object, *, required: bool) -> None:
+def check_on_conflict(on_conflict: object, unique: Unique | None, task_name: object) -> None:
+    """Raise `InvalidJobOptions` for an ``on_conflict`` that is not one, or without
+    ``unique``."""
+    if on_conflict not in _ON_CONFLICT:
+        raise InvalidJobOptions(
+            f"on_conflict of a job of task {_short(task_name)} must be 'raise' or "
+            f"'return_existing', not {_short(on_conflict)}."
+        )
+    if on_conflict != "raise" and unique is None:
+        raise InvalidJobOptions(
+            f"on_conflict={on_conflict!r} of a job of task {_short(task_name)} applies to "
+            "unique jobs: pass unique=True (or a sqla_jobs.Unique) with it."
+        )
+
+
+def check_tags(tags: object, task_name: object) -> None:
+    """Raise `InvalidJobOptions` unless ``tags`` is a list (or tuple) of at most `MAX_TAGS`
+    non-empty strings of at most `MAX_TAG_BYTES` bytes that PostgreSQL can store."""
+    of_task = "" if task_name is None else f" of a job of task {_short(task_name)}"
+    if isinstance(tags, str) or not isinstance(tags, list | tuple):
+        raise InvalidJobOptions(
+            f"The tags{of_task} must be a list of strings, not {type(tags).__name__} "
+            f"{_short(tags)}: e.g. tags=['tenant:7']."
+        )
+    if len(tags) > MAX_TAGS:
+        raise InvalidJobOptions(
+            f"{len(tags)} tags given{of_task}; at most {MAX_TAGS} are allowed (each is an "
+            "index entry). Put the rest in meta=..."
+        )
+    for tag in tags:
+        _check_name("tag", tag, task_name, required=True, max_bytes=MAX_TAG_BYTES)
+
+
+def tags_value(tags: Sequence[str] | None) -> list[str] | None:
+    """Checked tags as stored: without repeats, in the order given; None for none."""
+    if not tags:
+        return None
+    if len(tags) == 1:
+        return list(tags)
+    return list(dict.fromkeys(tags))
+
+
+def dump_meta(task_name: str, meta: Mapping[str, Any] | None) -> str | None:
+    """A job's metadata as JSON text that jsonb accepts and reads back as written, or None
+    for none; `InvalidJobOptions` naming what is wrong with it."""
+    if meta is None:
+        return None
+    if not isinstance(meta, dict):
+        raise InvalidJobOptions(
+            f"The meta of a job of task {_short(task_name)} must be a dict (a JSON object), "
+            f"not {type(meta).__name__} {_short(meta)}: e.g. meta={{'request_id': 'abc'}}."
+        )
+    if not meta:
+        return None
+    bad_key = next((key for key in meta if not isinstance(key, str)), None)
+    if bad_key is not None:
+        raise InvalidJobOptions(
+            f"The meta of a job of task {_short(task_name)} has the key {_short(bad_key)}, "
+            "which JSON would turn into a string: use string keys."
+        )
+    text = _encoded(meta)
+    if text is None:
+        raise InvalidJobOptions(
+            f"The meta of a job of task {_short(task_name)} cannot be stored as JSON "
+            f"({_meta_problem(meta)}). Pass a dict of string keys to JSON values (str, int, "
+            "finite float, bool, None, lists and dicts of them)."
+        )
+    size = len(text) if text.isascii() else len(text.encode())
+    if size > MAX_META_BYTES:
+        raise InvalidJobOptions(
+            f"The meta of a job of task {_short(task_name)} takes {size:,} bytes as JSON; at "
+            f"most {MAX_META_BYTES:,} are allowed: a worker holds it with the job. Store big "
+            "data elsewhere (a table, a file) and put its key in meta."
+        )
+    return text
+
+
+def _meta_problem(meta: dict[Any, Any]) -> str:
+    for key, value in meta.items():
+        if not isinstance(key, str):
+            return f"the key {_short(key)} is not a string, and JSON would turn it into one"
+        if (problem := _text_problem(key)) is not None:
+            return f"the key {_short(key)}: {problem}"
+        if (problem := _json_problem(value)) is not None:
+            return f"key {key!r}: {problem}"
+    return "it is not JSON"
+
+
+def _check_name(
+    what: str,
+    value: object,
+    task_name: object,
+    *,
+    required: bool,
+    max_bytes: int = MAX_NAME_BYTES,
+) -> None:
     if value is None and not required:
         return
-    of_task = "" if what == "task name" else f" of a job of task {_short(task_name)}"
+    of_task = (
+        "" if what == "task name" or task_name is None else f" of a job of task {_short(task_name)}"
+    )
     if not isinstance(value, str):
         raise InvalidJobOptions(
             f"The {what}{of_task} must be a string, not {type(value).__name__} {_short(value)}."
@@ -191,11 +429,17 @@ def _check_name(what: str, value: object, task_name: object, *, required: bool) 
             f"The {what} {_short(value)}{of_task} holds a NUL character (\\x00), which "
             "PostgreSQL text cannot store."
         )
-    if size > MAX_NAME_BYTES:
+    if size > max_bytes:
+        why = (
+            "(it is an index key, and a queue name a NOTIFY payload). Use a shorter name, e.g. "
+            "a hash of it."
+            if what != "tag"
+            else "(a tag is a short label, and a key of the tags' index). Put longer values in "
+            "meta=..."
+        )
         raise InvalidJobOptions(
             f"The {what} {_short(value)}{of_task} is {size:,} bytes long in UTF-8; at most "
-            f"{MAX_NAME_BYTES:,} fit (it is an index key, and a queue name a NOTIFY payload). "
-            "Use a shorter name, e.g. a hash of it."
+            f"{max_bytes:,} fit {why}"
         )
     if required and not value:
         raise InvalidJobOptions(f"The {what}{of_task} must not be empty.")

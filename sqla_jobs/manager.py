@@ -122,13 +122,15 @@ class JobManager:
         """Async form of `get_job`."""
         return await self.run_async(ops.get_job(job_id))
 
-    def count_jobs(self) -> dict[tuple[str, JobStatus], int]:
-        """Number of jobs per (queue, status)."""
-        return self.run(ops.count_jobs())
+    def count_jobs(self, *, tags: Sequence[str] | None = None) -> dict[tuple[str, JobStatus], int]:
+        """Number of jobs per (queue, status); with ``tags``, of the jobs having all of them."""
+        return self.run(ops.count_jobs(tags))
 
-    async def count_jobs_async(self) -> dict[tuple[str, JobStatus], int]:
+    async def count_jobs_async(
+        self, *, tags: Sequence[str] | None = None
+    ) -> dict[tuple[str, JobStatus], int]:
         """Async form of `count_jobs`."""
-        return await self.run_async(ops.count_jobs())
+        return await self.run_async(ops.count_jobs(tags))
 
     def list_jobs(
         self,
@@ -137,13 +139,21 @@ class JobManager:
         task_name: str | None = None,
         status: Statuses | None = None,
         lock: str | None = None,
+        tags: Sequence[str] | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[Job]:
         """Jobs newest first, filtered by whichever of queue, task name, status (one or a
-        collection) and lock are given; ``limit``/``offset`` page through them."""
+        collection), lock and tags (jobs having all of them) are given; ``limit``/``offset``
+        page through them."""
         operation = ops.list_jobs(
-            queue=queue, task_name=task_name, status=status, lock=lock, limit=limit, offset=offset
+            queue=queue,
+            task_name=task_name,
+            status=status,
+            lock=lock,
+            limit=limit,
+            offset=offset,
+            tags=tags,
         )
         return self.run(operation)
 
@@ -154,12 +164,19 @@ class JobManager:
         task_name: str | None = None,
         status: Statuses | None = None,
         lock: str | None = None,
+        tags: Sequence[str] | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[Job]:
         """Async form of `list_jobs`."""
         operation = ops.list_jobs(
-            queue=queue, task_name=task_name, status=status, lock=lock, limit=limit, offset=offset
+            queue=queue,
+            task_name=task_name,
+            status=status,
+            lock=lock,
+            limit=limit,
+            offset=offset,
+            tags=tags,
         )
         return await self.run_async(operation)
 

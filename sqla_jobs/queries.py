@@ -17,12 +17,14 @@ from ._rendered_queries import (
     CLAIM_IN_QUEUES_TEMPLATE,
     CLAIM_TEMPLATE,
     COPY_COLUMNS,
+    COPY_COLUMNS_WITH_TAGS,
     JOBS_TABLE,
 )
 
 __all__ = [
     "ALL",
     "COPY_COLUMNS",
+    "COPY_COLUMNS_WITH_TAGS",
     "DEFAULT",
     "JOBS_TABLE",
     "LIMIT_MARKER",

@@ -46,6 +46,8 @@ from .statuses import (
     NOTIFY_CHANNEL,
     QUEUEING_LOCK_INDEX,
     RUNNING_STATUSES,
+    TAGS_INDEX,
+    UNIQUE_KEY_INDEX,
     JobStatus,
 )
 
@@ -126,6 +128,32 @@ jobs = Table(
         comment="The W3C trace context of the defer (JSON: traceparent, tracestate), for the "
         "job's process span to link to; NULL without tracing (revision 0005).",
     ),
+    Column(
+        "tags",
+        ARRAY(Text),
+        nullable=True,
+        comment="Short labels to find the job by (e.g. tenant:7); NULL: none (revision 0008).",
+    ),
+    Column(
+        "meta",
+        JSONB,
+        nullable=True,
+        comment="A JSON object the deferrer attaches, for the task and for people; NULL: none "
+        "(revision 0008).",
+    ),
+    Column(
+        "unique_key",
+        Text,
+        nullable=True,
+        comment="A unique job's key (a hash of its task and arguments or given key, and its "
+        "period); NULL: not unique (revision 0008).",
+    ),
+    Column(
+        "unique_statuses",
+        ARRAY(job_status),
+        nullable=True,
+        comment="The statuses among which no other job may hold unique_key (revision 0008).",
+    ),
     comment="One row per job; the worker claims rows in status 'todo'.",
 )
 
@@ -172,6 +200,23 @@ Index(
     jobs.c.finished_at,
     postgresql_using="brin",
     postgresql_with={"autosummarize": "on"},
+)
+# Jobs by tag (``tags @> ARRAY[...]``): jobs without tags are not indexed, so that claiming and
+# finishing them (new row versions) adds no entry (GIN would index a NULL; revision 0008).
+Index(
+    TAGS_INDEX,
+    jobs.c.tags,
+    postgresql_using="gin",
+    postgresql_where=jobs.c.tags.isnot(None),
+)
+# At most one job per unique key among the statuses that job chose: the database refuses a
+# second whatever the timing of the deferrers. Jobs without a key are not indexed.
+Index(
+    UNIQUE_KEY_INDEX,
+    jobs.c.unique_key,
+    unique=True,
+    postgresql_where=jobs.c.unique_key.isnot(None)
+    & (jobs.c.status == func.any(jobs.c.unique_statuses)),
 )
 # Running jobs by worker: finds the jobs of a worker that stopped or died.
 Index(

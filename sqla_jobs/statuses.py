@@ -20,6 +20,13 @@ CONTROLS_CHANNEL = "sqla_jobs_controls"
 #: `AlreadyEnqueued`.
 QUEUEING_LOCK_INDEX = "uq_sqla_jobs_jobs_queueing_lock_todo"
 
+#: The unique index of unique jobs' keys, among the statuses each job chose: a write it refuses
+#: is an `AlreadyEnqueued` too.
+UNIQUE_KEY_INDEX = "uq_sqla_jobs_jobs_unique_key"
+
+#: The GIN index of the jobs' tags (jobs with tags only).
+TAGS_INDEX = "ix_sqla_jobs_jobs_tags"
+
 
 #: How the error of a run its task snoozed (`sqla_jobs.Snooze`) begins, in ``last_error`` and
 #: in the job's history: the history tells a snooze from a retry by it.
@@ -48,6 +55,11 @@ class JobStatus(enum.StrEnum):
 #: A worker holds the job: it runs, or runs and was asked to abort. A tuple, in this order: the
 #: rendered statements and the index predicates list them so.
 RUNNING_STATUSES = (JobStatus.DOING, JobStatus.ABORTING)
+
+#: The statuses a unique job is unique among, at least: waiting or running. A job moves among
+#: them (claimed, retried, handed back) with no chance to refuse a clash, so a job that holds
+#: its key in one of them must hold it in all.
+UNIQUE_REQUIRED_STATUSES = (JobStatus.TODO, JobStatus.DOING, JobStatus.ABORTING)
 
 FINISHED_STATUSES = frozenset(
     {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED}

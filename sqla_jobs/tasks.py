@@ -6,12 +6,22 @@ import dataclasses
 import datetime
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .controls import Limits, RateLike
 from .errors import TaskNotFound
-from .jobs import DEFAULT_QUEUE, JobSpec, check_options
+from .jobs import (
+    DEFAULT_QUEUE,
+    JobSpec,
+    OnConflict,
+    Unique,
+    check_on_conflict,
+    check_options,
+    check_tags,
+    dump_meta,
+    unique_option,
+)
 from .manager import JobManager
 from .retry import RetryStrategy, retry_strategy
 from .task_controls import check_timeout
@@ -39,6 +49,15 @@ class JobOptions:
     lock: str | None = None
     queueing_lock: str | None = None
     scheduled_at: datetime.datetime | None = None
+    #: Labels stored with each job, to find it by (``list_jobs(tags=...)``).
+    tags: tuple[str, ...] | None = None
+    #: A JSON object stored with each job, for its task (``JobContext.meta``) and for people.
+    meta: Mapping[str, Any] | None = None
+    #: Makes each job unique (`Unique`): a second one is refused while the first exists.
+    unique: Unique | None = None
+    #: A unique job whose key is taken: ``"raise"`` `AlreadyEnqueued`, or
+    #: ``"return_existing"``: the defer returns the id of the job holding the key.
+    on_conflict: OnConflict = "raise"
 
 
 def _schedule(
@@ -72,28 +91,32 @@ class JobDeferrer:
         self.options = options
         self.bind = bind
         self._manager = app.job_manager
+        self._extras = (
+            options.tags is not None or options.meta is not None or options.unique is not None
+        )
         if bind is not None:
             # Imported here: it loads SQLAlchemy's ORM and asyncio layers, which a worker on
             # a driver connector never needs.
             from .connectors.bind import BindConnector
 
-            savepoint = options.queueing_lock is not None
+            savepoint = options.queueing_lock is not None or options.unique is not None
             self._manager = app.job_manager.using(BindConnector(bind, savepoint=savepoint))
 
     def _spec(self, kwargs: Mapping[str, Any]) -> JobSpec:
         o = self.options
-        return JobSpec(
-            task_name=self.task_name,
-            args=kwargs,
-            queue=o.queue,
-            priority=o.priority,
-            lock=o.lock,
-            queueing_lock=o.queueing_lock,
-            scheduled_at=o.scheduled_at,
+        # Positional, and the tags, meta and unique options only when given: a batch builds
+        # one spec per job, and each keyword costs.
+        spec = JobSpec(
+            self.task_name, kwargs, o.queue, o.priority, o.lock, o.queueing_lock, o.scheduled_at
         )
+        if self._extras:
+            spec.tags, spec.meta, spec.unique = o.tags, o.meta, o.unique
+            spec.on_conflict = o.on_conflict
+        return spec
 
     def defer(self, /, **kwargs: Any) -> int:
-        """Write one job (its own transaction) and return its id."""
+        """Write one job (its own transaction) and return its id (with
+        ``on_conflict="return_existing"``, maybe the id of the unique job already there)."""
         return self._manager.defer(self._spec(kwargs))
 
     async def defer_async(self, /, **kwargs: Any) -> int:
@@ -229,19 +252,37 @@ class Task:
         schedule_at: datetime.datetime | None = None,
         schedule_in: Mapping[str, float] | None = None,
         bind: Bind | None = None,
+        tags: Sequence[str] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        unique: bool | Unique | None = None,
+        on_conflict: OnConflict = "raise",
     ) -> JobDeferrer:
         """Override the task's job options for the jobs deferred through the result.
 
         ``bind``: defer in the caller's own SQLAlchemy transaction (see `JobDeferrer`).
+        ``tags``: short labels to find the jobs by (``list_jobs(tags=[...])``); ``meta``: a
+        JSON object stored with each job, which its task reads as ``context.meta``.
+        ``unique``: True (one job per task and arguments while it waits or runs) or a
+        `Unique`; a second job is refused with `AlreadyEnqueued`, or, with
+        ``on_conflict="return_existing"``, the defer returns the existing job's id.
+        Bad tags, meta or unique options raise `InvalidJobOptions` here.
         """
         o = self.options
+        if tags is not None:
+            check_tags(tags, self.name)
+        dump_meta(self.name, meta)  # refuses what cannot be stored, saying why
         options = JobOptions(
             queue=o.queue if queue is None else queue,
             priority=o.priority if priority is None else priority,
             lock=o.lock if lock is None else lock,
             queueing_lock=o.queueing_lock if queueing_lock is None else queueing_lock,
             scheduled_at=_schedule(schedule_at, schedule_in),
+            tags=None if tags is None else tuple(tags),
+            meta=meta,
+            unique=unique_option(unique),
+            on_conflict=on_conflict,
         )
+        check_on_conflict(options.on_conflict, options.unique, self.name)
         return JobDeferrer(self.app, self.name, options, bind)
 
     def _deferrer(self) -> JobDeferrer:

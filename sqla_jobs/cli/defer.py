@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from ..errors import InvalidJobArguments, InvalidJobOptions
-from ..jobs import DEFAULT_QUEUE, MAX_ARGS_DEPTH, JobSpec, check_options
+from ..jobs import DEFAULT_QUEUE, MAX_ARGS_DEPTH, JobSpec, Unique, check_options
 from .common import build_app, import_tasks, one_line, seconds, subparser
 
 logger = logging.getLogger("sqla_jobs.cli")
@@ -36,14 +36,29 @@ def json_arguments(text: str) -> dict[str, Any]:
     Only JSON: ``NaN`` and ``Infinity`` (which Python's decoder takes), numbers that overflow a
     float, ints over Python's digit limit and nesting too deep to decode are refused here, as
     usage errors that name the problem, rather than deferred or crashing the command."""
-    example = 'e.g. \'{"user_id": 42, "notify": true}\''
+    return _json_object(text, "the task's keyword arguments", _ARGUMENTS_EXAMPLE)
+
+
+_ARGUMENTS_EXAMPLE = 'e.g. \'{"user_id": 42, "notify": true}\''
+
+
+def json_object(what: str, example: str) -> Any:
+    """An argument type reading a JSON object (``what``), as strictly as `json_arguments`."""
+
+    def parse(text: str) -> dict[str, Any]:
+        return _json_object(text, f"the job's {what}", example)
+
+    return parse
+
+
+def _json_object(text: str, what: str, example: str) -> dict[str, Any]:
     shown = reprlib.repr(text)
     try:
         value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(
-            f"{shown} is not valid JSON ({exc.msg} at column {exc.colno}). Pass the task's "
-            f"keyword arguments as a JSON object in single quotes, {example}"
+            f"{shown} is not valid JSON ({exc.msg} at column {exc.colno}). Pass {what} as "
+            f"a JSON object in single quotes, {example}"
         ) from None
     except RecursionError:
         raise argparse.ArgumentTypeError(
@@ -55,8 +70,7 @@ def json_arguments(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         kind = _JSON_KINDS.get(type(value), type(value).__name__)
         raise argparse.ArgumentTypeError(
-            f"{shown} is a JSON {kind}, not an object. Pass the task's keyword "
-            f"arguments as a JSON object, {example}"
+            f"{shown} is a JSON {kind}, not an object. Pass {what} as a JSON object, {example}"
         )
     return value
 
@@ -100,6 +114,9 @@ def cmd_defer(args: argparse.Namespace) -> int:
             ", ".join(sorted(app.tasks)),
             extra={"task": args.task},
         )
+    unique = None
+    if args.unique or args.unique_key is not None or args.unique_period is not None:
+        unique = (args.unique_key, args.unique_period)
     options: dict[str, Any] = {
         "queue": args.queue,
         "priority": args.priority,
@@ -107,6 +124,8 @@ def cmd_defer(args: argparse.Namespace) -> int:
         "queueing_lock": args.queueing_lock,
         "schedule_at": args.schedule_at,
         "schedule_in": {"seconds": args.schedule_in} if args.schedule_in is not None else None,
+        "tags": args.tag,
+        "meta": args.meta,
     }
     try:
         # Checked here too: App.configure_task takes an empty queue for the default one.
@@ -117,8 +136,15 @@ def cmd_defer(args: argparse.Namespace) -> int:
                 queue=DEFAULT_QUEUE if args.queue is None else args.queue,
                 lock=args.lock,
                 queueing_lock=args.queueing_lock,
+                tags=args.tag,
             )
         )
+        if unique is not None:
+            options["unique"] = Unique(key=unique[0], period=unique[1])
+            if args.return_existing:
+                options["on_conflict"] = "return_existing"
+        elif args.return_existing:
+            args.parser.error("--return-existing applies to unique jobs: add --unique")
         deferrer = app.configure_task(
             args.task, **{k: v for k, v in options.items() if v is not None}
         )
@@ -130,6 +156,8 @@ def cmd_defer(args: argparse.Namespace) -> int:
         args.parser.error(one_line(str(exc)))
     o = deferrer.options
     when = f", scheduled at {o.scheduled_at.isoformat()}" if o.scheduled_at else ""
+    if o.tags:
+        when += f", tags {', '.join(o.tags)}"
     print(job_id)
     print(
         f"Deferred job {job_id}: task {args.task!r} on queue {o.queue!r}{when}",
@@ -160,6 +188,39 @@ def add_defer_command(commands: Any) -> None:
     defer.add_argument("--lock", help="jobs sharing a lock run one at a time, in order")
     defer.add_argument(
         "--queueing-lock", help="refuse the job if one with this queueing lock is waiting"
+    )
+    defer.add_argument(
+        "--tag",
+        action="append",
+        metavar="TAG",
+        help="a tag to find the job by (e.g. tenant:7); repeat it for several",
+    )
+    defer.add_argument(
+        "--meta",
+        type=json_object("meta", 'e.g. \'{"request_id": "abc"}\''),
+        metavar="JSON",
+        help="a JSON object stored with the job, which its task reads as context.meta",
+    )
+    defer.add_argument(
+        "--unique",
+        action="store_true",
+        help="refuse the job if one of this task with these arguments waits or runs",
+    )
+    defer.add_argument(
+        "--unique-key",
+        metavar="KEY",
+        help="unique by this key (within the task) instead of the arguments; implies --unique",
+    )
+    defer.add_argument(
+        "--unique-period",
+        type=seconds,
+        metavar="SECONDS",
+        help="unique within periods of SECONDS (one job per period); implies --unique",
+    )
+    defer.add_argument(
+        "--return-existing",
+        action="store_true",
+        help="with --unique: print the id of the job holding the key instead of failing",
     )
     when = defer.add_mutually_exclusive_group()
     when.add_argument(

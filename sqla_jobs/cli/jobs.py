@@ -143,7 +143,10 @@ def _time_cell(job: Job) -> str:
 
 
 def jobs_table(jobs: Sequence[Job]) -> str:
-    headers = ("ID", "QUEUE", "TASK", "STATUS", "ATTEMPTS", "SCHEDULED/CREATED", "LAST ERROR")
+    """One line per job; a TAGS column when some job has tags."""
+    with_tags = any(job.tags for job in jobs)
+    headers: tuple[str, ...] = ("ID", "QUEUE", "TASK", "STATUS", "ATTEMPTS", "SCHEDULED/CREATED")
+    headers += ("TAGS", "LAST ERROR") if with_tags else ("LAST ERROR",)
     rows = [
         (
             str(job.id),
@@ -152,6 +155,7 @@ def jobs_table(jobs: Sequence[Job]) -> str:
             job.status.value,
             str(job.attempts),
             _time_cell(job),
+            *((",".join(job.tags) or "-",) if with_tags else ()),
             error_summary(job.last_error),
         )
         for job in jobs
@@ -181,6 +185,12 @@ def job_details(job: Job, history: Sequence[JobEvent]) -> str:
         ("finished", when(job.finished_at)),
         ("worker id", "-" if job.worker_id is None else str(job.worker_id)),
     ]
+    if job.tags:
+        fields.append(("tags", ", ".join(job.tags)))
+    if job.meta:
+        fields.append(("meta", json.dumps(dict(job.meta), ensure_ascii=False)))
+    if job.unique_key:
+        fields.append(("unique key", job.unique_key))
     width = max(len(name) for name, _ in fields)
     lines = [f"{name.ljust(width)}  {value}" for name, value in fields]
     lines += ["", "history (oldest first):"]
@@ -214,6 +224,7 @@ def cmd_list(manager: JobManager, args: argparse.Namespace) -> int:
         task_name=args.task,
         status=chosen(args.status) or None,
         lock=args.lock,
+        tags=args.tag,
         limit=args.limit,
         offset=args.offset,
     )
@@ -237,7 +248,7 @@ def cmd_show(manager: JobManager, args: argparse.Namespace) -> int:
 
 
 def cmd_counts(manager: JobManager, args: argparse.Namespace) -> int:
-    counts = manager.count_jobs()
+    counts = manager.count_jobs(tags=args.tag)
     print(counts_table(counts) if counts else "No jobs.")
     return 0
 
@@ -309,6 +320,15 @@ def cmd_prune(manager: JobManager, args: argparse.Namespace) -> int:
 # -- the parser --------------------------------------------------------------------------------
 
 
+def add_tag_filter(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tag",
+        action="append",
+        metavar="TAG",
+        help="only jobs having this tag; repeat it for jobs having all of them",
+    )
+
+
 def add_jobs_commands(commands: Any) -> None:
     """Add ``jobs`` and its actions to the command line's subcommands."""
     jobs = commands.add_parser(
@@ -338,6 +358,7 @@ def add_jobs_commands(commands: Any) -> None:
         + ", ".join(status.value for status in JobStatus),
     )
     listing.add_argument("--lock", help="only jobs holding this lock")
+    add_tag_filter(listing)
     listing.add_argument(
         "--limit",
         type=int_at_least(1),
@@ -356,7 +377,7 @@ def add_jobs_commands(commands: Any) -> None:
     show = add("show", "Show a job's fields, its history and its last error.", cmd_show)
     show.add_argument("job_id", metavar="ID", type=job_id)
 
-    add("counts", "Count jobs per queue and status.", cmd_counts)
+    add_tag_filter(add("counts", "Count jobs per queue and status.", cmd_counts))
 
     for name, description, command in (
         (

@@ -20,9 +20,17 @@ from .._query import Query
 from ..schema import jobs as jobs_table
 from . import claim, controls, dashboard, defer, finish, jobs, periodic, stalled, workers
 from ._build import quoted_name, render_in_schema
-from .defer import COPY_COLUMNS
+from .defer import COPY_COLUMNS, COPY_COLUMNS_WITH_TAGS
 
-__all__ = ["ALL", "COPY_COLUMNS", "RENDERED_PATH", "InSchema", "in_schema", "rendered_module"]
+__all__ = [
+    "ALL",
+    "COPY_COLUMNS",
+    "COPY_COLUMNS_WITH_TAGS",
+    "RENDERED_PATH",
+    "InSchema",
+    "in_schema",
+    "rendered_module",
+]
 
 #: Every statement, in the order of the rendered module.
 ALL: tuple[Query, ...] = (
@@ -30,6 +38,9 @@ ALL: tuple[Query, ...] = (
     defer.defer_jobs,
     defer.reserve_job_ids,
     defer.waiting_queueing_locks,
+    defer.defer_job_unless_unique_taken,
+    defer.defer_jobs_unless_unique_taken,
+    defer.unique_jobs,
     claim.claim_jobs,
     claim.claim_jobs_in_queues,
     finish.finish_succeeded,
@@ -45,6 +56,8 @@ ALL: tuple[Query, ...] = (
     jobs.count_jobs_by_status,
     jobs.check_schema,
     jobs.list_jobs,
+    jobs.list_jobs_with_tags,
+    jobs.count_jobs_by_status_with_tags,
     jobs.job_history,
     jobs.cancel_jobs,
     jobs.abort_jobs,
@@ -111,6 +124,7 @@ def rendered_module() -> str:
         "",
         f"JOBS_TABLE = {quoted_name(jobs_table.name, None)!r}",
         f"COPY_COLUMNS = {COPY_COLUMNS!r}",
+        f"COPY_COLUMNS_WITH_TAGS = {COPY_COLUMNS_WITH_TAGS!r}",
         f"CLAIM_TEMPLATE = {claim.claim_template(in_queues=False)!r}",
         f"CLAIM_IN_QUEUES_TEMPLATE = {claim.claim_template(in_queues=True)!r}",
     ]

@@ -162,6 +162,8 @@ JOB_COLUMNS = (
     jobs.c.last_error,
     jobs.c.worker_id,
     jobs.c.trace_context,
+    jobs.c.tags,
+    cast(jobs.c.meta, Text).label("meta"),  # as text, like the arguments
 )
 
 

@@ -28,16 +28,20 @@ from ._build import JOB_COLUMNS, array_param, render, status_literal, step_time
 
 # -- inspection --------------------------------------------------------------------------------
 
+#: What reading a job by id or listing jobs returns: a job's columns and its unique key.
+_JOB_DETAILS = (*JOB_COLUMNS, jobs.c.unique_key)
+
 get_job = render(
     "get_job",
-    select(*JOB_COLUMNS).where(jobs.c.id == bindparam("job_id", type_=BigInteger)),
+    select(*_JOB_DETAILS).where(jobs.c.id == bindparam("job_id", type_=BigInteger)),
 )
-count_jobs_by_status = render(
-    "count_jobs_by_status",
-    select(jobs.c.queue, jobs.c.status, func.count().label("count")).group_by(
-        jobs.c.queue, jobs.c.status
-    ),
+_counts = select(jobs.c.queue, jobs.c.status, func.count().label("count")).group_by(
+    jobs.c.queue, jobs.c.status
 )
+count_jobs_by_status = render("count_jobs_by_status", _counts)
+# Jobs having every one of ``tags`` (``@>``: the tags' GIN index finds them).
+_has_tags = jobs.c.tags.contains(array_param("tags", Text))
+count_jobs_by_status_with_tags = render("count_jobs_by_status_with_tags", _counts.where(_has_tags))
 check_schema = render("check_schema", select(func.count()).select_from(jobs).where(jobs.c.id == -1))
 
 # -- lifecycle: list, history, cancel, abort, retry, delete, prune -----------------------------
@@ -51,9 +55,8 @@ def _unless_null(name: str, condition: ColumnElement[bool]) -> ColumnElement[boo
 _job_id = bindparam("job_id", type_=BigInteger)
 
 # Newest first; each filter applies only when its parameter is not NULL.
-list_jobs = render(
-    "list_jobs",
-    select(*JOB_COLUMNS)
+_listed = (
+    select(*_JOB_DETAILS)
     .where(
         _unless_null("queue", jobs.c.queue == bindparam("queue")),
         _unless_null("task_name", jobs.c.task_name == bindparam("task_name")),
@@ -65,8 +68,12 @@ list_jobs = render(
     )
     .order_by(jobs.c.id.desc())
     .limit(bindparam("limit", type_=Integer))
-    .offset(bindparam("offset", type_=Integer)),
+    .offset(bindparam("offset", type_=Integer))
 )
+list_jobs = render("list_jobs", _listed)
+# The tags' filter is always there, not "unless NULL": a plan made for any value of the
+# parameter (a generic plan) could not use the tags' index.
+list_jobs_with_tags = render("list_jobs_with_tags", _listed.where(_has_tags))
 
 job_history = render(
     "job_history",

@@ -156,6 +156,16 @@ class JobContext:
     #: Jobs asked to stop for another reason: past their task's timeout, or the worker stops.
     _stop_asked: AbstractSet[int] = dataclasses.field(default=frozenset(), repr=False)
 
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """The job's tags (``configure(tags=[...])``); empty without."""
+        return self.job.tags
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The job's metadata (``configure(meta={...})``), a dict; empty without."""
+        return self.job.meta
+
     def should_abort(self) -> bool:
         """True once someone asked to abort this job, once it ran past its task's
         ``timeout``, or when the worker is shutting down past its ``shutdown_timeout``; a long

@@ -18,6 +18,7 @@ from test_cli import (
     WorkerProcess,
     assert_one_line_error,
     cli,
+    defer,
     job_status,
     listening,
     query,
@@ -243,3 +244,50 @@ def test_jobs_prune_deletes_jobs_finished_before_the_cutoff(
     bad = cli(db_url, "jobs", "prune", "--older-than", "7", "--status", "todo")
     assert bad.returncode == 2
     assert "'7' is not a duration" in bad.stderr
+
+
+def test_defer_stores_tags_and_meta_and_jobs_list_and_counts_filter_by_tag(
+    db_url: str, app: sqla_jobs.App
+) -> None:
+    tagged = defer(
+        db_url, "write_file", "{}", "--tag=tenant:7", "--tag=plan:gold", '--meta={"r": 1}'
+    )
+    app.configure_task("write_file", tags=["tenant:8"]).defer()
+    app.configure_task("write_file").defer()
+    assert query(db_url, "SELECT tags, meta FROM sqla_jobs_jobs WHERE id = %s", tagged) == [
+        (["tenant:7", "plan:gold"], {"r": 1})
+    ]
+
+    listed = ok(db_url, "list", "--tag", "tenant:7")
+    lines = listed.splitlines()
+    assert lines[0].split()[-3:] == ["TAGS", "LAST", "ERROR"]
+    assert len(lines) == 2 and lines[1].split()[0] == str(tagged)
+    assert "tenant:7,plan:gold" in lines[1]
+    assert ok(db_url, "list", "--tag", "tenant:7", "--tag", "nobody").strip() == "No jobs."
+    assert "TAGS" not in ok(db_url, "list", "--tag", "tenant:7", "--status", "failed")
+    counts = ok(db_url, "counts", "--tag", "tenant:8").splitlines()
+    assert counts[1].split()[:3] == ["default", "1", "0"]
+    shown = ok(db_url, "show", str(tagged))
+    assert "tenant:7, plan:gold" in shown and '{"r": 1}' in shown
+
+
+def test_defer_unique_refuses_a_twin_or_prints_its_id_and_bad_options_are_usage_errors(
+    db_url: str,
+) -> None:
+    first = defer(db_url, "write_file", '{"path": "a"}', "--unique")
+    twin = cli(db_url, "defer", "write_file", '{"path": "a"}', "--unique")
+    assert_one_line_error(twin, f"job {first} (todo) holds its unique key")
+    assert defer(db_url, "write_file", '{"path": "a"}', "--unique", "--return-existing") == first
+    keyed = defer(db_url, "write_file", '{"path": "b"}', "--unique-key=k", "--unique-period=3600")
+    assert keyed != first
+
+    for args, message in [
+        (["--return-existing"], "--return-existing applies to unique jobs"),
+        (["--tag", ""], "must not be empty"),
+        (["--meta", "[1]"], "is a JSON array, not an object"),
+        (["--unique-key", ""], "unique key must not be empty"),
+    ]:
+        result = cli(db_url, "defer", "write_file", "{}", *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr
+    assert query(db_url, "SELECT count(*) FROM sqla_jobs_jobs") == [(2,)]

@@ -80,6 +80,10 @@ def defer_params(queueing_lock: str | None = None) -> dict[str, Any]:
         "args": "{}",
         "scheduled_at": None,
         "trace_context": None,
+        "tags": None,
+        "meta": None,
+        "unique_key": None,
+        "unique_statuses": None,
     }
 
 

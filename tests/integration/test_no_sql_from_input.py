@@ -84,8 +84,9 @@ def known_statement(statements: queries.Statements) -> re.Pattern[str]:
     for in_queues in (False, True):
         claim = statements.claim_query(queries.LIMIT_MARKER, in_queues=in_queues).sql
         texts.append(re.escape(claim).replace(str(queries.LIMIT_MARKER), r"\d+"))
-    copy_columns = ", ".join(f'"{column}"' for column in queries.COPY_COLUMNS)
-    texts.append(re.escape(f"COPY {statements.jobs_table} ({copy_columns}) FROM STDIN"))
+    for columns in (queries.COPY_COLUMNS, queries.COPY_COLUMNS_WITH_TAGS):
+        copy_columns = ", ".join(f'"{column}"' for column in columns)
+        texts.append(re.escape(f"COPY {statements.jobs_table} ({copy_columns}) FROM STDIN"))
     texts.append(re.escape(f'LISTEN "{sqla_jobs.schema.NOTIFY_CHANNEL}"'))
     return re.compile("|".join(f"(?:{text})" for text in texts))
 

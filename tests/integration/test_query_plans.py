@@ -293,3 +293,28 @@ def test_finish_statements_find_their_jobs_by_primary_key(
         plan = explain(jobs_table, query.sql, params, generic=generic)
         assert_found_by_primary_key(plan, len(ids))
         assert plan["Plan"]["Actual Rows"] == 0 and plan["Plan"]["Plans"], query.name
+
+
+TAGS_INDEX = "ix_sqla_jobs_jobs_tags"
+
+
+@pytest.mark.parametrize("statement", ["list_jobs_with_tags", "count_jobs_by_status_with_tags"])
+def test_jobs_with_a_rare_tag_are_found_through_the_tags_index(
+    jobs_table: Database, statement: str
+) -> None:
+    """200,000 jobs, half of them tagged 'common', 200 'rare': the tags' GIN index finds the
+    rare ones, and no scan reads the table."""
+    jobs_table.conn.execute(
+        f"INSERT INTO {JOBS} (task_name, tags) SELECT 'noop', CASE "
+        "WHEN g %% 1000 = 0 THEN ARRAY['rare'] WHEN g %% 2 = 0 THEN ARRAY['common'] END "
+        "FROM generate_series(1, %s) g",
+        (WAITING,),
+    )
+    jobs_table.conn.execute(f"ANALYZE {JOBS}")
+    params = {"queue": None, "task_name": None, "lock": None, "statuses": None}
+    params |= {"limit": 50, "offset": 0, "tags": ["rare"]}
+    plan = explain(jobs_table, getattr(queries, statement).sql, params, generic=False)
+
+    every = list(nodes(plan["Plan"]))
+    assert [node for node in every if node.get("Index Name") == TAGS_INDEX], describe(plan)
+    assert not [node for node in every if node["Node Type"] == "Seq Scan"], describe(plan)

@@ -77,6 +77,18 @@ async def test_the_app_role_defers_reads_and_manages_jobs_and_nothing_else(
         task.batch_defer(*({"n": n} for n in range(3)))
         await task.batch_defer_async(*({"n": n} for n in range(1500)))  # COPY
         second = task.defer(n=2)
+        # Tags and meta (one, batch, COPY) and unique jobs: the table's grants cover them.
+        tagged = app.configure_task("tests.anything", tags=["tenant:7"], meta={"m": 1})
+        await tagged.defer_async(n=3)
+        tagged.batch_defer(*({"n": n} for n in range(1500)))
+        unique = app.configure_task("tests.anything", unique=True, on_conflict="return_existing")
+        unique_id = unique.defer(n=4)
+        assert await unique.defer_async(n=4) == unique_id
+        assert len(manager.list_jobs(tags=["tenant:7"], limit=2000)) == 1501
+        assert manager.count_jobs(tags=["tenant:7"])
+        added = [unique_id, *(job.id for job in manager.list_jobs(tags=["tenant:7"], limit=2000))]
+        deleted = manager.run(sqla_jobs.operations.act_on_jobs("delete", added))
+        assert sorted(deleted.done) == sorted(added)
         assert manager.get_job(first).args == {"n": 1}
         assert len(manager.list_jobs(limit=2000)) == 1505
         assert manager.count_jobs()

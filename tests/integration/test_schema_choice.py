@@ -108,12 +108,30 @@ async def test_every_connector_defers_manages_and_runs_jobs_in_the_schema(
         retried = await record.defer_async(fail_once=True)
         cancelled = await record.defer_async(n=-1)
         assert await manager.cancel_job_async(cancelled)
+        # Tags and meta (one, batch, COPY), the tags' filters, a unique job (its index).
+        tagged = record.configure(tags=["t:1"], meta={"m": 1})
+        tagged_ids = [await tagged.defer_async(n=10), *tagged.batch_defer({"n": 11})]
+        tagged_ids += await tagged.batch_defer_async(
+            *[{"n": i} for i in range(manager.copy_threshold)]
+        )
+        listed_by_tag = await manager.list_jobs_async(tags=["t:1"], limit=10_000)
+        assert sorted(job.id for job in listed_by_tag) == sorted(tagged_ids)
+        assert listed_by_tag[0].meta == {"m": 1}
+        by_tag = await manager.count_jobs_async(tags=["t:1"])
+        assert by_tag == {("default", sqla_jobs.JobStatus.TODO): len(tagged_ids)}
+        unique = record.configure(unique=True, on_conflict="return_existing")
+        unique_id = await unique.defer_async(n=20)
+        assert unique.defer(n=20) == unique_id
+        assert unique.batch_defer({"n": 20}) == [unique_id]
+        with pytest.raises(sqla_jobs.AlreadyEnqueued):
+            record.configure(unique=True).defer(n=20)
 
         assert (await manager.get_job_async(one)).queue == "q"
         listed = await manager.list_jobs_async(queue="q")
         assert [job.id for job in listed] == [one]
         counts = await manager.count_jobs_async()
-        assert counts[("default", sqla_jobs.JobStatus.TODO)] == 3 + len(big) + 1
+        extra = len(tagged_ids) + 1
+        assert counts[("default", sqla_jobs.JobStatus.TODO)] == 3 + len(big) + 1 + extra
 
         if app.connector.can_run_worker:
             worker_app = app
@@ -132,7 +150,7 @@ async def test_every_connector_defers_manages_and_runs_jobs_in_the_schema(
         assert statuses.pop(cancelled) == sqla_jobs.JobStatus.CANCELLED
         assert await manager.retry_job_async(cancelled)
         assert set(statuses.values()) == {sqla_jobs.JobStatus.SUCCEEDED}
-        assert len(statuses) == 1 + len(batch) + len(big) + 1
+        assert len(statuses) == 1 + len(batch) + len(big) + 1 + extra
         history = [event.status for event in await manager.get_job_history_async(retried)]
         assert history == ["todo", "doing", "todo", "doing", "succeeded"]  # via the trigger
         assert await manager.delete_job_async(one)

@@ -386,3 +386,64 @@ async def test_sync_defer_with_an_async_session_is_refused_with_the_fix(
     async with AsyncSession(async_engine) as session:
         with pytest.raises(JobsError, match="defer_async"):
             confirm.configure(bind=session).defer(order_id=1)
+
+
+# -- tags, meta and unique jobs in the caller's transaction -------------------------------------
+
+
+def test_tags_and_meta_are_written_in_the_callers_transaction(
+    engine: Engine, reader: Reader, worker_app: tuple[App, Ran, Any]
+) -> None:
+    app, _, confirm = worker_app
+    with Session(engine) as session:
+        deferrer = confirm.configure(bind=session, tags=["tenant:7"], meta={"order": 1})
+        one = deferrer.defer(order_id=1)
+        batch = deferrer.batch_defer({"order_id": 2}, {"order_id": 3})
+        session.rollback()
+        assert reader.jobs() == []
+        one = deferrer.defer(order_id=1)
+        batch = deferrer.batch_defer({"order_id": 2}, {"order_id": 3})
+        session.commit()
+    with app.open():
+        found = app.job_manager.list_jobs(tags=["tenant:7"])
+    assert sorted(job.id for job in found) == sorted([one, *batch])
+    assert {(job.tags, tuple(job.meta.items())) for job in found} == {
+        (("tenant:7",), (("order", 1),))
+    }
+
+
+def test_unique_clash_in_a_transaction_leaves_it_usable_and_return_existing_finds_the_job(
+    engine: Engine, reader: Reader, worker_app: tuple[App, Ran, Any]
+) -> None:
+    _, _, confirm = worker_app
+    with Session(engine) as session:
+        order = Order(item="book")
+        session.add(order)
+        session.flush()
+        first = confirm.configure(bind=session, unique=True).defer(order_id=1)
+        with pytest.raises(AlreadyEnqueued) as caught:
+            confirm.configure(bind=session, unique=True).defer(order_id=1)
+        assert caught.value.job_id == first
+        returning = confirm.configure(bind=session, unique=True, on_conflict="return_existing")
+        assert returning.defer(order_id=1) == first
+        assert returning.batch_defer({"order_id": 1}, {"order_id": 2})[0] == first
+        session.add(Note(order_id=order.id))
+        session.commit()
+    assert [j["args"] for j in reader.jobs()] == [{"order_id": 1}, {"order_id": 2}]
+    assert reader.orders() == ["book"]
+
+
+async def test_async_unique_clash_leaves_the_session_usable(
+    async_engine: AsyncEngine, reader: Reader, worker_app: tuple[App, Ran, Any]
+) -> None:
+    _, _, confirm = worker_app
+    async with AsyncSession(async_engine) as session:
+        first = await confirm.configure(bind=session, unique=True, tags=["a"]).defer_async(n=1)
+        with pytest.raises(AlreadyEnqueued):
+            await confirm.configure(bind=session, unique=True).defer_async(n=1)
+        again = confirm.configure(bind=session, unique=True, on_conflict="return_existing")
+        assert await again.defer_async(n=1) == first
+        session.add(Order(item="pen"))
+        await session.commit()
+    assert [j["id"] for j in reader.jobs()] == [first]
+    assert reader.orders() == ["pen"]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import sqla_jobs
-from sqla_jobs import Job, JobStatus
+from sqla_jobs import Job, JobStatus, Unique
 from sqla_jobs.jobs import JobSpec, dump_args
 
 
@@ -109,14 +109,39 @@ FULL_ROW: dict[str, Any] = {
     "last_error": "Traceback ...",
     "worker_id": 3,
     "trace_context": None,
+    "tags": None,
+    "meta": None,
 }
 
 
 def test_job_from_a_full_row_keeps_every_column_and_types_the_status() -> None:
     job = Job.from_row(FULL_ROW)
 
-    assert dataclasses.asdict(job) == {**FULL_ROW, "status": JobStatus.DOING, "args_error": None}
+    assert dataclasses.asdict(job) == {
+        **FULL_ROW,
+        "status": JobStatus.DOING,
+        "args_error": None,
+        "tags": (),
+        "meta": {},
+        "unique_key": None,
+    }
     assert job.status is JobStatus.DOING
+
+
+@pytest.mark.parametrize("build", [Job.from_row, Job.from_full_row])
+def test_tags_and_meta_are_read_per_job_and_empty_when_null(build: Any) -> None:
+    tagged = build({**FULL_ROW, "tags": ["tenant:7", "a"], "meta": '{"k": [1, {"x": null}]}'})
+    plain = build(dict(FULL_ROW))
+
+    assert (tagged.tags, tagged.meta) == (("tenant:7", "a"), {"k": [1, {"x": None}]})
+    assert (plain.tags, plain.meta) == ((), {})
+    plain.meta["mine"] = 1  # each job has its own
+    assert build(dict(FULL_ROW)).meta == {}
+
+
+@pytest.mark.parametrize("text", ["[1]", "{", '"x"'])
+def test_meta_that_is_not_a_json_object_reads_as_empty(text: str) -> None:
+    assert Job.from_full_row({**FULL_ROW, "meta": text}).meta == {}
 
 
 @pytest.mark.parametrize("build", [Job.from_row, Job.from_full_row])
@@ -178,7 +203,26 @@ def test_job_is_an_immutable_value() -> None:
 def test_a_claimed_row_makes_the_same_job_as_the_constructor() -> None:
     claimed = Job.from_full_row({**FULL_ROW, "status": "doing"})
 
-    assert claimed == Job(**{**FULL_ROW, "status": JobStatus.DOING})
+    assert claimed == Job(**{**FULL_ROW, "status": JobStatus.DOING, "tags": (), "meta": {}})
     assert claimed.status is JobStatus.DOING
     with pytest.raises(dataclasses.FrozenInstanceError):
         claimed.attempts = 5  # type: ignore[misc]
+
+
+def test_a_unique_key_depends_on_the_task_the_arguments_or_key_and_the_period() -> None:
+    at = datetime.datetime(2030, 1, 1, 9, 10, tzinfo=datetime.UTC)
+    later_that_hour = at + datetime.timedelta(minutes=40)
+    by_args = Unique()
+    assert by_args.key_for("t", {"a": 1, "b": [1, 2]}, None) == by_args.key_for(
+        "t", {"b": [1, 2], "a": 1}, at
+    )
+    assert by_args.key_for("t", {"a": 1}, None) != by_args.key_for("u", {"a": 1}, None)
+    assert by_args.key_for("t", {"a": 1}, None) != by_args.key_for("t", {"a": 2}, None)
+    keyed = Unique(key="k")
+    assert keyed.key_for("t", {"a": 1}, None) == keyed.key_for("t", {"a": 2}, None)
+    assert keyed.key_for("t", {}, None) != by_args.key_for("t", {}, None)
+    hourly = Unique(key="k", period=datetime.timedelta(hours=1))
+    assert hourly.key_for("t", {}, at) == hourly.key_for("t", {}, later_that_hour)
+    assert hourly.key_for("t", {}, at) != hourly.key_for("t", {}, at + datetime.timedelta(hours=1))
+    assert hourly.key_for("t", {}, at) != Unique(key="k", period=60).key_for("t", {}, at)
+    assert len(hourly.key_for("t", {}, at)) == 64

@@ -12,7 +12,7 @@ import pytest
 
 from sqla_jobs import queries
 from sqla_jobs.jobs import JobSpec
-from sqla_jobs.operations import _many_jobs_params, _one_job_params
+from sqla_jobs.operations import _Batch, _many_jobs_params, _one_job_params
 from sqla_jobs.statuses import JobStatus
 
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
@@ -137,10 +137,13 @@ SPEC = JobSpec(
 
 def test_defer_query_takes_exactly_the_parameters_the_manager_sends() -> None:
     assert placeholders(queries.defer_job) == set(_one_job_params(SPEC))
+    assert placeholders(queries.defer_job_unless_unique_taken) == set(_one_job_params(SPEC))
 
 
 def test_batch_defer_query_takes_exactly_the_parameters_the_manager_sends() -> None:
-    assert placeholders(queries.defer_jobs) == set(_many_jobs_params([SPEC, SPEC], ["{}", "{}"]))
+    params = _many_jobs_params([SPEC, SPEC], _Batch(["{}", "{}"]))
+    assert placeholders(queries.defer_jobs) == set(params)
+    assert placeholders(queries.defer_jobs_unless_unique_taken) == set(params)
 
 
 def test_batch_defer_text_does_not_depend_on_the_batch_size() -> None:
@@ -196,6 +199,7 @@ def test_rendered_statements_are_the_core_statements_rendered_now() -> None:
         (q.name, q.sql, q.prepared) for q in statements.ALL
     ], fix
     assert queries.COPY_COLUMNS == statements.COPY_COLUMNS, fix
+    assert queries.COPY_COLUMNS_WITH_TAGS == statements.COPY_COLUMNS_WITH_TAGS, fix
     assert claim.jobs.name == queries.JOBS_TABLE, fix
     for limit in (1, 7, 16, 64, 300):
         for in_queues in (False, True):
