@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,20 +80,6 @@ class WorkerProcess:
             self.process.kill()
             self.process.wait(10)
         self._log_file.close()
-
-
-@pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    started: list[WorkerProcess] = []
-
-    def start(database_url: str, *args: str) -> WorkerProcess:
-        worker = WorkerProcess(database_url, tmp_path / f"worker{len(started)}.log", *args)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.kill()
 
 
 def wait_for(

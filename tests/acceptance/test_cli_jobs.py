@@ -43,20 +43,6 @@ def app(db_url: str) -> Iterator[sqla_jobs.App]:
         yield app
 
 
-@pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    started: list[WorkerProcess] = []
-
-    def start(database_url: str, *args: str) -> WorkerProcess:
-        worker = WorkerProcess(database_url, tmp_path / f"worker{len(started)}.log", *args)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.kill()
-
-
 def ok(db_url: str, *args: str) -> str:
     result = cli(db_url, "jobs", *args)
     assert result.returncode == 0, result.stderr

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,20 +17,6 @@ from sqla_jobs import PsycopgConnector
 
 CONTROLS_APP = "controls_app:app"
 FAST = ("--app", CONTROLS_APP, "--polling-interval", "0.5", "--concurrency", "4")
-
-
-@pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    started: list[WorkerProcess] = []
-
-    def start(database_url: str, *args: str) -> WorkerProcess:
-        worker = WorkerProcess(database_url, tmp_path / f"worker{len(started)}.log", *args)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.kill()
 
 
 def runs(directory: Path) -> list[tuple[float, float]]:
