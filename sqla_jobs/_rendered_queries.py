@@ -368,7 +368,7 @@ dashboard_jobs_page = Query(
     "FROM (SELECT sqla_jobs_jobs.id AS id \n"
     "FROM sqla_jobs_jobs \n"
     "WHERE sqla_jobs_jobs.id < coalesce(CAST(%(before)s AS BIGINT), 9223372036854775807) ORDER BY sqla_jobs_jobs.id DESC \n"
-    " LIMIT %(scan)s) AS scanned) AND (CAST(%(queue)s AS TEXT) IS NULL OR sqla_jobs_jobs.queue = %(queue)s) AND (CAST(%(task_name)s AS TEXT) IS NULL OR sqla_jobs_jobs.task_name = %(task_name)s) AND (CAST(%(lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.lock = %(lock)s) AND (CAST(%(queueing_lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.queueing_lock = %(queueing_lock)s) AND (CAST(%(job_id)s AS BIGINT) IS NULL OR sqla_jobs_jobs.id = CAST(%(job_id)s AS BIGINT)) AND (CAST(%(statuses)s AS TEXT[]) IS NULL OR sqla_jobs_jobs.status = any(CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]))) ORDER BY sqla_jobs_jobs.id DESC \n"
+    " LIMIT %(scan)s) AS scanned) AND (CAST(%(queue)s AS TEXT) IS NULL OR sqla_jobs_jobs.queue = %(queue)s) AND (CAST(%(task_name)s AS TEXT) IS NULL OR sqla_jobs_jobs.task_name = %(task_name)s) AND (CAST(%(lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.lock = %(lock)s) AND (CAST(%(queueing_lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.queueing_lock = %(queueing_lock)s) AND (CAST(%(tag)s AS TEXT) IS NULL OR (sqla_jobs_jobs.tags @> ARRAY[CAST(%(tag)s AS TEXT)])) AND (CAST(%(job_id)s AS BIGINT) IS NULL OR sqla_jobs_jobs.id = CAST(%(job_id)s AS BIGINT)) AND (CAST(%(statuses)s AS TEXT[]) IS NULL OR sqla_jobs_jobs.status = any(CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]))) ORDER BY sqla_jobs_jobs.id DESC \n"
     " LIMIT %(limit)s",
     prepared=False,
 )
@@ -387,7 +387,7 @@ dashboard_matching_job_ids = Query(
     "dashboard_matching_job_ids",
     "SELECT sqla_jobs_jobs.id \n"
     "FROM sqla_jobs_jobs \n"
-    "WHERE (CAST(%(queue)s AS TEXT) IS NULL OR sqla_jobs_jobs.queue = %(queue)s) AND (CAST(%(task_name)s AS TEXT) IS NULL OR sqla_jobs_jobs.task_name = %(task_name)s) AND (CAST(%(lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.lock = %(lock)s) AND (CAST(%(queueing_lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.queueing_lock = %(queueing_lock)s) AND (CAST(%(job_id)s AS BIGINT) IS NULL OR sqla_jobs_jobs.id = CAST(%(job_id)s AS BIGINT)) AND (CAST(%(statuses)s AS TEXT[]) IS NULL OR sqla_jobs_jobs.status = any(CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]))) ORDER BY sqla_jobs_jobs.id DESC \n"
+    "WHERE (CAST(%(queue)s AS TEXT) IS NULL OR sqla_jobs_jobs.queue = %(queue)s) AND (CAST(%(task_name)s AS TEXT) IS NULL OR sqla_jobs_jobs.task_name = %(task_name)s) AND (CAST(%(lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.lock = %(lock)s) AND (CAST(%(queueing_lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.queueing_lock = %(queueing_lock)s) AND (CAST(%(tag)s AS TEXT) IS NULL OR (sqla_jobs_jobs.tags @> ARRAY[CAST(%(tag)s AS TEXT)])) AND (CAST(%(job_id)s AS BIGINT) IS NULL OR sqla_jobs_jobs.id = CAST(%(job_id)s AS BIGINT)) AND (CAST(%(statuses)s AS TEXT[]) IS NULL OR sqla_jobs_jobs.status = any(CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]))) ORDER BY sqla_jobs_jobs.id DESC \n"
     " LIMIT %(limit)s",
     prepared=False,
 )

@@ -39,6 +39,8 @@ class Filters:
     lock: str | None = None
     queueing_lock: str | None = None
     job_id: int | None = None
+    #: Jobs carrying this tag (``configure(tags=[...])``).
+    tag: str | None = None
 
     def params(self) -> dict[str, Any]:
         return {
@@ -47,6 +49,7 @@ class Filters:
             "lock": self.lock,
             "queueing_lock": self.queueing_lock,
             "job_id": self.job_id,
+            "tag": self.tag,
             "statuses": [s.value for s in self.statuses] or None,
         }
 
@@ -127,6 +130,7 @@ def _matches(job: Job, filters: Filters) -> bool:
         and filters.task_name in (None, job.task_name)
         and filters.lock in (None, job.lock)
         and filters.queueing_lock in (None, job.queueing_lock)
+        and (filters.tag is None or filters.tag in job.tags)
     )
 
 

@@ -156,6 +156,7 @@ def filters_of(
         task_name=get("task"),
         lock=get("lock"),
         queueing_lock=get("queueing_lock"),
+        tag=get("tag"),
         job_id=int(job_id) if job_id is not None else None,
     )
 
@@ -168,6 +169,7 @@ def filter_values(filters: dash.Filters) -> dict[str, Any]:
         "task": filters.task_name,
         "lock": filters.lock,
         "queueing_lock": filters.queueing_lock,
+        "tag": filters.tag,
         "id": filters.job_id,
     }
 

@@ -22,7 +22,7 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..schema import JobStatus, job_status, jobs, periodic_defers
@@ -44,6 +44,7 @@ def _filters() -> list[ColumnElement[bool]]:
         _unless_null("task_name", jobs.c.task_name == bindparam("task_name")),
         _unless_null("lock", jobs.c.lock == bindparam("lock")),
         _unless_null("queueing_lock", jobs.c.queueing_lock == bindparam("queueing_lock")),
+        _unless_null("tag", jobs.c.tags.contains(array([cast(bindparam("tag"), Text)]))),
         or_(
             cast(bindparam("job_id"), BigInteger).is_(None),
             jobs.c.id == cast(bindparam("job_id"), BigInteger),

@@ -209,6 +209,44 @@ async def test_jobs_list_filters_by_status_queue_task_lock_queueing_lock_and_id(
     assert status == 400
 
 
+async def test_jobs_list_filters_by_tag_links_tags_and_acts_on_a_tag(
+    client: Client, app: App, database: Any
+) -> None:
+    send = app.tasks["mail.send"]
+    tenant_7 = [
+        await send.configure(tags=["tenant:7", "vip"], meta={"by": "ann"}).defer_async(to="a"),
+        await send.configure(tags=["tenant:7"]).defer_async(to="b"),
+    ]
+    tenant_8 = await send.configure(tags=["tenant:8"]).defer_async(to="c")
+    untagged = await send.defer_async(to="d")
+
+    status, page, _ = await client.get("/jobs?tag=tenant:7")
+    assert status == 200, page
+    assert ids_on(page) == sorted(tenant_7, reverse=True)
+    assert 'name="tag" value="tenant:7"' in page
+    assert ids_on((await client.get("/jobs?tag=vip&status=todo"))[1]) == [tenant_7[0]]
+    assert ids_on((await client.get("/jobs?tag=nobody"))[1]) == []
+    status, page, _ = await client.get("/jobs")
+    assert ids_on(page) == [untagged, tenant_8, *sorted(tenant_7, reverse=True)]
+    assert "jobs?tag=tenant%3A8" in page  # each tag links to its filter
+
+    status, page, _ = await client.get(f"/jobs/{tenant_7[0]}")
+    assert status == 200
+    assert re.search(r"<dt>tags</dt><dd><a [^>]*>tenant:7</a> <a [^>]*>vip</a>", page), page
+    assert "<h2>Metadata</h2>" in page and "ann" in page
+    status, page, _ = await client.get(f"/jobs/{untagged}")
+    assert "<dt>tags</dt><dd>—</dd>" in page and "<h2>Metadata</h2>" not in page
+
+    form = {"action": "cancel", "scope": "matching", "tag": "tenant:7", "back": "jobs"}
+    status, page, _ = await client.post("/actions", form)
+    assert status == 200 and "Cancel 2 jobs?" in page, page
+    status, page, _ = await client.post("/actions", {**form, "confirmed": "yes"})
+    assert "2 jobs done" in page
+    assert [database.job(i)["status"] for i in tenant_7] == ["cancelled", "cancelled"]
+    assert database.job(tenant_8)["status"] == "todo"
+    assert database.job(untagged)["status"] == "todo"
+
+
 async def test_jobs_list_pages_by_keyset_newest_first(client: Client, app: App) -> None:
     ids = await app.tasks["mail.send"].batch_defer_async(*({"to": str(n)} for n in range(120)))
     newest_first = sorted(ids, reverse=True)
