@@ -32,10 +32,11 @@ class Heartbeat:
         self._state = state
         self._executor = executor
         self._news = news
-        # Set when the heartbeat should act before its next beat: shutdown, or a LISTEN that
-        # came back (notifications were missed, abort requests among them).
+        # Set when the heartbeat should act before its next beat: shutdown, an abort request
+        # that may concern this worker, or a LISTEN that came back (notifications were missed,
+        # abort requests among them).
         self.wake = asyncio.Event()
-        self.aborts_missed = False
+        self.aborts_to_look_for = False
         self._next_beat: float | None = None
         # After a failed heartbeat, other workers may have missed theirs too (a database
         # outage): judge none of them stalled before they have had time to heartbeat again.
@@ -55,8 +56,8 @@ class Heartbeat:
             self.wake.clear()
             if state.shutting_down.is_set():
                 return
-            if self.aborts_missed:
-                self.aborts_missed = False
+            if self.aborts_to_look_for:
+                self.aborts_to_look_for = False
                 await self.look_for_aborts()
             if loop.time() < self._next_beat:
                 continue
@@ -76,9 +77,11 @@ class Heartbeat:
                 continue
             await self.look_after_jobs()
 
-    def abort_requests_missed(self) -> None:
-        """LISTEN was lost a while: look for abort requests now."""
-        self.aborts_missed = True
+    def look_for_aborts_soon(self) -> None:
+        """An abort request may concern this worker, or LISTEN was lost a while and requests
+        were missed: look for its jobs marked aborting now (one statement, however many
+        requests came meanwhile)."""
+        self.aborts_to_look_for = True
         self.wake.set()
 
     async def look_for_aborts(self) -> None:
@@ -259,7 +262,11 @@ class Listener:
             except ValueError:
                 logger.warning("Ignoring an abort request for job %r: not a job id", payload)
                 return
-            self._executor.request_abort(job_id)
+            # The channel is the database's, not the schema's: another app's jobs, in another
+            # schema, have the same ids. A request naming a job this worker holds is checked
+            # against its own table before the job is stopped.
+            if job_id in self._executor.running or job_id in self._executor.ready:
+                self._heartbeat.look_for_aborts_soon()
 
     def _on_listening(self) -> None:
         if self._lost_at is not None:
@@ -269,7 +276,7 @@ class Listener:
                 extra=self._state.log_extra,
             )
             self._lost_at = None
-            self._heartbeat.abort_requests_missed()
+            self._heartbeat.look_for_aborts_soon()
             self._server_back()  # claim now, whatever backoff a failed claim was in
         self._failures = 0
         self.settled.set()

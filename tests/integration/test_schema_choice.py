@@ -5,6 +5,8 @@ connections' ``search_path`` never includes the schema: every statement names it
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import os
 import subprocess
@@ -306,3 +308,82 @@ def test_the_command_line_takes_the_schema(schema_url: tuple[str, str], tmp_path
     assert f'{quote_identifier(schema)}."sqla_jobs_jobs"' in grants.stdout, grants
     elsewhere = cli("--schema", "nowhere", "schema", "current")
     assert "none" in elsewhere.stdout, elsewhere
+
+
+async def test_an_abort_in_one_schema_leaves_the_same_job_id_of_another_schema_running(
+    empty_db_url: str,
+) -> None:
+    """Two apps in one database, each in its schema: their job ids overlap, and the abort
+    NOTIFY (a job id) reaches the workers of both. Only the job asked to abort stops."""
+    url = empty_db_url
+    apps = {}
+    started = {name: asyncio.Event() for name in ("a", "b")}
+    release = asyncio.Event()
+    for name in ("a", "b"):
+        migrations.upgrade(url, schema=f"tenant_{name}")
+        app = sqla_jobs.App(
+            connector=sqla_jobs.PsycopgConnector(conninfo=url), schema=f"tenant_{name}"
+        )
+
+        @app.task(name="tests.long")
+        async def long(tenant: str) -> str:
+            started[tenant].set()
+            await release.wait()
+            return tenant
+
+        apps[name] = app
+
+    def status(name: str, job_id: int) -> str:
+        with psycopg.connect(url) as conn:
+            row = conn.execute(
+                f"SELECT status FROM {quote_identifier('tenant_' + name)}.sqla_jobs_jobs "
+                "WHERE id = %s",
+                (job_id,),
+            ).fetchone()
+        assert row is not None
+        return str(row[0])
+
+    async def reaches(name: str, job_id: int, wanted: str) -> bool:
+        for _ in range(100):  # 5 s
+            if status(name, job_id) == wanted:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async with contextlib.AsyncExitStack() as stack:
+        for app in apps.values():
+            await stack.enter_async_context(app.open_async())
+        ids = {
+            name: await app.tasks["tests.long"].defer_async(tenant=name)
+            for name, app in apps.items()
+        }
+        assert ids["a"] == ids["b"]  # each schema has its own id sequence
+        workers = {
+            name: sqla_jobs.Worker(
+                app,
+                sqla_jobs.WorkerOptions(
+                    wait=True,
+                    install_signal_handlers=False,
+                    heartbeat_interval=60,
+                    stalled_timeout=360,
+                ),
+            )
+            for name, app in apps.items()
+        }
+        runs = [asyncio.create_task(worker.run()) for worker in workers.values()]
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(event.wait() for event in started.values())), timeout=10
+            )
+            aborted = await apps["a"].job_manager.abort_job_async(ids["a"])
+            assert aborted is sqla_jobs.JobStatus.ABORTING
+            assert await reaches("a", ids["a"], "aborted")  # through NOTIFY: the heartbeat is 60 s
+            await asyncio.sleep(0.3)
+            assert status("b", ids["b"]) == "doing"  # the same id, in the other schema
+            release.set()
+            assert await reaches("b", ids["b"], "succeeded")
+        finally:
+            release.set()
+            for worker in workers.values():
+                worker.stop()
+            await asyncio.wait_for(asyncio.gather(*runs), timeout=10)
