@@ -82,9 +82,10 @@ class BindConnector(BaseConnector):
         )
 
     def fetch_all(self, query: Query, params: Params | None = None) -> list[Row]:
-        connection = self._sync_connection()
-        _check_driver(connection)
         try:
+            # A session's first statement opens its connection: that may fail too.
+            connection = self._sync_connection()
+            _check_driver(connection)
             # In the host's transaction: a preamble runs first in it, a statement timeout is
             # the transaction's own (a SET LOCAL would outlive the statement).
             if self.savepoint:
@@ -101,9 +102,9 @@ class BindConnector(BaseConnector):
         return [dict(row) for row in result.mappings()] if result.returns_rows else []
 
     async def fetch_all_async(self, query: Query, params: Params | None = None) -> list[Row]:
-        connection = await self._async_connection()
-        _check_driver(connection)
         try:
+            connection = await self._async_connection()
+            _check_driver(connection)
             if self.savepoint:
                 async with connection.begin_nested():
                     for ahead in query.preamble:

@@ -27,7 +27,7 @@ import sqlalchemy.exc
 from helpers import dbname_of, sqlalchemy_url
 from psycopg import sql
 from sqlalchemy import create_engine, event
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 import sqla_jobs
@@ -195,6 +195,35 @@ def test_the_bind_connector_keeps_sqlalchemys_error_as_the_cause(db_url: str) ->
     assert (caught.value.sqlstate, caught.value.constraint_name) == ("23505", QUEUEING_LOCK_INDEX)
     assert isinstance(caught.value.__cause__, sqlalchemy.exc.IntegrityError)
     assert isinstance(caught.value.__cause__.orig, psycopg.errors.UniqueViolation)
+
+
+@pytest.mark.parametrize("form", ["Session", "AsyncSession"])
+async def test_a_session_that_cannot_connect_is_connection_failed_through_bind(
+    form: str, connectors: type[Connectors]
+) -> None:
+    """A session's first statement opens its connection: a server that is down is our
+    ConnectionFailed (naming where), with SQLAlchemy's error as the cause, like a statement's."""
+    if form == "Session":
+        engine = create_engine(sqlalchemy_url(connectors.DOWN_SERVER_URL, "psycopg"))
+        try:
+            with Session(engine) as session, pytest.raises(ConnectionFailed) as caught:
+                BindConnector(session).execute(queries.defer_job, defer_params())
+        finally:
+            engine.dispose()
+    else:
+        async_engine = create_async_engine(sqlalchemy_url(connectors.DOWN_SERVER_URL, "psycopg"))
+        try:
+            async with AsyncSession(async_engine) as async_session:
+                with pytest.raises(ConnectionFailed) as caught:
+                    await BindConnector(async_session).execute_async(
+                        queries.defer_job, defer_params()
+                    )
+        finally:
+            await async_engine.dispose()
+
+    assert "Could not connect to PostgreSQL" in str(caught.value)
+    assert "s3cret-pw" not in str(caught.value)
+    assert isinstance(caught.value.__cause__, sqlalchemy.exc.OperationalError)
 
 
 # -- drifts: the connectors behave alike ---------------------------------------------------------
