@@ -132,6 +132,12 @@ finish_succeeded = Query(
     prepared=True,
 )
 
+finish_succeeded_with_results = Query(
+    "finish_succeeded_with_results",
+    "UPDATE sqla_jobs_jobs SET status='succeeded', finished_at=clock_timestamp(), result=CAST(done.result AS JSONB) FROM unnest((SELECT CAST(%(ids)s AS BIGINT[]) AS anon_1), (SELECT CAST(%(attempts)s AS INTEGER[]) AS anon_2), (SELECT CAST(%(results)s AS TEXT[]) AS anon_3)) AS done(id, attempt, result) WHERE sqla_jobs_jobs.id = done.id AND sqla_jobs_jobs.attempts = done.attempt AND (sqla_jobs_jobs.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted')) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
+    prepared=True,
+)
+
 delete_jobs_by_id = Query(
     "delete_jobs_by_id",
     "DELETE FROM sqla_jobs_jobs USING unnest((SELECT CAST(%(ids)s AS BIGINT[]) AS anon_1), (SELECT CAST(%(attempts)s AS INTEGER[]) AS anon_2)) AS deleted(id, attempt) WHERE sqla_jobs_jobs.id = deleted.id AND sqla_jobs_jobs.attempts = deleted.attempt AND sqla_jobs_jobs.worker_id = %(worker_id)s",
@@ -184,9 +190,15 @@ list_workers = Query(
 
 get_job = Query(
     "get_job",
-    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.unique_key \n"
+    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.unique_key, CAST(sqla_jobs_jobs.result AS TEXT) AS result \n"
     "FROM sqla_jobs_jobs \n"
     "WHERE sqla_jobs_jobs.id = %(job_id)s",
+    prepared=False,
+)
+
+await_job = Query(
+    "await_job",
+    "UPDATE sqla_jobs_jobs SET awaited=true WHERE sqla_jobs_jobs.id = %(job_id)s AND (sqla_jobs_jobs.status NOT IN ('succeeded', 'failed', 'cancelled', 'aborted')) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.unique_key, CAST(sqla_jobs_jobs.result AS TEXT) AS result",
     prepared=False,
 )
 
@@ -620,6 +632,7 @@ ALL = (
     claim_jobs,
     claim_jobs_in_queues,
     finish_succeeded,
+    finish_succeeded_with_results,
     delete_jobs_by_id,
     finish_jobs,
     register_worker,
@@ -629,6 +642,7 @@ ALL = (
     requeue_worker_jobs,
     list_workers,
     get_job,
+    await_job,
     count_jobs_by_status,
     check_schema,
     list_jobs,

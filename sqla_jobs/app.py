@@ -64,6 +64,7 @@ class App(TaskRegistry):
             max_args_bytes=max_args_bytes,
             statements=self.statements,
             tracing=Tracing(tracer_provider),
+            stores_result=self._stores_result,
         )
         # Queue limits declared in code (`configure_queue`); tasks carry their own.
         self._queue_limits: dict[str, Limits] = {}
@@ -82,6 +83,12 @@ class App(TaskRegistry):
 
     def _app_of_tasks(self) -> App:
         return self
+
+    def _stores_result(self, task_name: str) -> bool | None:
+        """Whether the task stores its jobs' results; None for a task this app does not
+        know."""
+        task = self.tasks.get(task_name)
+        return None if task is None else task.store_result
 
     def add_tasks_from(self, blueprint: Blueprint, *, namespace: str) -> None:
         """Register the tasks (and periodic schedules) of ``blueprint`` as

@@ -57,6 +57,7 @@ class TaskRegistry:
         timeout: float | None = None,
         concurrency_limit: int | None = None,
         rate_limit: RateLike | None = None,
+        store_result: bool = True,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
@@ -74,6 +75,7 @@ class TaskRegistry:
         timeout: float | None = None,
         concurrency_limit: int | None = None,
         rate_limit: RateLike | None = None,
+        store_result: bool = True,
     ) -> Task | Callable[[Callable[..., Any]], Task]:
         """Register a sync or async function as a task: ``@app.task`` or ``@app.task(...)``.
 
@@ -87,6 +89,10 @@ class TaskRegistry:
         ``concurrency_limit``, ``rate_limit``: at most so many of the task's jobs running at
         once, started per period (``"100/s"``, ``"10/m"``), across all workers (see
         `sqla_jobs.controls`); each worker writes them to the database when it starts.
+
+        ``store_result``: what a job returns (JSON, up to 1 MiB) is stored with it when it
+        succeeds, for ``job_manager.get_result`` and ``wait_for``; False stores nothing
+        (a return value is then not even encoded).
         """
 
         def register(function: Callable[..., Any]) -> Task:
@@ -105,6 +111,7 @@ class TaskRegistry:
                 timeout=timeout,
                 concurrency_limit=concurrency_limit,
                 rate_limit=rate_limit,
+                store_result=store_result,
             )
             self._add_task(task_name, task)
             return task

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class JobsError(Exception):
     """Base class of every error sqla_jobs raises on purpose."""
@@ -104,6 +106,35 @@ class InvalidJobArguments(JobsError, TypeError):
 class InvalidJobOptions(JobsError, ValueError):
     """A job option (task or queue name, lock, queueing lock, priority, schedule) of the wrong
     type, too long, or with characters PostgreSQL cannot store; nothing is written."""
+
+
+class InvalidJobResult(JobsError, TypeError):
+    """A task returned a value that cannot be stored as its job's result: not JSON, or too
+    big. The job fails with this error (its task's work is done, so it is not retried) and
+    the worker goes on."""
+
+
+class ResultUnavailable(JobsError):
+    """A job has no result to give: it has not finished yet, it failed, was cancelled or
+    aborted (``job`` holds it, with its error), its task does not store results
+    (``store_result=False``), or there is no such job (``job`` is None)."""
+
+    def __init__(self, message: str, *, job_id: int, job: Any = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        #: The job as it was read (a `sqla_jobs.Job`), or None when there is none.
+        self.job = job
+
+
+class WaitTimeout(JobsError, TimeoutError):
+    """``wait_for`` gave up: the job did not finish within the timeout. It still exists and
+    may finish later; ``job`` is the job as last read."""
+
+    def __init__(self, message: str, *, job_id: int, timeout: float, job: Any = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.timeout = timeout
+        self.job = job
 
 
 class JobNotFound(JobsError):

@@ -12,7 +12,7 @@ import reprlib
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
-from .errors import InvalidJobArguments, InvalidJobOptions, JobTimeout
+from .errors import InvalidJobArguments, InvalidJobOptions, InvalidJobResult, JobTimeout
 from .statuses import CANCELLED_BY_TASK, SNOOZED, UNIQUE_REQUIRED_STATUSES, JobStatus
 
 DEFAULT_QUEUE = "default"
@@ -53,6 +53,10 @@ class Job:
     #: sqla_jobs: not a JSON object, nested too deep to decode); ``args`` is then empty and a
     #: worker fails the job with this reason instead of running it. None normally.
     args_error: str | None = None
+    #: What the task returned (decoded JSON) when the job succeeded; None when it returned
+    #: None, its task does not store results (``store_result=False``), or it has not
+    #: succeeded. Read by `JobManager.get_job`, `get_result` and `wait_for`, not by listings.
+    result: Any = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
@@ -67,6 +71,8 @@ class Job:
             values["tags"] = () if values["tags"] is None else tuple(values["tags"])
         if "meta" in values:
             values["meta"] = load_meta(values["meta"])
+        if isinstance(values.get("result"), str):
+            values["result"] = load_result(values["result"])
         return cls(**values)
 
     @classmethod
@@ -128,6 +134,15 @@ def load_meta(value: object) -> dict[str, Any]:
     return value if type(value) is dict else {}
 
 
+def load_result(text: str) -> Any:
+    """A job's result from its JSON text (the statements read it as text, as the arguments);
+    the text itself if it is not JSON (a row edited outside sqla_jobs)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+
+
 _FIELD_NAMES = tuple(field.name for field in dataclasses.fields(Job))
 _STATUS_BY_VALUE = {status.value: status for status in JobStatus}
 
@@ -142,6 +157,9 @@ MAX_ARGS_DEPTH = 100
 #: A job's arguments, as JSON, take at most this many bytes unless the app says otherwise
 #: (``App(max_args_bytes=...)``): a worker holds the arguments of every job it has claimed.
 DEFAULT_MAX_ARGS_BYTES = 1024 * 1024
+#: A job's result (what its task returned), as JSON, takes at most this many bytes, as
+#: arguments do by default: it is stored with the job and read back whole.
+MAX_RESULT_BYTES = DEFAULT_MAX_ARGS_BYTES
 #: A tag is at most this many bytes (UTF-8): a short label, and a key of the tags' index.
 MAX_TAG_BYTES = 255
 #: A job has at most this many tags (each is an index entry of every version of its row).
@@ -479,6 +497,38 @@ def dump_args(
             f"{max_bytes:,} are allowed (App(max_args_bytes=...)): a worker holds the "
             "arguments of every job it claims. Store big data elsewhere (a table, a file) and "
             "pass its key."
+        )
+    return text
+
+
+def dump_result(job_id: int, task_name: str, value: Any, max_bytes: int = MAX_RESULT_BYTES) -> str:
+    """What a task returned as JSON text that jsonb accepts and reads back as it was, or
+    `InvalidJobResult` naming the problem and the fix (the worker then fails the job)."""
+    problem: str | None = None
+    try:
+        text = _ENCODE(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        text, problem = "", f"{type(exc).__name__}: {exc}"
+    if problem is None and isinstance(value, _CONTAINERS):
+        problem = _nesting_problem(value, 1)
+    if problem is None:
+        problem = _text_problem(text)
+    if problem is not None:
+        raise InvalidJobResult(
+            f"Job {job_id} ({task_name}) returned {_short(value)}, which cannot be stored as "
+            f"its result ({problem}). Return JSON values (str, int, finite float, bool, "
+            "lists and dicts of them with string keys), e.g. an id instead of an object; or "
+            f"declare the task with @app.task(store_result=False) if nobody reads its result."
+        )
+    if "e+" in text:
+        text = _exact_json(value)
+    size = len(text) if text.isascii() else len(text.encode())
+    if size > max_bytes:
+        raise InvalidJobResult(
+            f"Job {job_id} ({task_name}) returned {size:,} bytes of JSON; a result may take "
+            f"at most {max_bytes:,}. Store big data elsewhere (a table, a file) and return its "
+            "key; or declare the task with @app.task(store_result=False) if nobody reads its "
+            "result."
         )
     return text
 

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from . import controls as ctl
 from . import operations as ops
+from . import results
 from .connectors.base import BaseConnector
 from .jobs import DEFAULT_MAX_ARGS_BYTES, Job, JobEvent, JobSpec
 from .operations import Statuses
@@ -45,6 +46,7 @@ class JobManager:
         max_args_bytes: int = DEFAULT_MAX_ARGS_BYTES,
         statements: Statements = DEFAULT,
         tracing: Tracing | None = None,
+        stores_result: results.StoresResult | None = None,
     ) -> None:
         self.connector = connector
         #: The largest a job's arguments may be, as JSON (bytes): see `App`.
@@ -53,6 +55,8 @@ class JobManager:
         self.statements = statements
         #: The app's spans (`sqla_jobs.tracing`); they do nothing without an SDK.
         self.tracing = tracing if tracing is not None else Tracing()
+        #: Whether a task stores its results, by name (None: unknown); the app's tasks say.
+        self.stores_result: results.StoresResult = stores_result or _unknown_task
 
     def using(self, connector: BaseConnector) -> JobManager:
         """A manager with the same settings, sending its statements through ``connector``."""
@@ -61,6 +65,7 @@ class JobManager:
             max_args_bytes=self.max_args_bytes,
             statements=self.statements,
             tracing=self.tracing,
+            stores_result=self.stores_result,
         )
 
     def run(self, operation: ops.Operation[T]) -> T:
@@ -188,6 +193,31 @@ class JobManager:
     async def get_job_history_async(self, job_id: int) -> list[JobEvent]:
         """Async form of `get_job_history`."""
         return await self.run_async(ops.job_history(job_id))
+
+    # -- results -------------------------------------------------------------------------------
+
+    def get_result(self, job_id: int) -> Any:
+        """What the job's task returned (decoded JSON; None if it returned None), once the
+        job has succeeded. Raises `ResultUnavailable` saying why there is none: not finished
+        yet, failed (with its error), cancelled or aborted, no such job (or deleted with its
+        result), or a task declared with ``store_result=False``."""
+        return self.run(results.get_result(job_id, self.stores_result))
+
+    async def get_result_async(self, job_id: int) -> Any:
+        """Async form of `get_result`."""
+        return await self.run_async(results.get_result(job_id, self.stores_result))
+
+    def wait_for(self, job_id: int, *, timeout: float) -> Job:
+        """The job as soon as it has finished (succeeded, failed, cancelled or aborted; its
+        ``result`` or ``last_error`` with it), read with backoff (10 ms, doubling to 0.5 s).
+        Raises `WaitTimeout` (a `TimeoutError`) after ``timeout`` seconds, `JobNotFound`
+        for no such job (or one deleted meanwhile). `wait_for_async` is woken by NOTIFY."""
+        return results.wait_for(self.connector, self.statements, job_id, timeout)
+
+    async def wait_for_async(self, job_id: int, *, timeout: float) -> Job:  # noqa: ASYNC109
+        """Async form of `wait_for`, woken by NOTIFY the moment the job finishes when the
+        connector can listen (the async connectors); else read with backoff."""
+        return await results.wait_for_async(self.connector, self.statements, job_id, timeout)
 
     def list_workers(self) -> list[dict[str, Any]]:
         """Registered workers, each with ``heartbeat_age``: seconds since its last heartbeat."""
@@ -352,3 +382,8 @@ class JobManager:
 
     async def list_controls_async(self) -> list[ctl.Control]:
         return await self.run_async(ctl.list_controls())
+
+
+def _unknown_task(task_name: str) -> bool | None:
+    """A manager without an app knows no task."""
+    return None

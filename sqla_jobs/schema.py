@@ -154,6 +154,20 @@ jobs = Table(
         nullable=True,
         comment="The statuses among which no other job may hold unique_key (revision 0008).",
     ),
+    Column(
+        "result",
+        JSONB,
+        nullable=True,
+        comment="What the task returned, as JSON, when the job succeeded; NULL: nothing "
+        "returned (None), or not stored (store_result=False) (revision 0009).",
+    ),
+    Column(
+        "awaited",
+        Boolean,
+        nullable=True,
+        comment="Someone waits for the job to finish (wait_for): its end is notified on "
+        "sqla_jobs_finished; NULL: nobody waits (revision 0009).",
+    ),
     comment="One row per job; the worker claims rows in status 'todo'.",
 )
 

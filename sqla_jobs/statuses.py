@@ -16,6 +16,10 @@ NOTIFY_CHANNEL = "sqla_jobs"
 #: read the controls again.
 CONTROLS_CHANNEL = "sqla_jobs_controls"
 
+#: Channel the finish of a job someone waits for (``wait_for``) is notified on; the payload is
+#: the job's id. Only jobs marked ``awaited`` are notified: other finishes send nothing.
+FINISHED_CHANNEL = "sqla_jobs_finished"
+
 #: The unique index that lets one job per queueing lock wait: a write it refuses is an
 #: `AlreadyEnqueued`.
 QUEUEING_LOCK_INDEX = "uq_sqla_jobs_jobs_queueing_lock_todo"

@@ -152,6 +152,7 @@ class Task:
         timeout: float | None = None,
         concurrency_limit: int | None = None,
         rate_limit: RateLike | None = None,
+        store_result: bool = True,
     ) -> None:
         # A name or option that no job could carry fails here, where the task is declared,
         # rather than at its first defer (or in a worker that cannot find the task).
@@ -177,6 +178,12 @@ class Task:
         #: Limits of the task's jobs across all workers, written to the database by each
         #: worker at start (`sqla_jobs.controls`); `Limits()`: none declared.
         self.limits = Limits.of(concurrency_limit, rate_limit)
+        if not isinstance(store_result, bool):
+            raise TypeError(
+                f"store_result of task {name!r} must be True or False, not {store_result!r}"
+            )
+        #: Whether a job's return value is stored as its result (`JobManager.get_result`).
+        self.store_result = store_result
         self.is_async = inspect.iscoroutinefunction(func)
         self.options = JobOptions(
             queue=queue, priority=priority, lock=lock, queueing_lock=queueing_lock
@@ -229,6 +236,7 @@ class Task:
             timeout=self.timeout,
             concurrency_limit=self.limits.concurrency_limit,
             rate_limit=self.limits.rate_limit,
+            store_result=self.store_result,
         )
 
     def retry_delay(self, attempts: int, exception: BaseException) -> float | None:

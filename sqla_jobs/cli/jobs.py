@@ -191,6 +191,8 @@ def job_details(job: Job, history: Sequence[JobEvent]) -> str:
         fields.append(("meta", json.dumps(dict(job.meta), ensure_ascii=False)))
     if job.unique_key:
         fields.append(("unique key", job.unique_key))
+    if job.result is not None:
+        fields.append(("result", json.dumps(job.result, ensure_ascii=False)))
     width = max(len(name) for name, _ in fields)
     lines = [f"{name.ljust(width)}  {value}" for name, value in fields]
     lines += ["", "history (oldest first):"]

@@ -7,7 +7,7 @@ mix with a host application's ``alembic_version``. Run them from Python::
     from sqla_jobs import migrations
 
     migrations.upgrade("postgresql://app@db/app")  # or an Engine, or a Connection
-    migrations.current(engine)  # "0008_tags_meta_unique", or None before the first upgrade
+    migrations.current(engine)  # "0009_results", or None before the first upgrade
 
 A host application that has its own Alembic environment upgrades the job tables from its
 ``env.py``, on the connection it already has, and keeps them out of its autogenerate::

@@ -7,14 +7,17 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Integer,
+    Text,
     and_,
     bindparam,
+    cast,
     delete,
     func,
     literal_column,
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from ..schema import JobStatus, jobs
 from ..statuses import RUNNING_STATUSES
@@ -54,6 +57,32 @@ finish_succeeded = render(
         _still_running_here,
     )
     .values(status=JobStatus.SUCCEEDED, finished_at=step_time()),
+    prepared=True,
+)
+# Successes of which some returned a result (JSON text; NULL for the others): a third array.
+# A batch without results is sent as above, so tasks that return None pay nothing for them.
+_done_with_results = (
+    func.unnest(
+        batch_array("ids", BigInteger),
+        batch_array("attempts", Integer),
+        batch_array("results", Text),
+    )
+    .table_valued("id", "attempt", "result")
+    .render_derived(name="done")
+)
+finish_succeeded_with_results = render(
+    "finish_succeeded_with_results",
+    update(jobs)
+    .where(
+        jobs.c.id == _done_with_results.c.id,
+        jobs.c.attempts == _done_with_results.c.attempt,
+        _still_running_here,
+    )
+    .values(
+        status=JobStatus.SUCCEEDED,
+        finished_at=step_time(),
+        result=cast(_done_with_results.c.result, JSONB),
+    ),
     prepared=True,
 )
 # Jobs the worker ran and deletes: instead of recording a success, or once it has recorded

@@ -31,9 +31,27 @@ from ._build import JOB_COLUMNS, array_param, render, status_literal, step_time
 #: What reading a job by id or listing jobs returns: a job's columns and its unique key.
 _JOB_DETAILS = (*JOB_COLUMNS, jobs.c.unique_key)
 
+#: What reading one job returns: its details and its result (as text, decoded by `Job`), which
+#: listings leave out (a page of jobs need not carry a megabyte of results each).
+_ONE_JOB = (*_JOB_DETAILS, cast(jobs.c.result, Text).label("result"))
+
 get_job = render(
     "get_job",
-    select(*_JOB_DETAILS).where(jobs.c.id == bindparam("job_id", type_=BigInteger)),
+    select(*_ONE_JOB).where(jobs.c.id == bindparam("job_id", type_=BigInteger)),
+)
+# ``wait_for`` marks the job it waits for, once it listens: the finish of an awaited job is
+# notified (the triggers of revision 0009). A job already finished is not written to; the
+# caller then reads it (`get_job`) in a statement of its own, whose snapshot sees a finish
+# committed while this one waited for the row.
+await_job = render(
+    "await_job",
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("job_id", type_=BigInteger),
+        jobs.c.status.not_in([status for status in JobStatus if status.is_finished]),
+    )
+    .values(awaited=True)
+    .returning(*_ONE_JOB),
 )
 _counts = select(jobs.c.queue, jobs.c.status, func.count().label("count")).group_by(
     jobs.c.queue, jobs.c.status

@@ -113,11 +113,15 @@ class Completer:
 
     async def _write(self, succeeded: list[Outcome], others: list[Outcome]) -> None:
         if succeeded:
+            # Results are sent only when some job of the batch returned one: tasks that return
+            # None cost the statement nothing more.
+            with_results = any(outcome.result is not None for outcome in succeeded)
             await self._database.finish_succeeded(
                 self._state.worker_id,
                 [outcome.job_id for outcome in succeeded],
                 [outcome.attempt for outcome in succeeded],
                 delete=self._delete_succeeded,
+                results=[outcome.result for outcome in succeeded] if with_results else None,
             )
         if others:
             await self._database.finish(self._state.worker_id, others)

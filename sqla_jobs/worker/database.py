@@ -62,12 +62,30 @@ class WorkerDatabase:
         return [Job.from_full_row(row) for row in rows]
 
     async def finish_succeeded(
-        self, worker_id: int, job_ids: Sequence[int], attempts: Sequence[int], *, delete: bool
+        self,
+        worker_id: int,
+        job_ids: Sequence[int],
+        attempts: Sequence[int],
+        *,
+        delete: bool,
+        results: Sequence[str | None] | None = None,
     ) -> None:
         """Record that the worker's jobs ``job_ids`` succeeded in their attempts ``attempts``
-        (or delete them). A job no longer in that attempt under this worker is left alone."""
-        query = self.statements[queries.delete_jobs_by_id if delete else queries.finish_succeeded]
-        params = {"worker_id": worker_id, "ids": list(job_ids), "attempts": list(attempts)}
+        (or delete them), with their ``results`` (JSON text, None for none; None when no job
+        of the batch has one). A job no longer in that attempt under this worker is left
+        alone."""
+        params: dict[str, Any] = {
+            "worker_id": worker_id,
+            "ids": list(job_ids),
+            "attempts": list(attempts),
+        }
+        if delete:
+            query = self.statements[queries.delete_jobs_by_id]
+        elif results is None:
+            query = self.statements[queries.finish_succeeded]
+        else:
+            query = self.statements[queries.finish_succeeded_with_results]
+            params["results"] = list(results)
         await self.connector.execute_async(query, params)
 
     async def finish(self, worker_id: int, outcomes: Sequence[Outcome]) -> None:

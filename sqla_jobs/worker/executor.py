@@ -15,8 +15,8 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import JobTimeout
-from ..jobs import Job
+from ..errors import InvalidJobResult, JobTimeout
+from ..jobs import Job, dump_result
 from ..statuses import JobStatus
 from ..task_controls import CancelJob, Snooze
 from ._common import ABORT_CHANNEL, WorkerState, logger
@@ -201,14 +201,15 @@ class Executor:
         if counts is not None:
             counts.job_started(job)
             began = time.monotonic()
+        returned: Any = None
         try:
             if self._traced:  # a process span around the job (sqla_jobs.tracing)
                 with self._tracing.processing(job):
-                    await self._call(self._runnable(task, job), job)
+                    returned = await self._call(self._runnable(task, job), job)
             elif task is None or job.args_error is not None:
                 self._runnable(task, job)  # raises, saying why
             else:
-                await self._call(task, job)
+                returned = await self._call(task, job)
         except asyncio.CancelledError as exc:
             current = asyncio.current_task()
             if job.id in self._interrupting or (
@@ -253,8 +254,10 @@ class Executor:
                 # A sync task that returned after an abort request (or an async one that
                 # swallowed the cancellation): it stopped, as asked.
                 outcome = Outcome(job.id, job.attempts, JobStatus.ABORTED, "Aborted on request.")
-            else:
+            elif returned is None or task is None or not task.store_result:
                 outcome = Outcome(job.id, job.attempts, JobStatus.SUCCEEDED)
+            else:
+                outcome = self._success_outcome(job, returned)
         finally:
             del self.running[job.id]
             self.jobs_ended += 1
@@ -267,6 +270,17 @@ class Executor:
             counts.job_ended(job, outcome.status, time.monotonic() - began, snoozed=outcome.snoozed)
         releases = job.lock is not None or outcome.status is JobStatus.TODO
         self._completer.add(outcome, releases=releases)
+
+    def _success_outcome(self, job: Job, returned: Any) -> Outcome:
+        """A success with what the task returned as its result; a result that cannot be
+        stored fails the job, saying why (its work is done: it is not retried)."""
+        try:
+            result = dump_result(job.id, job.task_name, returned)
+        except InvalidJobResult as exc:
+            logger.error("%s", exc, extra=log_extra(job))
+            error = "".join(traceback.format_exception_only(exc))
+            return Outcome(job.id, job.attempts, JobStatus.FAILED, error)
+        return Outcome(job.id, job.attempts, JobStatus.SUCCEEDED, result=result)
 
     def _snooze_outcome(self, job: Job, snooze: Snooze) -> Outcome:
         """The task asked to run again later: back to the queue, its attempt given back (an
@@ -379,7 +393,8 @@ class Executor:
         )
         return Outcome(job.id, job.attempts, JobStatus.FAILED, error)
 
-    async def _call(self, task: Task, job: Job) -> None:
+    async def _call(self, task: Task, job: Job) -> Any:
+        """Run ``task`` for ``job``; what it returned."""
         args: tuple[Any, ...] = ()
         if task.pass_context:
             args = (
@@ -395,10 +410,8 @@ class Executor:
         timeout = task.timeout
         if task.is_async:
             if timeout is None:
-                await task.func(*args, **job.args)
-            else:
-                await _async_within(timeout, job, task.func(*args, **job.args))
-            return
+                return await task.func(*args, **job.args)
+            return await _async_within(timeout, job, task.func(*args, **job.args))
         self._sync_jobs.add(job.id)
         try:
             # The arguments travel bound to the function: a task's own argument may be called
@@ -406,9 +419,8 @@ class Executor:
             call = functools.partial(task.func, *args, **job.args)
             name = f"sqla_jobs-job-{job.id}"
             if timeout is None:
-                await _in_daemon_thread(self._threads, job.id, name, call)
-            else:
-                await self._sync_within(timeout, job, name, call)
+                return await _in_daemon_thread(self._threads, job.id, name, call)
+            return await self._sync_within(timeout, job, name, call)
         finally:
             self._sync_jobs.discard(job.id)
 
@@ -537,13 +549,13 @@ def _start_daemon_thread(
     return future
 
 
-async def _async_within(seconds: float, job: Job, coroutine: Any) -> None:
+async def _async_within(seconds: float, job: Job, coroutine: Any) -> Any:
     """Await an async task for ``seconds`` at most: past them it is cancelled, and
     `JobTimeout` is raised (unless it answered with a snooze or a cancel)."""
     deadline = asyncio.timeout(seconds)
     try:
         async with deadline:
-            await coroutine
+            returned = await coroutine
     except (Snooze, CancelJob, asyncio.CancelledError):
         raise  # its answer to the timeout, or an abort or a stop of the worker
     except (Exception, SystemExit) as exc:
@@ -553,6 +565,7 @@ async def _async_within(seconds: float, job: Job, coroutine: Any) -> None:
     if deadline.expired():
         # It caught its cancellation and returned: it did not finish in time all the same.
         raise _timed_out(job, seconds, "it was cancelled (and returned)")
+    return returned
 
 
 def _timed_out(job: Job, timeout: float, what: str) -> JobTimeout:

@@ -13,7 +13,7 @@ class Outcome:
     ``attempt`` is the job's attempt that ended (its ``attempts`` when claimed): the outcome
     is written only while the job is still in that attempt, under the worker that ran it."""
 
-    __slots__ = ("attempt", "error", "job_id", "retry_at", "snoozed", "status")
+    __slots__ = ("attempt", "error", "job_id", "result", "retry_at", "snoozed", "status")
 
     def __init__(
         self,
@@ -23,6 +23,7 @@ class Outcome:
         error: str | None = None,
         retry_at: datetime.datetime | None = None,
         snoozed: bool = False,
+        result: str | None = None,
     ) -> None:
         self.job_id = job_id
         self.attempt = attempt
@@ -31,6 +32,9 @@ class Outcome:
         self.retry_at = retry_at
         #: Back to the queue at the task's request (`Snooze`): the run gives its attempt back.
         self.snoozed = snoozed
+        #: What the task returned, as JSON text, for a success whose task stores results;
+        #: None when it returned None (nothing is sent for it).
+        self.result = result
 
     @classmethod
     def retry(cls, job_id: int, attempt: int, error: str, delay: float) -> Outcome:

@@ -162,7 +162,7 @@ def test_current_is_none_before_the_first_upgrade_and_head_after(empty_db_url: s
 
     migrations.upgrade(empty_db_url)
 
-    assert migrations.current(empty_db_url) == migrations.head() == "0008_tags_meta_unique"
+    assert migrations.current(empty_db_url) == migrations.head() == "0009_results"
 
 
 # --- triggers and the history -------------------------------------------------------------

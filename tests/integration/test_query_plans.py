@@ -285,8 +285,10 @@ def test_finish_statements_find_their_jobs_by_primary_key(
         "retry_ats": [None] * size,
         "refunds": [0, 1] * (size // 2),
     }
+    with_results = {**batch, "results": ['{"n": 1}', None] * (size // 2)}
     for query, params in [
         (queries.finish_succeeded, batch),
+        (queries.finish_succeeded_with_results, with_results),
         (queries.finish_jobs, outcomes),
         (queries.delete_jobs_by_id, batch),
     ]:

@@ -124,6 +124,7 @@ def test_job_from_a_full_row_keeps_every_column_and_types_the_status() -> None:
         "tags": (),
         "meta": {},
         "unique_key": None,
+        "result": None,
     }
     assert job.status is JobStatus.DOING
 

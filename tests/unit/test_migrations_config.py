@@ -67,12 +67,13 @@ def test_alembic_config_refuses_what_is_not_a_database() -> None:
 def test_head_is_the_single_revision_of_the_sqla_jobs_branch() -> None:
     script = ScriptDirectory.from_config(migrations.alembic_config())
 
-    head = "0008_tags_meta_unique"
+    head = "0009_results"
     assert migrations.head() == head
     assert script.get_heads() == [head]
     assert script.get_revision("sqla_jobs@head").revision == head
     assert [revision.revision for revision in script.walk_revisions()] == [
         head,
+        "0008_tags_meta_unique",
         "0007_controls",
         "0006_finished_at_brin",
         "0005_trace_context",
@@ -112,6 +113,10 @@ def test_sql_renders_the_whole_schema_without_a_database(monkeypatch: pytest.Mon
         "CREATE INDEX ix_sqla_jobs_jobs_tags ON sqla_jobs_jobs USING gin (tags)",
         "CREATE UNIQUE INDEX uq_sqla_jobs_jobs_unique_key ON sqla_jobs_jobs (unique_key)",
         f"UPDATE {VERSION_TABLE} SET version_num='0008_tags_meta_unique'",
+        "ALTER TABLE sqla_jobs_jobs ADD COLUMN result JSONB",
+        "CREATE TRIGGER sqla_jobs_awaited_job_finished",
+        "CREATE TRIGGER sqla_jobs_awaited_job_deleted",
+        f"UPDATE {VERSION_TABLE} SET version_num='0009_results'",
         "COMMIT;",
     ]:
         assert statement in script
