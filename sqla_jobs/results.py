@@ -7,6 +7,11 @@ revision 0009 to a connection already listening, so no finish is missed. Finishe
 waits for notify nothing. Without LISTEN (a sync connector, the sync form, or a listening
 connection that failed) the waiter reads the job with backoff: 10 ms, doubling to 0.5 s.
 Every wait is bounded by its timeout.
+
+The waits of one connector that overlap in time (a web app's requests each waiting for a
+job, ``asyncio.gather`` over many jobs) share one listening connection (`_SharedListener`):
+opened by the first, handed each notification by job id, closed when the last one ends. A
+thousand waits cost one connection, not a thousand.
 """
 
 from __future__ import annotations
@@ -151,6 +156,67 @@ def wait_for(connector: BaseConnector, statements: Statements, job_id: int, time
         delay = backoff(delay)
 
 
+class _SharedListener:
+    """One LISTEN on `FINISHED_CHANNEL` for the overlapping waits of one connector on one
+    event loop: each wait `join`s it for its job and `leave`s it when it ends; the last to
+    leave stops it. If its connection fails, the listener task ends and every wait sharing
+    it reads its job with backoff; the next wait to come starts a new listener."""
+
+    def __init__(self, connector: BaseConnector, key: tuple[int, int]) -> None:
+        self._key = key
+        self.listening = asyncio.Event()
+        #: The events of the waits, by the job id they wait for (the notification's payload).
+        self._waits: dict[str, set[asyncio.Event]] = {}
+        self._count = 0
+        self.task: asyncio.Task[Any] = asyncio.ensure_future(
+            connector.listen([FINISHED_CHANNEL], self._notified, on_listening=self.listening.set)
+        )
+        self.task.add_done_callback(self._ended)
+
+    @classmethod
+    def join(cls, connector: BaseConnector, job_id: int) -> tuple[_SharedListener, asyncio.Event]:
+        """The listener to share (started if none runs) and the event a notification of
+        ``job_id`` sets."""
+        key = (id(connector), id(asyncio.get_running_loop()))
+        shared = _listeners.get(key)
+        if shared is None:
+            shared = _listeners[key] = cls(connector, key)
+        event = asyncio.Event()
+        shared._waits.setdefault(str(job_id), set()).add(event)
+        shared._count += 1
+        return shared, event
+
+    async def leave(self, job_id: int, event: asyncio.Event) -> None:
+        waits = self._waits.get(str(job_id))
+        if waits is not None:
+            waits.discard(event)
+            if not waits:
+                del self._waits[str(job_id)]
+        self._count -= 1
+        if self._count:
+            return
+        self._forget()  # a wait that comes now starts a listener of its own
+        if not await cancel_and_wait(self.task, _LISTENER_STOP):
+            logger.warning("The listener of wait_for did not stop; left to end")
+        _retrieve(self.task)
+
+    def _notified(self, channel: str, payload: str) -> None:
+        for event in self._waits.get(payload, ()):
+            event.set()
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        # Its connection failed (or it was stopped): no wait may join it any more.
+        self._forget()
+
+    def _forget(self) -> None:
+        if _listeners.get(self._key) is self:
+            del _listeners[self._key]
+
+
+#: The running shared listeners, by (connector, event loop) identity.
+_listeners: dict[tuple[int, int], _SharedListener] = {}
+
+
 async def wait_for_async(
     connector: BaseConnector,
     statements: Statements,
@@ -162,19 +228,10 @@ async def wait_for_async(
     deadline = time.monotonic() + check_timeout(timeout)
     if not connector.can_run_worker:
         return await _poll(connector, statements, job_id, timeout, deadline)
-    finished = asyncio.Event()
-    listening = asyncio.Event()
-    wanted = str(job_id)
-
-    def on_notification(channel: str, payload: str) -> None:
-        if payload == wanted:
-            finished.set()
-
-    listener = asyncio.ensure_future(
-        connector.listen([FINISHED_CHANNEL], on_notification, on_listening=listening.set)
-    )
+    shared, finished = _SharedListener.join(connector, job_id)
+    listener = shared.task
     try:
-        ready = asyncio.ensure_future(listening.wait())
+        ready = asyncio.ensure_future(shared.listening.wait())
         try:
             await asyncio.wait(
                 {listener, ready},
@@ -183,7 +240,7 @@ async def wait_for_async(
             )
         finally:
             ready.cancel()
-        if not listening.is_set():
+        if not shared.listening.is_set() or listener.done():
             _log_listener_failure(listener, job_id)
             return await _poll(connector, statements, job_id, timeout, deadline)
         job = await ops.run_async(connector, await_job(job_id), statements)
@@ -199,9 +256,7 @@ async def wait_for_async(
             job = await ops.run_async(connector, ops.get_job(job_id), statements)
         return job
     finally:
-        if not await cancel_and_wait(listener, _LISTENER_STOP):
-            logger.warning("The listener of wait_for(%d) did not stop; left to end", job_id)
-        _retrieve(listener)
+        await shared.leave(job_id, finished)
 
 
 async def _first_of(event: asyncio.Event, listener: asyncio.Future[Any], seconds: float) -> None:

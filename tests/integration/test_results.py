@@ -302,6 +302,42 @@ async def test_wait_for_async_is_woken_by_notify_as_soon_as_the_job_finishes(
     assert database.job(job_id)["awaited"] is True
 
 
+async def test_overlapping_waits_share_one_listening_connection(
+    async_app: sqla_jobs.App, database: Database
+) -> None:
+    """50 waits at once (a web app's requests, a gather) listen on one connection, each is
+    woken by its own job's finish, and the connection closes when the last wait ends."""
+    compute = register(async_app)["compute"]
+    job_ids = await compute.batch_defer_async(*({"value": i} for i in range(50)))
+    manager = async_app.job_manager
+    waits = [asyncio.create_task(manager.wait_for_async(i, timeout=20)) for i in job_ids]
+
+    def listening_connections() -> int:
+        return int(
+            database.scalar(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query ILIKE 'LISTEN%%'"
+            )
+        )
+
+    assert await database.wait_until_async(lambda: listening_connections() == 1, within=5)
+    await asyncio.sleep(0.3)  # every wait has joined and marked its job
+    assert listening_connections() == 1
+    # Half the jobs end: their waits return, the others go on waiting.
+    assert await manager.cancel_job_async(job_ids[0])
+    for job_id in job_ids[1:25]:
+        assert await manager.cancel_job_async(job_id)
+    done, pending = await asyncio.wait(waits, timeout=5)
+    assert {t.result().id for t in done} == set(job_ids[:25]) and len(pending) == 25
+    assert listening_connections() == 1
+
+    for job_id in job_ids[25:]:
+        assert await manager.cancel_job_async(job_id)
+    jobs = await asyncio.wait_for(asyncio.gather(*waits), timeout=5)
+    assert [job.status for job in jobs] == [JobStatus.CANCELLED] * 50
+    assert await database.wait_until_async(lambda: not database.listening(), within=2)
+
+
 async def test_a_job_cancelled_while_waited_for_wakes_its_waiter_at_once(
     async_app: sqla_jobs.App,
 ) -> None:
