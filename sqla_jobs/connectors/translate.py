@@ -52,6 +52,8 @@ class Diagnostics:
     connecting: bool = False
     #: A SQLAlchemy pool had no connection free within its ``pool_timeout``.
     pool_exhausted: bool = False
+    #: Raised through SQLAlchemy: the connection settings are an engine's.
+    through_sqlalchemy: bool = False
 
     def fields(self) -> dict[str, str | None]:
         """The server's diagnostics, as `ConnectorError` takes them."""
@@ -103,7 +105,7 @@ def _from_sqlalchemy(exc: Any, sqlalchemy_exc: Any) -> Diagnostics:
     if isinstance(exc, sqlalchemy_exc.TimeoutError):
         # SQLAlchemy's own text, not the server's; without its link to the docs.
         text = " ".join(str(exc).split("(Background on this error")[0].split())
-        return Diagnostics(text, connecting=True, pool_exhausted=True)
+        return Diagnostics(text, connecting=True, pool_exhausted=True, through_sqlalchemy=True)
     orig = exc.orig
     inner = read_diagnostics(orig) if isinstance(orig, BaseException) else Diagnostics("")
     if not inner.text:
@@ -116,6 +118,7 @@ def _from_sqlalchemy(exc: Any, sqlalchemy_exc: Any) -> Diagnostics:
         inner,
         connecting=inner.connecting or connecting,
         connection_failed=inner.connection_failed or lost,
+        through_sqlalchemy=True,
     )
 
 
@@ -179,10 +182,16 @@ def translate_error(
             **fields,
         )
     if connecting or sqlstate.startswith(_CONNECTION_EXCEPTION):
+        settings = (
+            "the URL and connect_args of the SQLAlchemy engine (yours, with bind= or an "
+            "engine given to the connector; else the connector's dsn)"
+            if diagnostics.through_sqlalchemy
+            else "the connector's conninfo/dsn or keyword arguments"
+        )
         return ConnectionFailed(
             f"Could not connect to PostgreSQL ({target}): {_sentence(text)} Check the "
-            "connection settings (DATABASE_URL, the connector's conninfo/dsn or keyword "
-            "arguments, the PG* environment variables) and that the server is running.",
+            f"connection settings (DATABASE_URL, {settings}, the PG* environment variables) "
+            "and that the server is running.",
             **fields,
         )
     if sqlstate in _MISSING_SCHEMA:

@@ -222,6 +222,9 @@ async def test_a_session_that_cannot_connect_is_connection_failed_through_bind(
             await async_engine.dispose()
 
     assert "Could not connect to PostgreSQL" in str(caught.value)
+    # The settings to check are the engine's, not a conninfo the caller never wrote.
+    assert "connect_args of the SQLAlchemy engine" in str(caught.value)
+    assert "conninfo" not in str(caught.value)
     assert "s3cret-pw" not in str(caught.value)
     assert isinstance(caught.value.__cause__, sqlalchemy.exc.OperationalError)
 
