@@ -27,6 +27,7 @@ from .errors import (
     TaskNotFound,
     WaitTimeout,
     WorkerFailed,
+    WorkflowNotFound,
 )
 from .jobs import Job, Unique
 from .manager import JobEvent
@@ -35,6 +36,7 @@ from .statuses import JobStatus
 from .task_controls import CancelJob, Snooze
 from .tasks import JobDeferrer, Task
 from .worker import JobContext, Worker, WorkerOptions
+from .workflows import Step, Workflow, WorkflowInfo, WorkflowRun, chain, chord, group
 
 #: The version, written here only: pyproject.toml reads it (setuptools' dynamic version) and
 #: ``sqla-jobs --version`` reads the installed distribution's metadata, built from it.
@@ -81,6 +83,7 @@ __all__ = [
     "SchemaNotFound",
     "Snooze",
     "StatementCancelled",
+    "Step",
     "SyncConnectorCannotRunWorker",
     "SyncPsycopgConnector",
     "Task",
@@ -90,6 +93,13 @@ __all__ = [
     "Worker",
     "WorkerFailed",
     "WorkerOptions",
+    "Workflow",
+    "WorkflowInfo",
+    "WorkflowNotFound",
+    "WorkflowRun",
+    "chain",
+    "chord",
+    "group",
     "metadata",
 ]
 

@@ -28,8 +28,8 @@ COPY_COLUMNS_WITH_TAGS = (
     "tags",
     "meta",
 )
-CLAIM_TEMPLATE = "WITH candidates AS \n(SELECT ready.id AS id \nFROM (SELECT sqla_jobs_jobs.id AS id \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_controls AS control \nWHERE control.paused OR control.concurrency_limit IS NOT NULL OR control.rate_limit IS NOT NULL)) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT (SELECT CAST(987654321 AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS ready \n LIMIT 987654321)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta"
-CLAIM_IN_QUEUES_TEMPLATE = "WITH candidates AS \n(SELECT best.id AS id \nFROM unnest(CAST(%(queues)s AS TEXT[])) AS wanted(name) JOIN LATERAL (SELECT walk.id AS id, walk.priority AS priority \nFROM (SELECT sqla_jobs_jobs.id AS id, sqla_jobs_jobs.priority AS priority \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_controls AS control \nWHERE (control.paused OR control.concurrency_limit IS NOT NULL OR control.rate_limit IS NOT NULL) AND (control.scope = 'task' OR control.name = any(CAST(%(queues)s AS TEXT[]))))) AND sqla_jobs_jobs.queue = any(ARRAY[wanted.name]) ORDER BY sqla_jobs_jobs.queue, sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT (SELECT CAST(987654321 AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS walk \n LIMIT 987654321) AS best ON true ORDER BY best.priority DESC, best.id \n LIMIT 987654321)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta"
+CLAIM_TEMPLATE = "WITH candidates AS \n(SELECT ready.id AS id \nFROM (SELECT sqla_jobs_jobs.id AS id \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_controls AS control \nWHERE control.paused OR control.concurrency_limit IS NOT NULL OR control.rate_limit IS NOT NULL)) ORDER BY sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT (SELECT CAST(987654321 AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS ready \n LIMIT 987654321)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.workflow_id, sqla_jobs_jobs.parents_left"
+CLAIM_IN_QUEUES_TEMPLATE = "WITH candidates AS \n(SELECT best.id AS id \nFROM unnest(CAST(%(queues)s AS TEXT[])) AS wanted(name) JOIN LATERAL (SELECT walk.id AS id, walk.priority AS priority \nFROM (SELECT sqla_jobs_jobs.id AS id, sqla_jobs_jobs.priority AS priority \nFROM sqla_jobs_jobs \nWHERE (SELECT set_config('synchronous_commit', 'off', true) AS set_config_1) = 'off' AND sqla_jobs_jobs.status = 'todo' AND (sqla_jobs_jobs.scheduled_at IS NULL OR sqla_jobs_jobs.scheduled_at <= now()) AND (sqla_jobs_jobs.lock IS NULL OR NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS running \nWHERE running.lock = sqla_jobs_jobs.lock AND running.status IN ('doing', 'aborting'))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_jobs AS earlier \nWHERE earlier.lock = sqla_jobs_jobs.lock AND earlier.status = 'todo' AND earlier.id < sqla_jobs_jobs.id))) AND NOT (EXISTS (SELECT * \nFROM sqla_jobs_controls AS control \nWHERE (control.paused OR control.concurrency_limit IS NOT NULL OR control.rate_limit IS NOT NULL) AND (control.scope = 'task' OR control.name = any(CAST(%(queues)s AS TEXT[]))))) AND sqla_jobs_jobs.queue = any(ARRAY[wanted.name]) ORDER BY sqla_jobs_jobs.queue, sqla_jobs_jobs.priority DESC, sqla_jobs_jobs.id \n LIMIT (SELECT CAST(987654321 AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS walk \n LIMIT 987654321) AS best ON true ORDER BY best.priority DESC, best.id \n LIMIT 987654321)\n UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \nFROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.workflow_id, sqla_jobs_jobs.parents_left"
 
 defer_job = Query(
     "defer_job",
@@ -100,7 +100,7 @@ claim_jobs = Query(
     " LIMIT (SELECT CAST(%(limit)s AS BIGINT) AS claim_size) FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED) AS ready \n"
     " LIMIT %(limit)s)\n"
     " UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \n"
-    "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta",
+    "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.workflow_id, sqla_jobs_jobs.parents_left",
     prepared=True,
 )
 
@@ -122,19 +122,19 @@ claim_jobs_in_queues = Query(
     " LIMIT %(limit)s) AS best ON true ORDER BY best.priority DESC, best.id \n"
     " LIMIT %(limit)s)\n"
     " UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \n"
-    "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta",
+    "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.workflow_id, sqla_jobs_jobs.parents_left",
     prepared=True,
 )
 
 finish_succeeded = Query(
     "finish_succeeded",
-    "UPDATE sqla_jobs_jobs SET status='succeeded', finished_at=clock_timestamp() FROM unnest((SELECT CAST(%(ids)s AS BIGINT[]) AS anon_1), (SELECT CAST(%(attempts)s AS INTEGER[]) AS anon_2)) AS done(id, attempt) WHERE sqla_jobs_jobs.id = done.id AND sqla_jobs_jobs.attempts = done.attempt AND (sqla_jobs_jobs.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted')) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
+    "UPDATE sqla_jobs_jobs SET status='succeeded', finished_at=clock_timestamp() FROM unnest((SELECT CAST(%(ids)s AS BIGINT[]) AS anon_1), (SELECT CAST(%(attempts)s AS INTEGER[]) AS anon_2)) AS done(id, attempt) WHERE sqla_jobs_jobs.id = done.id AND sqla_jobs_jobs.attempts = done.attempt AND (sqla_jobs_jobs.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted', 'blocked')) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
     prepared=True,
 )
 
 finish_succeeded_with_results = Query(
     "finish_succeeded_with_results",
-    "UPDATE sqla_jobs_jobs SET status='succeeded', finished_at=clock_timestamp(), result=CAST(done.result AS JSONB) FROM unnest((SELECT CAST(%(ids)s AS BIGINT[]) AS anon_1), (SELECT CAST(%(attempts)s AS INTEGER[]) AS anon_2), (SELECT CAST(%(results)s AS TEXT[]) AS anon_3)) AS done(id, attempt, result) WHERE sqla_jobs_jobs.id = done.id AND sqla_jobs_jobs.attempts = done.attempt AND (sqla_jobs_jobs.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted')) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
+    "UPDATE sqla_jobs_jobs SET status='succeeded', finished_at=clock_timestamp(), result=CAST(done.result AS JSONB) FROM unnest((SELECT CAST(%(ids)s AS BIGINT[]) AS anon_1), (SELECT CAST(%(attempts)s AS INTEGER[]) AS anon_2), (SELECT CAST(%(results)s AS TEXT[]) AS anon_3)) AS done(id, attempt, result) WHERE sqla_jobs_jobs.id = done.id AND sqla_jobs_jobs.attempts = done.attempt AND (sqla_jobs_jobs.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted', 'blocked')) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
     prepared=True,
 )
 
@@ -147,7 +147,7 @@ delete_jobs_by_id = Query(
 finish_jobs = Query(
     "finish_jobs",
     "UPDATE sqla_jobs_jobs SET status=outcomes.status, scheduled_at=coalesce(outcomes.retry_at, sqla_jobs_jobs.scheduled_at), attempts=(sqla_jobs_jobs.attempts - outcomes.refund), finished_at=CASE WHEN outcomes.status = 'todo' THEN NULL ELSE clock_timestamp() END, last_error=coalesce(outcomes.error, sqla_jobs_jobs.last_error), worker_id=CASE WHEN outcomes.status = 'todo' THEN NULL ELSE sqla_jobs_jobs.worker_id END FROM (SELECT outcome.id AS id, outcome.status AS status, outcome.error AS error, outcome.retry_at AS retry_at, outcome.attempt AS attempt, outcome.refund AS refund \n"
-    "FROM unnest((SELECT CAST(%(ids)s AS BIGINT[]) AS anon_1), (SELECT CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]) AS anon_2), (SELECT CAST(%(errors)s AS TEXT[]) AS anon_3), (SELECT CAST(%(retry_ats)s AS TIMESTAMP WITH TIME ZONE[]) AS anon_4), (SELECT CAST(%(attempts)s AS INTEGER[]) AS anon_5), (SELECT CAST(%(refunds)s AS INTEGER[]) AS anon_6)) AS outcome(id, status, error, retry_at, attempt, refund)) AS outcomes WHERE sqla_jobs_jobs.id = outcomes.id AND sqla_jobs_jobs.attempts = outcomes.attempt AND (sqla_jobs_jobs.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted')) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
+    "FROM unnest((SELECT CAST(%(ids)s AS BIGINT[]) AS anon_1), (SELECT CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]) AS anon_2), (SELECT CAST(%(errors)s AS TEXT[]) AS anon_3), (SELECT CAST(%(retry_ats)s AS TIMESTAMP WITH TIME ZONE[]) AS anon_4), (SELECT CAST(%(attempts)s AS INTEGER[]) AS anon_5), (SELECT CAST(%(refunds)s AS INTEGER[]) AS anon_6)) AS outcome(id, status, error, retry_at, attempt, refund)) AS outcomes WHERE sqla_jobs_jobs.id = outcomes.id AND sqla_jobs_jobs.attempts = outcomes.attempt AND (sqla_jobs_jobs.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted', 'blocked')) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
     prepared=True,
 )
 
@@ -190,7 +190,7 @@ list_workers = Query(
 
 get_job = Query(
     "get_job",
-    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.unique_key, CAST(sqla_jobs_jobs.result AS TEXT) AS result \n"
+    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.workflow_id, sqla_jobs_jobs.unique_key, CAST(sqla_jobs_jobs.result AS TEXT) AS result \n"
     "FROM sqla_jobs_jobs \n"
     "WHERE sqla_jobs_jobs.id = %(job_id)s",
     prepared=False,
@@ -198,7 +198,7 @@ get_job = Query(
 
 await_job = Query(
     "await_job",
-    "UPDATE sqla_jobs_jobs SET awaited=true WHERE sqla_jobs_jobs.id = %(job_id)s AND (sqla_jobs_jobs.status NOT IN ('succeeded', 'failed', 'cancelled', 'aborted')) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.unique_key, CAST(sqla_jobs_jobs.result AS TEXT) AS result",
+    "UPDATE sqla_jobs_jobs SET awaited=true WHERE sqla_jobs_jobs.id = %(job_id)s AND (sqla_jobs_jobs.status NOT IN ('succeeded', 'failed', 'cancelled', 'aborted')) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.workflow_id, sqla_jobs_jobs.unique_key, CAST(sqla_jobs_jobs.result AS TEXT) AS result",
     prepared=False,
 )
 
@@ -217,18 +217,18 @@ check_schema = Query(
 
 list_jobs = Query(
     "list_jobs",
-    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.unique_key \n"
+    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.workflow_id, sqla_jobs_jobs.unique_key \n"
     "FROM sqla_jobs_jobs \n"
-    "WHERE (CAST(%(queue)s AS TEXT) IS NULL OR sqla_jobs_jobs.queue = %(queue)s) AND (CAST(%(task_name)s AS TEXT) IS NULL OR sqla_jobs_jobs.task_name = %(task_name)s) AND (CAST(%(lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.lock = %(lock)s) AND (CAST(%(statuses)s AS TEXT[]) IS NULL OR sqla_jobs_jobs.status = any(CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]))) ORDER BY sqla_jobs_jobs.id DESC \n"
+    "WHERE (CAST(%(queue)s AS TEXT) IS NULL OR sqla_jobs_jobs.queue = %(queue)s) AND (CAST(%(task_name)s AS TEXT) IS NULL OR sqla_jobs_jobs.task_name = %(task_name)s) AND (CAST(%(lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.lock = %(lock)s) AND (CAST(%(workflow_id)s AS TEXT) IS NULL OR sqla_jobs_jobs.workflow_id = CAST(%(workflow_id)s AS BIGINT)) AND (CAST(%(statuses)s AS TEXT[]) IS NULL OR sqla_jobs_jobs.status = any(CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]))) ORDER BY sqla_jobs_jobs.id DESC \n"
     " LIMIT %(limit)s OFFSET %(offset)s",
     prepared=False,
 )
 
 list_jobs_with_tags = Query(
     "list_jobs_with_tags",
-    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.unique_key \n"
+    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.workflow_id, sqla_jobs_jobs.unique_key \n"
     "FROM sqla_jobs_jobs \n"
-    "WHERE (CAST(%(queue)s AS TEXT) IS NULL OR sqla_jobs_jobs.queue = %(queue)s) AND (CAST(%(task_name)s AS TEXT) IS NULL OR sqla_jobs_jobs.task_name = %(task_name)s) AND (CAST(%(lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.lock = %(lock)s) AND (CAST(%(statuses)s AS TEXT[]) IS NULL OR sqla_jobs_jobs.status = any(CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]))) AND sqla_jobs_jobs.tags @> CAST(%(tags)s AS TEXT[]) ORDER BY sqla_jobs_jobs.id DESC \n"
+    "WHERE (CAST(%(queue)s AS TEXT) IS NULL OR sqla_jobs_jobs.queue = %(queue)s) AND (CAST(%(task_name)s AS TEXT) IS NULL OR sqla_jobs_jobs.task_name = %(task_name)s) AND (CAST(%(lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.lock = %(lock)s) AND (CAST(%(workflow_id)s AS TEXT) IS NULL OR sqla_jobs_jobs.workflow_id = CAST(%(workflow_id)s AS BIGINT)) AND (CAST(%(statuses)s AS TEXT[]) IS NULL OR sqla_jobs_jobs.status = any(CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]))) AND sqla_jobs_jobs.tags @> CAST(%(tags)s AS TEXT[]) ORDER BY sqla_jobs_jobs.id DESC \n"
     " LIMIT %(limit)s OFFSET %(offset)s",
     prepared=False,
 )
@@ -245,25 +245,25 @@ job_history = Query(
     "job_history",
     "SELECT sqla_jobs_job_history.status, sqla_jobs_job_history.at, sqla_jobs_job_history.error \n"
     "FROM (SELECT sqla_jobs_job_events.job_id AS job_id, sqla_jobs_job_events.status AS status, sqla_jobs_job_events.at AS at, sqla_jobs_job_events.error AS error \n"
-    "FROM sqla_jobs_job_events UNION SELECT sqla_jobs_jobs.id AS job_id, CAST('todo' AS sqla_jobs_job_status) AS status, sqla_jobs_jobs.created_at AS at, NULL AS error \n"
+    "FROM sqla_jobs_job_events UNION SELECT sqla_jobs_jobs.id AS job_id, CASE WHEN (sqla_jobs_jobs.parents_left IS NOT NULL) THEN CAST('blocked' AS sqla_jobs_job_status) ELSE CAST('todo' AS sqla_jobs_job_status) END AS status, sqla_jobs_jobs.created_at AS at, NULL AS error \n"
     "FROM sqla_jobs_jobs UNION SELECT sqla_jobs_jobs.id AS id, CAST('doing' AS sqla_jobs_job_status) AS anon_1, sqla_jobs_jobs.started_at AS started_at, NULL AS anon_2 \n"
     "FROM sqla_jobs_jobs \n"
-    "WHERE sqla_jobs_jobs.started_at IS NOT NULL AND sqla_jobs_jobs.status != 'todo' UNION SELECT sqla_jobs_jobs.id AS id, sqla_jobs_jobs.status AS status, sqla_jobs_jobs.finished_at AS finished_at, CASE WHEN (sqla_jobs_jobs.status IN ('failed', 'aborted')) THEN sqla_jobs_jobs.last_error WHEN (sqla_jobs_jobs.status = 'cancelled' AND starts_with(sqla_jobs_jobs.last_error, 'Cancelled by the task')) THEN sqla_jobs_jobs.last_error ELSE NULL END AS anon_3 \n"
+    "WHERE sqla_jobs_jobs.started_at IS NOT NULL AND sqla_jobs_jobs.status != 'todo' UNION SELECT sqla_jobs_jobs.id AS id, sqla_jobs_jobs.status AS status, sqla_jobs_jobs.finished_at AS finished_at, CASE WHEN (sqla_jobs_jobs.status IN ('failed', 'aborted')) THEN sqla_jobs_jobs.last_error WHEN (sqla_jobs_jobs.status = 'cancelled' AND (starts_with(sqla_jobs_jobs.last_error, 'Cancelled by the task') OR starts_with(sqla_jobs_jobs.last_error, 'Cancelled because a job it depends on did not succeed'))) THEN sqla_jobs_jobs.last_error ELSE NULL END AS anon_3 \n"
     "FROM sqla_jobs_jobs \n"
     "WHERE sqla_jobs_jobs.status IN ('succeeded', 'failed', 'cancelled', 'aborted') AND sqla_jobs_jobs.finished_at IS NOT NULL) AS sqla_jobs_job_history \n"
-    "WHERE sqla_jobs_job_history.job_id = %(job_id)s ORDER BY sqla_jobs_job_history.at, CASE WHEN (sqla_jobs_job_history.status = 'todo') THEN 0 WHEN (sqla_jobs_job_history.status = 'doing') THEN 1 WHEN (sqla_jobs_job_history.status = 'aborting') THEN 2 ELSE 3 END",
+    "WHERE sqla_jobs_job_history.job_id = %(job_id)s ORDER BY sqla_jobs_job_history.at, CASE WHEN (sqla_jobs_job_history.status = 'blocked') THEN -1 WHEN (sqla_jobs_job_history.status = 'todo') THEN 0 WHEN (sqla_jobs_job_history.status = 'doing') THEN 1 WHEN (sqla_jobs_job_history.status = 'aborting') THEN 2 ELSE 3 END",
     prepared=False,
 )
 
 cancel_jobs = Query(
     "cancel_jobs",
-    "UPDATE sqla_jobs_jobs SET status='cancelled', finished_at=clock_timestamp() WHERE sqla_jobs_jobs.id = any(CAST(%(job_ids)s AS BIGINT[])) AND sqla_jobs_jobs.status = 'todo' RETURNING sqla_jobs_jobs.id",
+    "UPDATE sqla_jobs_jobs SET status='cancelled', finished_at=clock_timestamp() WHERE sqla_jobs_jobs.id = any(CAST(%(job_ids)s AS BIGINT[])) AND sqla_jobs_jobs.status IN ('todo', 'blocked') RETURNING sqla_jobs_jobs.id",
     prepared=False,
 )
 
 abort_jobs = Query(
     "abort_jobs",
-    "UPDATE sqla_jobs_jobs SET status=CASE WHEN (sqla_jobs_jobs.status = 'todo') THEN CAST('cancelled' AS sqla_jobs_job_status) ELSE CAST('aborting' AS sqla_jobs_job_status) END, finished_at=CASE WHEN (sqla_jobs_jobs.status = 'todo') THEN clock_timestamp() ELSE NULL END WHERE sqla_jobs_jobs.id = any(CAST(%(job_ids)s AS BIGINT[])) AND sqla_jobs_jobs.status IN ('todo', 'doing') RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.status",
+    "UPDATE sqla_jobs_jobs SET status=CASE WHEN (sqla_jobs_jobs.status IN ('todo', 'blocked')) THEN CAST('cancelled' AS sqla_jobs_job_status) ELSE CAST('aborting' AS sqla_jobs_job_status) END, finished_at=CASE WHEN (sqla_jobs_jobs.status IN ('todo', 'blocked')) THEN clock_timestamp() ELSE NULL END WHERE sqla_jobs_jobs.id = any(CAST(%(job_ids)s AS BIGINT[])) AND sqla_jobs_jobs.status IN ('todo', 'blocked', 'doing') RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.status",
     prepared=False,
 )
 
@@ -293,7 +293,14 @@ prune_jobs = Query(
     "(DELETE FROM sqla_jobs_jobs WHERE sqla_jobs_jobs.id IN (SELECT sqla_jobs_jobs.id \n"
     "FROM sqla_jobs_jobs \n"
     "WHERE sqla_jobs_jobs.status = any(CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[])) AND coalesce(sqla_jobs_jobs.finished_at, sqla_jobs_jobs.created_at) < now() - CAST(%(older_than)s AS INTERVAL) \n"
-    " LIMIT %(batch_size)s FOR UPDATE SKIP LOCKED) RETURNING sqla_jobs_jobs.id)\n"
+    " LIMIT %(batch_size)s FOR UPDATE SKIP LOCKED) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.workflow_id), \n"
+    "emptied AS \n"
+    "(DELETE FROM sqla_jobs_workflows WHERE sqla_jobs_workflows.id IN (SELECT pruned.workflow_id \n"
+    "FROM pruned \n"
+    "WHERE pruned.workflow_id IS NOT NULL) AND NOT (EXISTS (SELECT * \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.workflow_id = sqla_jobs_workflows.id AND (sqla_jobs_jobs.id NOT IN (SELECT pruned.id \n"
+    "FROM pruned)))) RETURNING sqla_jobs_workflows.id)\n"
     " SELECT count(*) AS count \n"
     "FROM pruned",
     prepared=False,
@@ -336,7 +343,7 @@ adopt_stalled_jobs = Query(
     "FROM sqla_jobs_jobs LEFT OUTER JOIN sqla_jobs_workers AS owner ON owner.id = sqla_jobs_jobs.worker_id \n"
     "WHERE sqla_jobs_jobs.status IN ('doing', 'aborting') AND sqla_jobs_jobs.worker_id IS DISTINCT FROM %(worker_id)s AND (owner.id IS NULL OR owner.last_heartbeat < now() - CAST(%(stalled_timeout)s AS INTERVAL)) ORDER BY sqla_jobs_jobs.id \n"
     " LIMIT %(limit)s FOR UPDATE OF sqla_jobs_jobs SKIP LOCKED)\n"
-    " UPDATE sqla_jobs_jobs SET worker_id=%(worker_id)s FROM stalled WHERE sqla_jobs_jobs.id = stalled.id AND sqla_jobs_jobs.status IN ('doing', 'aborting') RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, stalled.stalled_worker_id, stalled.stalled_worker_name, stalled.heartbeat_age",
+    " UPDATE sqla_jobs_jobs SET worker_id=%(worker_id)s FROM stalled WHERE sqla_jobs_jobs.id = stalled.id AND sqla_jobs_jobs.status IN ('doing', 'aborting') RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.workflow_id, stalled.stalled_worker_id, stalled.stalled_worker_name, stalled.heartbeat_age",
     prepared=False,
 )
 
@@ -374,7 +381,7 @@ reregister_worker = Query(
 
 dashboard_jobs_page = Query(
     "dashboard_jobs_page",
-    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta \n"
+    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.workflow_id \n"
     "FROM sqla_jobs_jobs \n"
     "WHERE sqla_jobs_jobs.id < coalesce(CAST(%(before)s AS BIGINT), 9223372036854775807) AND sqla_jobs_jobs.id >= (SELECT min(scanned.id) AS min_1 \n"
     "FROM (SELECT sqla_jobs_jobs.id AS id \n"
@@ -541,12 +548,12 @@ claim_controlled = Query(
     " LIMIT %(limit)s), \n"
     "claimed AS \n"
     "(UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \n"
-    "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta), \n"
+    "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.workflow_id, sqla_jobs_jobs.parents_left), \n"
     "spent AS \n"
     "(UPDATE sqla_jobs_controls SET tokens=(caps.available - (SELECT count(*) AS count_1 \n"
     "FROM claimed \n"
     "WHERE CASE WHEN (sqla_jobs_controls.scope = 'queue') THEN claimed.queue = sqla_jobs_controls.name ELSE claimed.task_name = sqla_jobs_controls.name END)), refilled_at=clock.at FROM caps, clock WHERE sqla_jobs_controls.rate_limit IS NOT NULL AND sqla_jobs_controls.scope = caps.scope AND sqla_jobs_controls.name = caps.name RETURNING sqla_jobs_controls.scope)\n"
-    " SELECT claimed.id, claimed.queue, claimed.task_name, claimed.args, claimed.priority, claimed.lock, claimed.queueing_lock, claimed.status, claimed.scheduled_at, claimed.attempts, claimed.created_at, claimed.started_at, claimed.finished_at, claimed.last_error, claimed.worker_id, claimed.trace_context, claimed.tags, claimed.meta \n"
+    " SELECT claimed.id, claimed.queue, claimed.task_name, claimed.args, claimed.priority, claimed.lock, claimed.queueing_lock, claimed.status, claimed.scheduled_at, claimed.attempts, claimed.created_at, claimed.started_at, claimed.finished_at, claimed.last_error, claimed.worker_id, claimed.trace_context, claimed.tags, claimed.meta, claimed.workflow_id, claimed.parents_left \n"
     "FROM claimed",
     prepared=False,
     preamble=(
@@ -605,12 +612,12 @@ claim_controlled_in_queues = Query(
     " LIMIT %(limit)s), \n"
     "claimed AS \n"
     "(UPDATE sqla_jobs_jobs SET status='doing', attempts=(sqla_jobs_jobs.attempts + 1), started_at=clock_timestamp(), worker_id=%(worker_id)s WHERE sqla_jobs_jobs.id = any(ARRAY(SELECT candidates.id \n"
-    "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta), \n"
+    "FROM candidates)) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.workflow_id, sqla_jobs_jobs.parents_left), \n"
     "spent AS \n"
     "(UPDATE sqla_jobs_controls SET tokens=(caps.available - (SELECT count(*) AS count_1 \n"
     "FROM claimed \n"
     "WHERE CASE WHEN (sqla_jobs_controls.scope = 'queue') THEN claimed.queue = sqla_jobs_controls.name ELSE claimed.task_name = sqla_jobs_controls.name END)), refilled_at=clock.at FROM caps, clock WHERE sqla_jobs_controls.rate_limit IS NOT NULL AND sqla_jobs_controls.scope = caps.scope AND sqla_jobs_controls.name = caps.name RETURNING sqla_jobs_controls.scope)\n"
-    " SELECT claimed.id, claimed.queue, claimed.task_name, claimed.args, claimed.priority, claimed.lock, claimed.queueing_lock, claimed.status, claimed.scheduled_at, claimed.attempts, claimed.created_at, claimed.started_at, claimed.finished_at, claimed.last_error, claimed.worker_id, claimed.trace_context, claimed.tags, claimed.meta \n"
+    " SELECT claimed.id, claimed.queue, claimed.task_name, claimed.args, claimed.priority, claimed.lock, claimed.queueing_lock, claimed.status, claimed.scheduled_at, claimed.attempts, claimed.created_at, claimed.started_at, claimed.finished_at, claimed.last_error, claimed.worker_id, claimed.trace_context, claimed.tags, claimed.meta, claimed.workflow_id, claimed.parents_left \n"
     "FROM claimed",
     prepared=False,
     preamble=(
@@ -619,6 +626,62 @@ claim_controlled_in_queues = Query(
         "FROM sqla_jobs_controls \n"
         "WHERE (sqla_jobs_controls.concurrency_limit IS NOT NULL OR sqla_jobs_controls.rate_limit IS NOT NULL) AND (sqla_jobs_controls.scope = 'task' OR sqla_jobs_controls.name = any(CAST(%(queues)s AS TEXT[]))) ORDER BY sqla_jobs_controls.scope, sqla_jobs_controls.name FOR UPDATE OF sqla_jobs_controls",
     ),
+)
+
+defer_workflow = Query(
+    "defer_workflow",
+    "WITH workflow AS \n"
+    "(INSERT INTO sqla_jobs_workflows (name) VALUES (%(name)s) RETURNING sqla_jobs_workflows.id, sqla_jobs_workflows.created_at), \n"
+    "written_jobs AS \n"
+    "(INSERT INTO sqla_jobs_jobs (id, queue, task_name, priority, lock, args, scheduled_at, trace_context, tags, meta, parents_left, has_dependents, status, workflow_id) SELECT step.id AS id, step.queue AS queue, step.task_name AS task_name, step.priority AS priority, step.lock AS lock, step.args AS args, step.scheduled_at AS scheduled_at, step.trace_context AS trace_context, CAST(step.tags AS TEXT[]) AS tags, CAST(step.meta AS JSONB) AS meta, step.parents_left AS parents_left, step.has_dependents AS has_dependents, CASE WHEN (step.parents_left IS NULL) THEN CAST('todo' AS sqla_jobs_job_status) ELSE CAST('blocked' AS sqla_jobs_job_status) END AS anon_1, (SELECT workflow.id \n"
+    "FROM workflow) AS anon_2 \n"
+    "FROM unnest(CAST(%(ids)s AS BIGINT[]), CAST(%(queues)s AS TEXT[]), CAST(%(task_names)s AS TEXT[]), CAST(%(priorities)s AS INTEGER[]), CAST(%(locks)s AS TEXT[]), CAST(CAST(%(args)s AS TEXT[]) AS JSONB[]), CAST(%(scheduled_ats)s AS TIMESTAMP WITH TIME ZONE[]), CAST(%(trace_contexts)s AS TEXT[]), CAST(%(tags)s AS TEXT[]), CAST(%(metas)s AS TEXT[]), CAST(%(parents_lefts)s AS INTEGER[]), CAST(%(has_dependents)s AS BOOLEAN[])) AS step(id, queue, task_name, priority, lock, args, scheduled_at, trace_context, tags, meta, parents_left, has_dependents) RETURNING sqla_jobs_jobs.id), \n"
+    "written_edges AS \n"
+    "(INSERT INTO sqla_jobs_job_dependencies (job_id, parent_id, on_parent_failure) SELECT edge.job_id AS job_id, edge.parent_id AS parent_id, edge.on_parent_failure AS on_parent_failure \n"
+    "FROM unnest(CAST(%(edge_job_ids)s AS BIGINT[]), CAST(%(edge_parent_ids)s AS BIGINT[]), CAST(%(edge_policies)s AS TEXT[])) AS edge(job_id, parent_id, on_parent_failure) RETURNING sqla_jobs_job_dependencies.job_id)\n"
+    " SELECT workflow.id AS workflow_id, workflow.created_at \n"
+    "FROM workflow",
+    prepared=False,
+)
+
+get_workflow = Query(
+    "get_workflow",
+    "SELECT sqla_jobs_workflows.id, sqla_jobs_workflows.name, sqla_jobs_workflows.created_at \n"
+    "FROM sqla_jobs_workflows \n"
+    "WHERE sqla_jobs_workflows.id = %(workflow_id)s",
+    prepared=False,
+)
+
+workflow_jobs = Query(
+    "workflow_jobs",
+    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.workflow_id, sqla_jobs_jobs.unique_key \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.workflow_id = %(workflow_id)s ORDER BY sqla_jobs_jobs.id",
+    prepared=False,
+)
+
+workflow_dependencies = Query(
+    "workflow_dependencies",
+    "SELECT sqla_jobs_job_dependencies.job_id, sqla_jobs_job_dependencies.parent_id, sqla_jobs_job_dependencies.on_parent_failure \n"
+    "FROM sqla_jobs_job_dependencies \n"
+    "WHERE sqla_jobs_job_dependencies.job_id IN (SELECT sqla_jobs_jobs.id \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.workflow_id = %(workflow_id)s) ORDER BY sqla_jobs_job_dependencies.job_id, sqla_jobs_job_dependencies.parent_id",
+    prepared=False,
+)
+
+parent_results = Query(
+    "parent_results",
+    "SELECT sqla_jobs_job_dependencies.job_id, sqla_jobs_jobs.id AS parent_id, sqla_jobs_jobs.task_name, sqla_jobs_jobs.status, CAST(sqla_jobs_jobs.result AS TEXT) AS result \n"
+    "FROM sqla_jobs_job_dependencies JOIN sqla_jobs_jobs ON sqla_jobs_jobs.id = sqla_jobs_job_dependencies.parent_id \n"
+    "WHERE sqla_jobs_job_dependencies.job_id = any(CAST(%(job_ids)s AS BIGINT[])) ORDER BY sqla_jobs_job_dependencies.job_id, sqla_jobs_job_dependencies.parent_id",
+    prepared=False,
+)
+
+cancel_workflow = Query(
+    "cancel_workflow",
+    "UPDATE sqla_jobs_jobs SET status=CASE WHEN (sqla_jobs_jobs.status = 'doing') THEN CAST('aborting' AS sqla_jobs_job_status) ELSE CAST('cancelled' AS sqla_jobs_job_status) END, finished_at=CASE WHEN (sqla_jobs_jobs.status = 'doing') THEN NULL ELSE clock_timestamp() END WHERE sqla_jobs_jobs.workflow_id = %(workflow_id)s AND (sqla_jobs_jobs.status IN ('todo', 'blocked') OR sqla_jobs_jobs.status = 'doing' AND CAST(%(abort)s AS BOOLEAN) IS true) RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.status",
+    prepared=False,
 )
 
 ALL = (
@@ -677,4 +740,10 @@ ALL = (
     running_per_queue_and_task,
     claim_controlled,
     claim_controlled_in_queues,
+    defer_workflow,
+    get_workflow,
+    workflow_jobs,
+    workflow_dependencies,
+    parent_results,
+    cancel_workflow,
 )

@@ -6,7 +6,7 @@ import asyncio
 import importlib
 from collections.abc import Generator, Iterable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import queries
 from .blueprints import Blueprint, TaskRegistry
@@ -16,6 +16,10 @@ from .jobs import DEFAULT_MAX_ARGS_BYTES, JobSpec, check_options
 from .manager import JobManager
 from .tasks import JobDeferrer, JobOptions, Task
 from .tracing import Tracing
+from .workflows import Item, OnParentFailure, Plan, Workflow, WorkflowRun
+
+if TYPE_CHECKING:
+    from .connectors.bind import Bind
 
 
 class App(TaskRegistry):
@@ -162,6 +166,65 @@ class App(TaskRegistry):
             unique=options.get("unique"),
             on_conflict=options.get("on_conflict", "raise"),
         )
+
+    # -- workflows -----------------------------------------------------------------------------
+
+    def workflow(
+        self, *, name: str | None = None, on_parent_failure: OnParentFailure = "cancel"
+    ) -> Workflow:
+        """A workflow to build (`Workflow.add`) and defer in one transaction: each job starts
+        once the jobs it depends on succeeded. ``on_parent_failure``: what a job does when
+        one of them ends without succeeding, ``"cancel"`` (it and what depends on it are
+        cancelled) or ``"run"`` (it runs anyway); `Workflow.add` can say it per edge."""
+        return Workflow(
+            self._defer_plan,
+            self._defer_plan_async,
+            name=name,
+            on_parent_failure=on_parent_failure,
+        )
+
+    def defer_workflow(
+        self,
+        item: Item,
+        *,
+        name: str | None = None,
+        on_parent_failure: OnParentFailure = "cancel",
+        bind: Bind | None = None,
+    ) -> WorkflowRun:
+        """Defer ``item`` (a step, or a `chain`, `group` or `chord` of them) as a workflow,
+        in one transaction (the caller's with ``bind``)."""
+        workflow = self.workflow(name=name, on_parent_failure=on_parent_failure)
+        workflow.add(item)
+        return workflow.defer(bind=bind)
+
+    async def defer_workflow_async(
+        self,
+        item: Item,
+        *,
+        name: str | None = None,
+        on_parent_failure: OnParentFailure = "cancel",
+        bind: Bind | None = None,
+    ) -> WorkflowRun:
+        """Async form of `defer_workflow` (``bind``: an AsyncSession or AsyncConnection)."""
+        workflow = self.workflow(name=name, on_parent_failure=on_parent_failure)
+        workflow.add(item)
+        return await workflow.defer_async(bind=bind)
+
+    def _manager_for(self, bind: Bind | None) -> JobManager:
+        if bind is None:
+            return self.job_manager
+        # Imported here: it loads SQLAlchemy's ORM, which a worker never needs.
+        from .connectors.bind import BindConnector
+
+        return self.job_manager.using(BindConnector(bind, savepoint=False))
+
+    def _defer_plan(self, plan: Plan, name: str | None, bind: Bind | None) -> WorkflowRun:
+        return self._manager_for(bind).defer_workflow(plan, name)
+
+    async def _defer_plan_async(
+        self, plan: Plan, name: str | None, bind: Bind | None
+    ) -> WorkflowRun:
+        return await self._manager_for(bind).defer_workflow_async(plan, name)
 
     def import_tasks(self) -> None:
         for path in self.import_paths:

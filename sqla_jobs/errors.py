@@ -141,6 +141,10 @@ class JobNotFound(JobsError):
     """No job has that id."""
 
 
+class WorkflowNotFound(JobsError):
+    """No workflow has that id (it never existed, or its jobs were pruned)."""
+
+
 class JobTimeout(JobsError, TimeoutError):
     """A job ran past its task's ``timeout``: an async task was cancelled at the deadline, a
     sync task was asked to stop through ``should_abort()`` (its thread cannot be

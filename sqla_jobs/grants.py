@@ -24,6 +24,9 @@ APP_PRIVILEGES: Mapping[str, tuple[str, ...]] = {
     "sqla_jobs_workers": ("SELECT",),
     "sqla_jobs_periodic_defers": ("SELECT",),
     "sqla_jobs_controls": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    # Workflows: deferred, read, cancelled and pruned (their triggers delete dependencies).
+    "sqla_jobs_workflows": ("SELECT", "INSERT", "DELETE"),
+    "sqla_jobs_job_dependencies": ("SELECT", "INSERT", "DELETE"),
 }
 
 #: Table → privileges of the worker role. (UPDATE on the ticks table: pruning old ticks locks
@@ -34,6 +37,10 @@ WORKER_PRIVILEGES: Mapping[str, tuple[str, ...]] = {
     "sqla_jobs_workers": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     "sqla_jobs_periodic_defers": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     "sqla_jobs_controls": ("SELECT", "INSERT", "UPDATE"),
+    # A task may defer a workflow; a finish reads the dependencies (triggers), a deleted
+    # job's go with it.
+    "sqla_jobs_workflows": ("SELECT", "INSERT", "DELETE"),
+    "sqla_jobs_job_dependencies": ("SELECT", "INSERT", "DELETE"),
 }
 
 
@@ -45,7 +52,7 @@ def quote_identifier(name: str) -> str:
 
 
 #: Tables keyed by their own columns: no id sequence to grant.
-_WITHOUT_IDENTITY = frozenset({"sqla_jobs_controls"})
+_WITHOUT_IDENTITY = frozenset({"sqla_jobs_controls", "sqla_jobs_job_dependencies"})
 
 
 def grant_statements(

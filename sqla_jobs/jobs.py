@@ -57,6 +57,9 @@ class Job:
     #: None, its task does not store results (``store_result=False``), or it has not
     #: succeeded. Read by `JobManager.get_job`, `get_result` and `wait_for`, not by listings.
     result: Any = None
+    #: The workflow the job belongs to (``app.workflow()``, ``app.defer_workflow()``); None
+    #: for a job deferred on its own.
+    workflow_id: int | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:

@@ -15,12 +15,14 @@ from typing import Any, TypeVar
 from . import controls as ctl
 from . import operations as ops
 from . import results
+from . import workflow_operations as wf_ops
 from .connectors.base import BaseConnector
 from .jobs import DEFAULT_MAX_ARGS_BYTES, Job, JobEvent, JobSpec
 from .operations import Statuses
 from .queries import DEFAULT, Statements
 from .statuses import PRUNABLE_STATUSES, JobStatus
 from .tracing import Tracing
+from .workflows import Plan, WorkflowInfo, WorkflowRun
 
 __all__ = ["PRUNABLE_STATUSES", "JobEvent", "JobManager", "Statuses"]
 
@@ -117,6 +119,46 @@ class JobManager:
             max_args_bytes=self.max_args_bytes,
         )
 
+    # -- workflows -----------------------------------------------------------------------------
+
+    def defer_workflow(self, plan: Plan, name: str | None = None) -> WorkflowRun:
+        """Write a workflow's jobs and dependencies (`sqla_jobs.workflows.plan`) in one
+        statement; `App.workflow` and `App.defer_workflow` build the plan."""
+        with self.tracing.sending(plan.specs) as sending:
+            traced = Plan(tuple(sending.specs), plan.edges)
+            run = self.run(wf_ops.defer_workflow(traced, name, max_args_bytes=self.max_args_bytes))
+            sending.sent(run.job_ids)
+        return run
+
+    async def defer_workflow_async(self, plan: Plan, name: str | None = None) -> WorkflowRun:
+        """Async form of `defer_workflow`."""
+        with self.tracing.sending(plan.specs) as sending:
+            traced = Plan(tuple(sending.specs), plan.edges)
+            operation = wf_ops.defer_workflow(traced, name, max_args_bytes=self.max_args_bytes)
+            run = await self.run_async(operation)
+            sending.sent(run.job_ids)
+        return run
+
+    def get_workflow(self, workflow_id: int) -> WorkflowInfo:
+        """The workflow with its jobs (id order) and dependencies; `WorkflowNotFound` if
+        there is none."""
+        return self.run(wf_ops.get_workflow(workflow_id))
+
+    async def get_workflow_async(self, workflow_id: int) -> WorkflowInfo:
+        """Async form of `get_workflow`."""
+        return await self.run_async(wf_ops.get_workflow(workflow_id))
+
+    def cancel_workflow(self, workflow_id: int, *, abort: bool = False) -> int:
+        """Cancel the workflow's jobs that have not started (todo and blocked); how many.
+        Running jobs are left to finish (what depends on them is cancelled already), unless
+        ``abort``: then they are asked to abort too (counted), as by `abort_job`.
+        `WorkflowNotFound` if there is no such workflow."""
+        return self.run(wf_ops.cancel_workflow(workflow_id, abort=abort))
+
+    async def cancel_workflow_async(self, workflow_id: int, *, abort: bool = False) -> int:
+        """Async form of `cancel_workflow`."""
+        return await self.run_async(wf_ops.cancel_workflow(workflow_id, abort=abort))
+
     # -- inspection ----------------------------------------------------------------------------
 
     def get_job(self, job_id: int) -> Job:
@@ -145,12 +187,13 @@ class JobManager:
         status: Statuses | None = None,
         lock: str | None = None,
         tags: Sequence[str] | None = None,
+        workflow_id: int | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[Job]:
         """Jobs newest first, filtered by whichever of queue, task name, status (one or a
-        collection), lock and tags (jobs having all of them) are given; ``limit``/``offset``
-        page through them."""
+        collection), lock, tags (jobs having all of them) and workflow are given;
+        ``limit``/``offset`` page through them."""
         operation = ops.list_jobs(
             queue=queue,
             task_name=task_name,
@@ -159,6 +202,7 @@ class JobManager:
             limit=limit,
             offset=offset,
             tags=tags,
+            workflow_id=workflow_id,
         )
         return self.run(operation)
 
@@ -170,6 +214,7 @@ class JobManager:
         status: Statuses | None = None,
         lock: str | None = None,
         tags: Sequence[str] | None = None,
+        workflow_id: int | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[Job]:
@@ -182,6 +227,7 @@ class JobManager:
             limit=limit,
             offset=offset,
             tags=tags,
+            workflow_id=workflow_id,
         )
         return await self.run_async(operation)
 

@@ -538,6 +538,7 @@ def list_jobs(
     limit: int,
     offset: int,
     tags: Sequence[str] | None = None,
+    workflow_id: int | None = None,
 ) -> Operation[list[Job]]:
     if limit < 0 or offset < 0:
         raise ValueError(f"limit and offset must be 0 or more, not {limit} and {offset}")
@@ -545,6 +546,7 @@ def list_jobs(
         "queue": queue,
         "task_name": task_name,
         "lock": lock,
+        "workflow_id": workflow_id,
         "statuses": None if status is None else _statuses(status, "status"),
         "limit": limit,
         "offset": offset,

@@ -41,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from .statuses import (
+    CANCELLED_BY_PARENT,
     CANCELLED_BY_TASK,
     FINISHED_STATUSES,
     NOTIFY_CHANNEL,
@@ -58,6 +59,7 @@ __all__ = [
     "JobStatus",
     "controls",
     "history_step",
+    "job_dependencies",
     "job_events",
     "job_history",
     "job_status",
@@ -65,6 +67,7 @@ __all__ = [
     "metadata",
     "periodic_defers",
     "workers",
+    "workflows",
 ]
 
 #: Alembic's version table for our migrations, kept apart from a host application's own.
@@ -168,6 +171,29 @@ jobs = Table(
         comment="Someone waits for the job to finish (wait_for): its end is notified on "
         "sqla_jobs_finished; NULL: nobody waits (revision 0009).",
     ),
+    # No foreign key on purpose, as worker_id: a workflow row is only a name and a time.
+    Column(
+        "workflow_id",
+        BigInteger,
+        nullable=True,
+        comment="The workflow the job belongs to (sqla_jobs_workflows); NULL: none "
+        "(revision 0010).",
+    ),
+    Column(
+        "parents_left",
+        Integer,
+        nullable=True,
+        comment="How many jobs it depends on have yet to end in a way it needs (succeed, or "
+        "end at all on a run-anyway edge); at 0 it goes from blocked to todo; NULL: it "
+        "depends on no job (revision 0010).",
+    ),
+    Column(
+        "has_dependents",
+        Boolean,
+        nullable=True,
+        comment="Some job depends on it: its end releases or cancels them (a trigger); NULL: "
+        "none does (revision 0010).",
+    ),
     comment="One row per job; the worker claims rows in status 'todo'.",
 )
 
@@ -239,6 +265,51 @@ Index(
     postgresql_where=jobs.c.status.in_(RUNNING_STATUSES),
 )
 
+# The jobs of a workflow, for get_workflow and cancel_workflow; jobs outside workflows are not
+# indexed (revision 0010).
+Index(
+    "ix_sqla_jobs_jobs_workflow_id",
+    jobs.c.workflow_id,
+    postgresql_where=jobs.c.workflow_id.isnot(None),
+)
+
+workflows = Table(
+    "sqla_jobs_workflows",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("name", Text, nullable=True, comment="A name to find it by, given at defer; NULL: none"),
+    Column(
+        "created_at",
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=text("now()"),
+        comment="When it was deferred",
+    ),
+    comment="Jobs deferred together with dependencies between them (revision 0010); its jobs "
+    "name it in sqla_jobs_jobs.workflow_id.",
+)
+
+job_dependencies = Table(
+    "sqla_jobs_job_dependencies",
+    metadata,
+    # No foreign keys on purpose: a key to the jobs table would add a row check to every
+    # finish and delete of a parent, and a delete that cascades would race the triggers that
+    # release dependents; the delete trigger of revision 0010 removes a job's rows instead.
+    Column("job_id", BigInteger, primary_key=True, comment="The job that waits"),
+    Column("parent_id", BigInteger, primary_key=True, comment="The job it waits for"),
+    Column(
+        "on_parent_failure",
+        Text,
+        nullable=False,
+        comment="When the parent ends without succeeding: 'cancel' the job (and what depends "
+        "on it), or 'run' it anyway",
+    ),
+    CheckConstraint("on_parent_failure IN ('cancel', 'run')", name="on_parent_failure"),
+    comment="Edges of workflows: job_id starts once parent_id has succeeded (revision 0010).",
+)
+# The dependents of a job that ends: what the triggers of revision 0010 look up.
+Index("ix_sqla_jobs_job_dependencies_parent_id", job_dependencies.c.parent_id)
+
 job_events = Table(
     "sqla_jobs_job_events",
     metadata,
@@ -264,7 +335,14 @@ def _shown_by_rows() -> list[Select[Any]]:
     return [
         select(
             jobs.c.id.label("job_id"),
-            cast(literal(JobStatus.TODO.value), job_status).label("status"),
+            # A job of a workflow that waits for others is created blocked (revision 0010).
+            case(
+                (
+                    jobs.c.parents_left.isnot(None),
+                    cast(literal(JobStatus.BLOCKED.value), job_status),
+                ),
+                else_=cast(literal(JobStatus.TODO.value), job_status),
+            ).label("status"),
             jobs.c.created_at.label("at"),
             null().label("error"),
         ),
@@ -279,7 +357,10 @@ def _shown_by_rows() -> list[Select[Any]]:
                 (jobs.c.status.in_([JobStatus.FAILED, JobStatus.ABORTED]), jobs.c.last_error),
                 (
                     (jobs.c.status == JobStatus.CANCELLED)
-                    & func.starts_with(jobs.c.last_error, CANCELLED_BY_TASK),
+                    & (
+                        func.starts_with(jobs.c.last_error, CANCELLED_BY_TASK)
+                        | func.starts_with(jobs.c.last_error, CANCELLED_BY_PARENT)
+                    ),
                     jobs.c.last_error,
                 ),
                 else_=null(),
@@ -300,6 +381,7 @@ job_history = union(
 
 #: Orders changes of the same instant (one transaction) in the order a job lives them.
 history_step = case(
+    (job_history.c.status == JobStatus.BLOCKED, -1),
     (job_history.c.status == JobStatus.TODO, 0),
     (job_history.c.status == JobStatus.DOING, 1),
     (job_history.c.status == JobStatus.ABORTING, 2),

@@ -38,6 +38,10 @@ SNOOZED = "Snoozed by the task"
 #: How the error of a job its task cancelled (`sqla_jobs.CancelJob`) begins: a cancelled job's
 #: history shows its error only then (a job cancelled while waiting may hold an older error).
 CANCELLED_BY_TASK = "Cancelled by the task"
+#: How the error of a job cancelled because a job it depends on (in a workflow) ended without
+#: succeeding begins; the rest names that job and how it ended. A failed parent retried by hand
+#: puts back to blocked the jobs whose error begins so (revision 0010).
+CANCELLED_BY_PARENT = "Cancelled because a job it depends on did not succeed"
 
 
 class JobStatus(enum.StrEnum):
@@ -50,6 +54,9 @@ class JobStatus(enum.StrEnum):
     CANCELLED = "cancelled"
     ABORTING = "aborting"
     ABORTED = "aborted"
+    #: In a workflow, waits for the jobs it depends on (revision 0010); never claimed. Last:
+    #: PostgreSQL appends a value added to an enum.
+    BLOCKED = "blocked"
 
     @property
     def is_finished(self) -> bool:
@@ -68,6 +75,9 @@ UNIQUE_REQUIRED_STATUSES = (JobStatus.TODO, JobStatus.DOING, JobStatus.ABORTING)
 FINISHED_STATUSES = frozenset(
     {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED}
 )
+
+#: Not started yet: a cancel (``cancel_job``, ``cancel_workflow``) ends these.
+WAITING_STATUSES = (JobStatus.TODO, JobStatus.BLOCKED)
 
 #: What ``prune_jobs`` deletes by default: every finished status, in the enum's order.
 PRUNABLE_STATUSES = tuple(status for status in JobStatus if status in FINISHED_STATUSES)

@@ -25,6 +25,7 @@ from .jobs import (
 from .manager import JobManager
 from .retry import RetryStrategy, retry_strategy
 from .task_controls import check_timeout
+from .workflows import Step, step_of
 
 if TYPE_CHECKING:
     from .connectors.bind import Bind
@@ -121,6 +122,12 @@ class JobDeferrer:
 
     async def defer_async(self, /, **kwargs: Any) -> int:
         return await self._manager.defer_async(self._spec(kwargs))
+
+    def step(self, /, **kwargs: Any) -> Step:
+        """A job of a workflow with these options (`sqla_jobs.App.workflow`), not deferred on
+        its own; `InvalidJobOptions` for a queueing lock, a unique key or ``bind`` (pass it to
+        the workflow's defer), which a workflow's steps cannot have."""
+        return step_of(self._spec(kwargs), bound=self.bind is not None)
 
     def batch_defer(self, *kwargs: Mapping[str, Any]) -> list[int]:
         """Write many jobs in one statement; all or none are written."""
@@ -302,6 +309,11 @@ class Task:
 
     async def defer_async(self, /, **kwargs: Any) -> int:
         return await self._deferrer().defer_async(**kwargs)
+
+    def step(self, /, **kwargs: Any) -> Step:
+        """A job of a workflow (`sqla_jobs.App.workflow`, `chain`, `group`, `chord`), not
+        deferred on its own."""
+        return self._deferrer().step(**kwargs)
 
     def batch_defer(self, *kwargs: Mapping[str, Any]) -> list[int]:
         """Queue one job per argument dict, in one statement; returns their ids in order."""

@@ -8,7 +8,7 @@ path. The rendered text ships as ``sqla_jobs/_rendered_queries.py``, so that the
 again with ``python -m sqla_jobs.statements`` (a unit test fails until the two agree).
 
 One module per topic: `defer`, `claim`, `finish`, `workers`, `stalled`, `jobs` (reading and
-managing them), `periodic`; `_build` holds the compiler and the shared pieces.
+managing them), `periodic`, `workflows`; `_build` holds the compiler and the shared pieces.
 """
 
 from __future__ import annotations
@@ -18,7 +18,18 @@ from typing import NamedTuple
 
 from .._query import Query
 from ..schema import jobs as jobs_table
-from . import claim, controls, dashboard, defer, finish, jobs, periodic, stalled, workers
+from . import (
+    claim,
+    controls,
+    dashboard,
+    defer,
+    finish,
+    jobs,
+    periodic,
+    stalled,
+    workers,
+    workflows,
+)
 from ._build import quoted_name, render_in_schema
 from .defer import COPY_COLUMNS, COPY_COLUMNS_WITH_TAGS
 
@@ -81,6 +92,12 @@ ALL: tuple[Query, ...] = (
     controls.running_per_queue_and_task,
     controls.claim_controlled,
     controls.claim_controlled_in_queues,
+    workflows.defer_workflow,
+    workflows.get_workflow,
+    workflows.workflow_jobs,
+    workflows.workflow_dependencies,
+    workflows.parent_results,
+    workflows.cancel_workflow,
 )
 
 RENDERED_PATH = Path(__file__).parent.with_name("_rendered_queries.py")

@@ -164,7 +164,12 @@ JOB_COLUMNS = (
     jobs.c.trace_context,
     jobs.c.tags,
     cast(jobs.c.meta, Text).label("meta"),  # as text, like the arguments
+    jobs.c.workflow_id,
 )
+
+#: What a claim returns: a job's columns, and whether it depends on other jobs (``parents_left``
+#: is not NULL), for the worker to read their results (only then: see `WorkerDatabase.claim`).
+CLAIM_COLUMNS = (*JOB_COLUMNS, jobs.c.parents_left)
 
 
 def step_time() -> ColumnElement[Any]:

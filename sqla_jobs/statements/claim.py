@@ -24,7 +24,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from .._query import LIMIT_MARKER, Query
 from ..schema import JobStatus, controls, jobs
 from ..statuses import RUNNING_STATUSES
-from ._build import JOB_COLUMNS, ArrayOf, array_param, compile_in_schema, render, step_time
+from ._build import CLAIM_COLUMNS, ArrayOf, array_param, compile_in_schema, render, step_time
 
 
 def build_claim(queue_filter: bool) -> Query:
@@ -157,7 +157,7 @@ def claim_statement(queue_filter: bool, limit: int | None) -> Any:
             started_at=step_time(),
             worker_id=bindparam("worker_id", type_=BigInteger),
         )
-        .returning(*JOB_COLUMNS)
+        .returning(*CLAIM_COLUMNS)
     )
     return statement
 

@@ -36,7 +36,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, array, insert
 
 from ..schema import JobStatus, controls, jobs
 from ..statuses import CONTROLS_CHANNEL, RUNNING_STATUSES
-from ._build import JOB_COLUMNS, ArrayOf, array_param, render, step_time
+from ._build import CLAIM_COLUMNS, ArrayOf, array_param, render, step_time
 from .claim import claim_conditions, concerns, controlling
 
 QUEUE = "queue"
@@ -289,7 +289,7 @@ def controlled_claim_statement(queue_filter: bool) -> Any:
             started_at=step_time(),
             worker_id=bindparam("worker_id", type_=BigInteger),
         )
-        .returning(*JOB_COLUMNS)
+        .returning(*CLAIM_COLUMNS)
         .cte("claimed")
     )
     # The rate limits' buckets: refilled up to now, less the jobs this claim started.
@@ -315,7 +315,7 @@ def controlled_claim_statement(queue_filter: bool) -> Any:
         .returning(controls.c.scope)
         .cte("spent")
     )
-    columns = [claimed.c[column.name] for column in JOB_COLUMNS]
+    columns = [claimed.c[column.name] for column in CLAIM_COLUMNS]
     # `spent` is read by no one: a data-modifying WITH runs all the same, once it is there.
     return select(*columns).add_cte(spent)
 

@@ -12,6 +12,7 @@ from sqlalchemy import (
     case,
     cast,
     delete,
+    exists,
     func,
     null,
     or_,
@@ -21,9 +22,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 
-from ..schema import JobStatus, history_step, job_status, jobs
+from ..schema import JobStatus, history_step, job_status, jobs, workflows
 from ..schema import job_history as job_history_table
-from ..statuses import RETRYABLE_STATUSES, RUNNING_STATUSES
+from ..statuses import RETRYABLE_STATUSES, RUNNING_STATUSES, WAITING_STATUSES
 from ._build import JOB_COLUMNS, array_param, render, status_literal, step_time
 
 # -- inspection --------------------------------------------------------------------------------
@@ -79,6 +80,9 @@ _listed = (
         _unless_null("queue", jobs.c.queue == bindparam("queue")),
         _unless_null("task_name", jobs.c.task_name == bindparam("task_name")),
         _unless_null("lock", jobs.c.lock == bindparam("lock")),
+        _unless_null(
+            "workflow_id", jobs.c.workflow_id == cast(bindparam("workflow_id"), BigInteger)
+        ),
         or_(
             cast(bindparam("statuses"), ARRAY(Text)).is_(None),
             jobs.c.status == func.any(cast(array_param("statuses", Text), ARRAY(job_status))),
@@ -105,12 +109,13 @@ job_history = render(
 # id).
 _job_ids = jobs.c.id == func.any(array_param("job_ids", BigInteger))
 
-# Only a job still waiting can be cancelled; the row lock taken by a claim in progress makes
-# this wait for the claim, and then find the job doing.
+# Only a job still waiting (todo, or blocked in a workflow) can be cancelled; the row lock
+# taken by a claim in progress makes this wait for the claim, and then find the job doing. A
+# cancelled job's dependents are cancelled too (the triggers of revision 0010).
 cancel_jobs = render(
     "cancel_jobs",
     update(jobs)
-    .where(_job_ids, jobs.c.status == JobStatus.TODO)
+    .where(_job_ids, jobs.c.status.in_(WAITING_STATUSES))
     .values(status=JobStatus.CANCELLED, finished_at=step_time())
     .returning(jobs.c.id),
 )
@@ -119,13 +124,13 @@ cancel_jobs = render(
 abort_jobs = render(
     "abort_jobs",
     update(jobs)
-    .where(_job_ids, jobs.c.status.in_([JobStatus.TODO, JobStatus.DOING]))
+    .where(_job_ids, jobs.c.status.in_([*WAITING_STATUSES, JobStatus.DOING]))
     .values(
         status=case(
-            (jobs.c.status == JobStatus.TODO, status_literal(JobStatus.CANCELLED)),
+            (jobs.c.status.in_(WAITING_STATUSES), status_literal(JobStatus.CANCELLED)),
             else_=status_literal(JobStatus.ABORTING),
         ),
-        finished_at=case((jobs.c.status == JobStatus.TODO, step_time()), else_=null()),
+        finished_at=case((jobs.c.status.in_(WAITING_STATUSES), step_time()), else_=null()),
     )
     .returning(jobs.c.id, jobs.c.status),
 )
@@ -166,5 +171,25 @@ _prunable = (
     .limit(bindparam("batch_size", type_=Integer))
     .with_for_update(skip_locked=True)
 )
-_pruned = delete(jobs).where(jobs.c.id.in_(_prunable)).returning(jobs.c.id).cte("pruned")
-prune_jobs = render("prune_jobs", select(func.count().label("count")).select_from(_pruned))
+_pruned = (
+    delete(jobs)
+    .where(jobs.c.id.in_(_prunable))
+    .returning(jobs.c.id, jobs.c.workflow_id)
+    .cte("pruned")
+)
+# The workflows whose last jobs this batch deleted go with them (the statement's snapshot still
+# sees the pruned jobs: they are left out by id). Jobs outside workflows cost nothing here.
+_emptied = (
+    delete(workflows)
+    .where(
+        workflows.c.id.in_(select(_pruned.c.workflow_id).where(_pruned.c.workflow_id.isnot(None))),
+        ~exists().where(
+            jobs.c.workflow_id == workflows.c.id, jobs.c.id.not_in(select(_pruned.c.id))
+        ),
+    )
+    .returning(workflows.c.id)
+    .cte("emptied")
+)
+prune_jobs = render(
+    "prune_jobs", select(func.count().label("count")).select_from(_pruned).add_cte(_emptied)
+)

@@ -86,8 +86,9 @@ async def run_deferred_jobs_async(
     """Run the jobs deferred so far with a real worker of ``app`` (``wait=False``: until no
     job is left that can run now), and return them as they ended, oldest first.
 
-    The jobs returned are those waiting (``todo``) when called, and those deferred while the
-    worker ran (by the jobs themselves), each read back after the worker stopped: its
+    The jobs returned are those waiting (``todo``) when called, those of workflows that were
+    ``blocked`` and no longer are (their parents ended), and those deferred while the worker
+    ran (by the jobs themselves), each read back after the worker stopped: its
     ``status`` (``succeeded``, ``failed``...), ``last_error`` (the traceback of its last
     failed run) and ``attempts``. A job still ``todo`` did not run: it is scheduled later, or
     waits for a retry later. ``worker_options`` are `WorkerOptions` (``queues=["emails"]``
@@ -127,7 +128,14 @@ async def run_deferred_jobs_async(
             ) from None
         after = await _all_jobs_async(manager)
     waiting = {job.id for job in before.values() if job.status is JobStatus.TODO}
-    ran = waiting | (after.keys() - before.keys())
+    released = {
+        job.id
+        for job in before.values()
+        if job.status is JobStatus.BLOCKED
+        and job.id in after
+        and after[job.id].status is not JobStatus.BLOCKED
+    }
+    ran = waiting | released | (after.keys() - before.keys())
     return [after[job_id] for job_id in sorted(ran) if job_id in after]
 
 

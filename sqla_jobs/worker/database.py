@@ -14,10 +14,11 @@ from .. import queries
 from ..connectors.base import BaseConnector
 from ..controls import Control, Limits
 from ..errors import ConnectorError
-from ..jobs import Job
+from ..jobs import Job, load_result
 from ..periodic import PeriodicTick
 from ..retry import RetryStrategy
 from ..statuses import QUEUEING_LOCK_INDEX, JobStatus
+from ..workflows import ParentJob
 from .outcomes import Outcome
 from .recovery import RecoveredJob, StalledJob, plan_recovery, requeue_refused
 
@@ -35,6 +36,9 @@ class WorkerDatabase:
         self.connector = connector
         #: The statements for the tables, where the app has them (`App`'s ``schema``).
         self.statements = statements
+        #: The parents of claimed jobs that have some (workflows), by job id, until the job
+        #: starts (the executor takes them); None: the claim could not read them.
+        self.parents: dict[int, tuple[ParentJob, ...] | None] = {}
 
     async def claim(
         self,
@@ -59,7 +63,35 @@ class WorkerDatabase:
         # The claim returns its rows in the order it updated them (by id); start them in the
         # order they were chosen in.
         rows.sort(key=_claim_order)
-        return [Job.from_full_row(row) for row in rows]
+        # Jobs of workflows that waited for others: their parents' results, for the whole
+        # batch in one statement. Other jobs cost nothing more.
+        with_parents = [row["id"] for row in rows if row.pop("parents_left") is not None]
+        jobs = [Job.from_full_row(row) for row in rows]
+        if with_parents:
+            try:
+                self.parents.update(await self.parents_of(with_parents))
+            except ConnectorError:
+                # Each job reads them as it starts (a failure there fails that run, which
+                # retries): the claimed jobs must go on to the executor in any case.
+                self.parents.update(dict.fromkeys(with_parents))
+        return jobs
+
+    async def parents_of(self, job_ids: Sequence[int]) -> dict[int, tuple[ParentJob, ...]]:
+        """The jobs each of ``job_ids`` depends on, in id order (the order they were added)."""
+        query = self.statements[queries.parent_results]
+        rows = await self.connector.fetch_all_async(query, {"job_ids": list(job_ids)})
+        found: dict[int, list[ParentJob]] = {int(job_id): [] for job_id in job_ids}
+        for row in rows:
+            result = row["result"]
+            found[int(row["job_id"])].append(
+                ParentJob(
+                    int(row["parent_id"]),
+                    row["task_name"],
+                    JobStatus(row["status"]),
+                    None if result is None else load_result(result),
+                )
+            )
+        return {job_id: tuple(parents) for job_id, parents in found.items()}
 
     async def finish_succeeded(
         self,

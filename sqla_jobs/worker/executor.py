@@ -260,6 +260,8 @@ class Executor:
                 outcome = self._success_outcome(job, returned)
         finally:
             del self.running[job.id]
+            if self._state.database.parents:  # a task without a context leaves its own
+                self._state.database.parents.pop(job.id, None)
             self.jobs_ended += 1
             self.abort_requested.discard(job.id)
             if not self._state.stopping:
@@ -397,6 +399,12 @@ class Executor:
         """Run ``task`` for ``job``; what it returned."""
         args: tuple[Any, ...] = ()
         if task.pass_context:
+            # The parents the claim read (workflows); none for other jobs, at no cost.
+            database = self._state.database
+            parents = database.parents.pop(job.id, ()) if database.parents else ()
+            if parents is None:  # the claim could not read them
+                read = await self._state.bounded(database.parents_of([job.id]))
+                parents = read[job.id]
             args = (
                 JobContext(
                     job=job,
@@ -405,6 +413,7 @@ class Executor:
                     worker_id=self._state.worker_id,
                     _abort_requested=self.abort_requested,
                     _stop_asked=self.stop_asked,
+                    parents=parents,
                 ),
             )
         timeout = task.timeout

@@ -9,6 +9,8 @@ from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..jobs import Job
+from ..statuses import JobStatus
+from ..workflows import ParentJob
 
 if TYPE_CHECKING:
     from ..connectors.base import BaseConnector
@@ -155,6 +157,24 @@ class JobContext:
     _abort_requested: set[int] = dataclasses.field(repr=False)
     #: Jobs asked to stop for another reason: past their task's timeout, or the worker stops.
     _stop_asked: AbstractSet[int] = dataclasses.field(default=frozenset(), repr=False)
+    #: The jobs this one depends on (a workflow's), in the order they were added: id, task,
+    #: how they ended, result. Empty for a job without parents.
+    parents: tuple[ParentJob, ...] = ()
+
+    @property
+    def workflow_id(self) -> int | None:
+        """The workflow the job belongs to; None outside workflows."""
+        return self.job.workflow_id
+
+    @property
+    def parent_results(self) -> dict[int, Any]:
+        """What each parent that succeeded returned, by parent id, in the order the parents
+        were added; a parent that ended otherwise (a run-anyway edge) is absent."""
+        return {
+            parent.id: parent.result
+            for parent in self.parents
+            if parent.status is JobStatus.SUCCEEDED
+        }
 
     @property
     def tags(self) -> tuple[str, ...]:

@@ -157,9 +157,9 @@ async def test_overview_shows_counts_per_queue_and_status_the_oldest_wait_chart_
     assert row, page
     cells = re.findall(r'<td class="num">(.*?)</td>', row.group(1), re.S)
     texts = [re.sub(r"<[^>]+>", "", c).strip() for c in cells]
-    # todo doing succeeded failed cancelled aborting aborted | due now | oldest waiting
-    assert texts[0] == "4" and texts[7] == "3", texts
-    assert texts[8].endswith(" s"), texts
+    # todo doing succeeded failed cancelled aborting aborted blocked | due now | oldest waiting
+    assert texts[0] == "4" and texts[8] == "3", texts
+    assert texts[9].endswith(" s"), texts
     reports = re.search(r"<td><a [^>]*>reports</a></td>(.*?)</tr>", page, re.S)
     assert reports and ">2</a>" in reports.group(1)
     assert "<svg" in page and 'class="bad"' in page

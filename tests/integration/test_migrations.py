@@ -20,6 +20,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from helpers import sqlalchemy_url
 
+import sqla_jobs
 from sqla_jobs import migrations, queries
 from sqla_jobs.schema import NOTIFY_CHANNEL, VERSION_TABLE, metadata
 
@@ -127,7 +128,8 @@ def catalog(url: str) -> dict[str, list[tuple[object, ...]]]:
         "comments": """
             SELECT c.relname, a.attname, col_description(c.oid, a.attnum),
                    obj_description(c.oid, 'pg_class')
-            FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
+            FROM pg_class c
+            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
             WHERE c.relname LIKE 'sqla_jobs%%' AND c.relkind = 'r'
               AND c.relname <> %(version_table)s
             ORDER BY c.relname, a.attname""",
@@ -162,7 +164,7 @@ def test_current_is_none_before_the_first_upgrade_and_head_after(empty_db_url: s
 
     migrations.upgrade(empty_db_url)
 
-    assert migrations.current(empty_db_url) == migrations.head() == "0009_results"
+    assert migrations.current(empty_db_url) == migrations.head() == "0010_workflows"
 
 
 # --- triggers and the history -------------------------------------------------------------
@@ -698,3 +700,62 @@ def test_jobs_lived_under_0002_have_their_whole_history_back_after_a_downgrade(
         assert events(connection)[-1] == (5, "todo", None)
     migrations.upgrade(empty_db_url)
     assert histories(empty_db_url) == EXPECTED_LIVES
+
+
+# --- revision 0010: workflows across an upgrade and a downgrade -------------------------------
+
+
+def defer_a_workflow(url: str) -> sqla_jobs.WorkflowRun:
+    """A chord whose callback waits (blocked), and a chain whose first step failed."""
+    app = sqla_jobs.App(connector=sqla_jobs.SyncPsycopgConnector(conninfo=url))
+    step = app.configure_task("t").step
+    run = app.defer_workflow(sqla_jobs.chord([step(), step()], step()))
+    app.defer_workflow(sqla_jobs.chain(step(), step()))
+    app.connector.close()
+    return run
+
+
+def test_a_database_that_used_workflows_downgrades_to_0009_and_back(
+    db_url: str, empty_db_url: str
+) -> None:
+    run = defer_a_workflow(db_url)
+    with psycopg.connect(db_url, autocommit=True) as connection:
+        connection.execute(
+            "UPDATE sqla_jobs_jobs SET status = 'failed', finished_at = now() "
+            "WHERE id = (SELECT max(id) - 1 FROM sqla_jobs_jobs)"
+        )
+        assert connection.execute(
+            "SELECT status::text FROM sqla_jobs_jobs ORDER BY id"
+        ).fetchall() == [("todo",), ("todo",), ("blocked",), ("failed",), ("cancelled",)]
+
+    migrations.downgrade(db_url, "0009_results")
+
+    # The blocked job is cancelled and says why; 0009's schema, enum included, is back.
+    with psycopg.connect(db_url) as connection:
+        rows = connection.execute(
+            "SELECT id, status::text, last_error FROM sqla_jobs_jobs ORDER BY id"
+        ).fetchall()
+    assert [row[1] for row in rows] == ["todo", "todo", "cancelled", "failed", "cancelled"]
+    assert rows[2][0] == run.job_ids[2]
+    assert "downgrade of revision 0010_workflows" in str(rows[2][2])
+    migrations.upgrade(empty_db_url, "0009_results")
+    assert catalog(db_url) == catalog(empty_db_url)
+    assert database_objects(db_url) == database_objects(empty_db_url)
+
+    migrations.upgrade(db_url)
+    migrations.upgrade(empty_db_url)
+    assert catalog(db_url) == catalog(empty_db_url)
+    defer_a_workflow(db_url)  # workflows work again
+
+
+def test_an_upgrade_and_a_downgrade_through_0010_in_one_transaction(empty_db_url: str) -> None:
+    """'blocked' cannot be used in the transaction that adds it: the migrations never do."""
+    migrations.upgrade(empty_db_url, "0009_results")
+    engine = sa.create_engine(sqlalchemy_url(empty_db_url, "psycopg"), poolclass=sa.NullPool)
+    with engine.connect() as conn:
+        conn.begin()
+        migrations.upgrade(conn)
+        migrations.downgrade(conn, "0009_results")
+        conn.commit()
+    engine.dispose()
+    assert migrations.current(empty_db_url) == "0009_results"

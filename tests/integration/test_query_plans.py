@@ -80,12 +80,25 @@ def analysed_with_ten_finished_jobs(database: Database) -> None:
     load_waiting(database, WAITING)
 
 
+def analysed_behind_as_many_blocked_jobs(database: Database) -> None:
+    """Workflow jobs waiting for their parents (blocked), older and of higher priority than
+    every job to do: the claim's index holds none of them, so the walk never reads one."""
+    database.conn.execute(
+        f"INSERT INTO {JOBS} (task_name, status, priority, parents_left, workflow_id) "
+        "SELECT 'noop', 'blocked', 10, 1, 1 FROM generate_series(1, %s)",
+        (WAITING,),
+    )
+    load_waiting(database, WAITING)
+    database.conn.execute(f"ANALYZE {JOBS}")
+
+
 STATISTICS = [
     never_analysed,
     never_analysed_small,
     analysed,
     analysed_with_ten_waiting_jobs,
     analysed_with_ten_finished_jobs,
+    analysed_behind_as_many_blocked_jobs,
 ]
 
 
@@ -313,7 +326,13 @@ def test_jobs_with_a_rare_tag_are_found_through_the_tags_index(
         (WAITING,),
     )
     jobs_table.conn.execute(f"ANALYZE {JOBS}")
-    params = {"queue": None, "task_name": None, "lock": None, "statuses": None}
+    params = {
+        "queue": None,
+        "task_name": None,
+        "lock": None,
+        "workflow_id": None,
+        "statuses": None,
+    }
     params |= {"limit": 50, "offset": 0, "tags": ["rare"]}
     plan = explain(jobs_table, getattr(queries, statement).sql, params, generic=False)
 

@@ -99,6 +99,12 @@ async def test_the_app_role_defers_reads_and_manages_jobs_and_nothing_else(
         assert manager.abort_job(second) is sqla_jobs.JobStatus.CANCELLED
         assert manager.delete_job(second) is True
         assert manager.prune_jobs(datetime.timedelta(0)) == 0
+        # Workflows: deferred, read, cancelled (the triggers cascade), deleted.
+        run = app.defer_workflow(sqla_jobs.chain(task.step(n=5), task.step(n=6)))
+        assert len(manager.get_workflow(run.workflow_id).dependencies) == 1
+        assert manager.cancel_workflow(run.workflow_id) == 2
+        assert manager.retry_job(run.job_ids[0]) is True
+        assert manager.delete_job(run.job_ids[0]) is True
     assert_refused(roles["app"], [*FORBIDDEN, "INSERT INTO sqla_jobs_workers (name) VALUES ('x')"])
 
 
@@ -122,6 +128,8 @@ async def test_the_worker_role_runs_jobs_and_periodic_ticks_and_nothing_else(
 
     async with app.open_async():
         await work.batch_defer_async({"n": 0}, {"n": 1}, {"n": 2})
+        # A workflow whose parent the worker deletes as it succeeds (delete_jobs="successful").
+        await app.defer_workflow_async(sqla_jobs.chain(work.step(n=3), follow_up.step(n=4)))
         worker = sqla_jobs.Worker(
             app, sqla_jobs.WorkerOptions(wait=False, delete_jobs="successful")
         )
@@ -131,7 +139,7 @@ async def test_the_worker_role_runs_jobs_and_periodic_ticks_and_nothing_else(
         tick = PeriodicTick(JobSpec(task_name="tests.follow_up", args={"n": 7}), "", 60)
         assert list(await database.defer_periodic([tick])) == [tick.key]
         assert await database.prune_periodic_defers(keep=0, before=120) == 1
-    assert sorted(ran) == [0, 1, 1, 2, 99]
+    assert sorted(ran) == [0, 1, 1, 2, 3, 4, 99]
     assert_refused(roles["worker"], FORBIDDEN)
 
 

@@ -423,6 +423,27 @@ def test_run_deferred_jobs_returns_each_job_as_it_ended(app: sqla_jobs.App) -> N
     assert run_deferred_jobs(app) == [jobs[2]]  # only what waits is run (and returned) again
 
 
+def test_run_deferred_jobs_runs_and_returns_the_workflow_jobs_it_released(
+    app: sqla_jobs.App,
+) -> None:
+    @app.task(name="step")
+    def step(n: int) -> int:
+        return n
+
+    run = app.defer_workflow(sqla_jobs.chain(step.step(n=1), step.step(n=2)))
+    waits = app.defer_workflow(
+        sqla_jobs.chain(step.configure(schedule_in={"hours": 1}).step(n=3), step.step(n=4))
+    )
+
+    jobs = run_deferred_jobs(app)
+
+    assert [(job.id, job.status) for job in jobs] == [
+        (run.job_ids[0], JobStatus.SUCCEEDED),
+        (run.job_ids[1], JobStatus.SUCCEEDED),
+        (waits.job_ids[0], JobStatus.TODO),  # scheduled in an hour; its dependent still waits
+    ]
+
+
 def test_run_deferred_jobs_takes_worker_options(app: sqla_jobs.App) -> None:
     @app.task(name="job")
     def job() -> None:

@@ -111,6 +111,7 @@ FULL_ROW: dict[str, Any] = {
     "trace_context": None,
     "tags": None,
     "meta": None,
+    "workflow_id": 7,
 }
 
 

@@ -67,12 +67,13 @@ def test_alembic_config_refuses_what_is_not_a_database() -> None:
 def test_head_is_the_single_revision_of_the_sqla_jobs_branch() -> None:
     script = ScriptDirectory.from_config(migrations.alembic_config())
 
-    head = "0009_results"
+    head = "0010_workflows"
     assert migrations.head() == head
     assert script.get_heads() == [head]
     assert script.get_revision("sqla_jobs@head").revision == head
     assert [revision.revision for revision in script.walk_revisions()] == [
         head,
+        "0009_results",
         "0008_tags_meta_unique",
         "0007_controls",
         "0006_finished_at_brin",
@@ -117,6 +118,10 @@ def test_sql_renders_the_whole_schema_without_a_database(monkeypatch: pytest.Mon
         "CREATE TRIGGER sqla_jobs_awaited_job_finished",
         "CREATE TRIGGER sqla_jobs_awaited_job_deleted",
         f"UPDATE {VERSION_TABLE} SET version_num='0009_results'",
+        "ALTER TYPE sqla_jobs_job_status ADD VALUE IF NOT EXISTS 'blocked'",
+        "CREATE TRIGGER sqla_jobs_dependents",
+        "SET search_path FROM CURRENT",
+        f"UPDATE {VERSION_TABLE} SET version_num='0010_workflows'",
         "COMMIT;",
     ]:
         assert statement in script
