@@ -128,13 +128,25 @@ claim_jobs_in_queues = Query(
 
 finish_succeeded = Query(
     "finish_succeeded",
-    "UPDATE sqla_jobs_jobs SET status='succeeded', finished_at=clock_timestamp() FROM unnest((SELECT CAST(%(ids)s AS BIGINT[]) AS anon_1), (SELECT CAST(%(attempts)s AS INTEGER[]) AS anon_2)) AS done(id, attempt) WHERE sqla_jobs_jobs.id = done.id AND sqla_jobs_jobs.attempts = done.attempt AND (sqla_jobs_jobs.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted', 'blocked')) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
+    "WITH finished AS \n"
+    "(UPDATE sqla_jobs_jobs SET status='succeeded', finished_at=clock_timestamp(), has_dependents=CASE WHEN sqla_jobs_jobs.has_dependents THEN false ELSE NULL END FROM unnest((SELECT CAST(%(ids)s AS BIGINT[]) AS anon_1), (SELECT CAST(%(attempts)s AS INTEGER[]) AS anon_2)) AS done(id, attempt) WHERE sqla_jobs_jobs.id = done.id AND sqla_jobs_jobs.attempts = done.attempt AND (sqla_jobs_jobs.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted', 'blocked')) AND sqla_jobs_jobs.worker_id = %(worker_id)s RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.has_dependents), \n"
+    "counted AS \n"
+    "(SELECT sqla_jobs_job_dependencies.job_id AS job_id, count(*) AS parents \n"
+    "FROM finished JOIN sqla_jobs_job_dependencies ON sqla_jobs_job_dependencies.parent_id = finished.id \n"
+    "WHERE finished.has_dependents IS false GROUP BY sqla_jobs_job_dependencies.job_id)\n"
+    " UPDATE sqla_jobs_jobs AS child SET status=CASE WHEN (child.parents_left <= counted.parents) THEN CAST('todo' AS sqla_jobs_job_status) ELSE child.status END, parents_left=(child.parents_left - counted.parents) FROM counted WHERE child.id = counted.job_id AND child.status = 'blocked'",
     prepared=True,
 )
 
 finish_succeeded_with_results = Query(
     "finish_succeeded_with_results",
-    "UPDATE sqla_jobs_jobs SET status='succeeded', finished_at=clock_timestamp(), result=CAST(done.result AS JSONB) FROM unnest((SELECT CAST(%(ids)s AS BIGINT[]) AS anon_1), (SELECT CAST(%(attempts)s AS INTEGER[]) AS anon_2), (SELECT CAST(%(results)s AS TEXT[]) AS anon_3)) AS done(id, attempt, result) WHERE sqla_jobs_jobs.id = done.id AND sqla_jobs_jobs.attempts = done.attempt AND (sqla_jobs_jobs.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted', 'blocked')) AND sqla_jobs_jobs.worker_id = %(worker_id)s",
+    "WITH finished AS \n"
+    "(UPDATE sqla_jobs_jobs SET status='succeeded', finished_at=clock_timestamp(), result=CAST(done.result AS JSONB), has_dependents=CASE WHEN sqla_jobs_jobs.has_dependents THEN false ELSE NULL END FROM unnest((SELECT CAST(%(ids)s AS BIGINT[]) AS anon_1), (SELECT CAST(%(attempts)s AS INTEGER[]) AS anon_2), (SELECT CAST(%(results)s AS TEXT[]) AS anon_3)) AS done(id, attempt, result) WHERE sqla_jobs_jobs.id = done.id AND sqla_jobs_jobs.attempts = done.attempt AND (sqla_jobs_jobs.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted', 'blocked')) AND sqla_jobs_jobs.worker_id = %(worker_id)s RETURNING sqla_jobs_jobs.id, sqla_jobs_jobs.has_dependents), \n"
+    "counted AS \n"
+    "(SELECT sqla_jobs_job_dependencies.job_id AS job_id, count(*) AS parents \n"
+    "FROM finished JOIN sqla_jobs_job_dependencies ON sqla_jobs_job_dependencies.parent_id = finished.id \n"
+    "WHERE finished.has_dependents IS false GROUP BY sqla_jobs_job_dependencies.job_id)\n"
+    " UPDATE sqla_jobs_jobs AS child SET status=CASE WHEN (child.parents_left <= counted.parents) THEN CAST('todo' AS sqla_jobs_job_status) ELSE child.status END, parents_left=(child.parents_left - counted.parents) FROM counted WHERE child.id = counted.job_id AND child.status = 'blocked'",
     prepared=True,
 )
 
@@ -387,7 +399,7 @@ dashboard_jobs_page = Query(
     "FROM (SELECT sqla_jobs_jobs.id AS id \n"
     "FROM sqla_jobs_jobs \n"
     "WHERE sqla_jobs_jobs.id < coalesce(CAST(%(before)s AS BIGINT), 9223372036854775807) ORDER BY sqla_jobs_jobs.id DESC \n"
-    " LIMIT %(scan)s) AS scanned) AND (CAST(%(queue)s AS TEXT) IS NULL OR sqla_jobs_jobs.queue = %(queue)s) AND (CAST(%(task_name)s AS TEXT) IS NULL OR sqla_jobs_jobs.task_name = %(task_name)s) AND (CAST(%(lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.lock = %(lock)s) AND (CAST(%(queueing_lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.queueing_lock = %(queueing_lock)s) AND (CAST(%(tag)s AS TEXT) IS NULL OR (sqla_jobs_jobs.tags @> ARRAY[CAST(%(tag)s AS TEXT)])) AND (CAST(%(job_id)s AS BIGINT) IS NULL OR sqla_jobs_jobs.id = CAST(%(job_id)s AS BIGINT)) AND (CAST(%(statuses)s AS TEXT[]) IS NULL OR sqla_jobs_jobs.status = any(CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]))) ORDER BY sqla_jobs_jobs.id DESC \n"
+    " LIMIT %(scan)s) AS scanned) AND (CAST(%(queue)s AS TEXT) IS NULL OR sqla_jobs_jobs.queue = %(queue)s) AND (CAST(%(task_name)s AS TEXT) IS NULL OR sqla_jobs_jobs.task_name = %(task_name)s) AND (CAST(%(lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.lock = %(lock)s) AND (CAST(%(queueing_lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.queueing_lock = %(queueing_lock)s) AND (CAST(%(tag)s AS TEXT) IS NULL OR (sqla_jobs_jobs.tags @> ARRAY[CAST(%(tag)s AS TEXT)])) AND (CAST(%(job_id)s AS BIGINT) IS NULL OR sqla_jobs_jobs.id = CAST(%(job_id)s AS BIGINT)) AND (CAST(%(workflow_id)s AS BIGINT) IS NULL OR sqla_jobs_jobs.workflow_id = CAST(%(workflow_id)s AS BIGINT)) AND (CAST(%(statuses)s AS TEXT[]) IS NULL OR sqla_jobs_jobs.status = any(CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]))) ORDER BY sqla_jobs_jobs.id DESC \n"
     " LIMIT %(limit)s",
     prepared=False,
 )
@@ -406,7 +418,7 @@ dashboard_matching_job_ids = Query(
     "dashboard_matching_job_ids",
     "SELECT sqla_jobs_jobs.id \n"
     "FROM sqla_jobs_jobs \n"
-    "WHERE (CAST(%(queue)s AS TEXT) IS NULL OR sqla_jobs_jobs.queue = %(queue)s) AND (CAST(%(task_name)s AS TEXT) IS NULL OR sqla_jobs_jobs.task_name = %(task_name)s) AND (CAST(%(lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.lock = %(lock)s) AND (CAST(%(queueing_lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.queueing_lock = %(queueing_lock)s) AND (CAST(%(tag)s AS TEXT) IS NULL OR (sqla_jobs_jobs.tags @> ARRAY[CAST(%(tag)s AS TEXT)])) AND (CAST(%(job_id)s AS BIGINT) IS NULL OR sqla_jobs_jobs.id = CAST(%(job_id)s AS BIGINT)) AND (CAST(%(statuses)s AS TEXT[]) IS NULL OR sqla_jobs_jobs.status = any(CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]))) ORDER BY sqla_jobs_jobs.id DESC \n"
+    "WHERE (CAST(%(queue)s AS TEXT) IS NULL OR sqla_jobs_jobs.queue = %(queue)s) AND (CAST(%(task_name)s AS TEXT) IS NULL OR sqla_jobs_jobs.task_name = %(task_name)s) AND (CAST(%(lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.lock = %(lock)s) AND (CAST(%(queueing_lock)s AS TEXT) IS NULL OR sqla_jobs_jobs.queueing_lock = %(queueing_lock)s) AND (CAST(%(tag)s AS TEXT) IS NULL OR (sqla_jobs_jobs.tags @> ARRAY[CAST(%(tag)s AS TEXT)])) AND (CAST(%(job_id)s AS BIGINT) IS NULL OR sqla_jobs_jobs.id = CAST(%(job_id)s AS BIGINT)) AND (CAST(%(workflow_id)s AS BIGINT) IS NULL OR sqla_jobs_jobs.workflow_id = CAST(%(workflow_id)s AS BIGINT)) AND (CAST(%(statuses)s AS TEXT[]) IS NULL OR sqla_jobs_jobs.status = any(CAST(CAST(%(statuses)s AS TEXT[]) AS sqla_jobs_job_status[]))) ORDER BY sqla_jobs_jobs.id DESC \n"
     " LIMIT %(limit)s",
     prepared=False,
 )
@@ -455,6 +467,39 @@ dashboard_last_periodic_ticks = Query(
     "FROM (SELECT sqla_jobs_periodic_defers.task_name AS task_name, sqla_jobs_periodic_defers.periodic_id AS periodic_id, sqla_jobs_periodic_defers.defer_timestamp AS defer_timestamp, sqla_jobs_periodic_defers.job_id AS job_id, row_number() OVER (PARTITION BY sqla_jobs_periodic_defers.task_name, sqla_jobs_periodic_defers.periodic_id ORDER BY sqla_jobs_periodic_defers.defer_timestamp DESC) AS recency \n"
     "FROM sqla_jobs_periodic_defers) AS ticks LEFT OUTER JOIN sqla_jobs_jobs ON sqla_jobs_jobs.id = ticks.job_id \n"
     "WHERE ticks.recency = 1 ORDER BY ticks.task_name, ticks.periodic_id",
+    prepared=False,
+)
+
+dashboard_workflow_counts = Query(
+    "dashboard_workflow_counts",
+    "SELECT sqla_jobs_jobs.status, count(*) AS count \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.workflow_id = %(workflow_id)s GROUP BY sqla_jobs_jobs.status",
+    prepared=False,
+)
+
+dashboard_workflow_jobs = Query(
+    "dashboard_workflow_jobs",
+    "SELECT sqla_jobs_jobs.id, sqla_jobs_jobs.queue, sqla_jobs_jobs.task_name, CAST(sqla_jobs_jobs.args AS TEXT) AS args, sqla_jobs_jobs.priority, sqla_jobs_jobs.lock, sqla_jobs_jobs.queueing_lock, sqla_jobs_jobs.status, sqla_jobs_jobs.scheduled_at, sqla_jobs_jobs.attempts, sqla_jobs_jobs.created_at, sqla_jobs_jobs.started_at, sqla_jobs_jobs.finished_at, sqla_jobs_jobs.last_error, sqla_jobs_jobs.worker_id, sqla_jobs_jobs.trace_context, sqla_jobs_jobs.tags, CAST(sqla_jobs_jobs.meta AS TEXT) AS meta, sqla_jobs_jobs.workflow_id, array((SELECT sqla_jobs_job_dependencies.parent_id \n"
+    "FROM sqla_jobs_job_dependencies \n"
+    "WHERE sqla_jobs_job_dependencies.job_id = sqla_jobs_jobs.id ORDER BY sqla_jobs_job_dependencies.parent_id)) AS parent_ids \n"
+    "FROM sqla_jobs_jobs \n"
+    "WHERE sqla_jobs_jobs.workflow_id = %(workflow_id)s ORDER BY sqla_jobs_jobs.id \n"
+    " LIMIT %(limit)s",
+    prepared=False,
+)
+
+dashboard_job_links = Query(
+    "dashboard_job_links",
+    "SELECT parent.id, parent.status, parent.side \n"
+    "FROM (SELECT sqla_jobs_job_dependencies.parent_id AS id, sqla_jobs_jobs.status AS status, 'parent' AS side \n"
+    "FROM sqla_jobs_job_dependencies JOIN sqla_jobs_jobs ON sqla_jobs_jobs.id = sqla_jobs_job_dependencies.parent_id \n"
+    "WHERE sqla_jobs_job_dependencies.job_id = %(job_id)s ORDER BY sqla_jobs_job_dependencies.parent_id \n"
+    " LIMIT %(limit)s) AS parent UNION ALL SELECT dependent.id, dependent.status, dependent.side \n"
+    "FROM (SELECT sqla_jobs_job_dependencies.job_id AS id, sqla_jobs_jobs.status AS status, 'dependent' AS side \n"
+    "FROM sqla_jobs_job_dependencies JOIN sqla_jobs_jobs ON sqla_jobs_jobs.id = sqla_jobs_job_dependencies.job_id \n"
+    "WHERE sqla_jobs_job_dependencies.parent_id = %(job_id)s ORDER BY sqla_jobs_job_dependencies.job_id \n"
+    " LIMIT %(limit)s) AS dependent",
     prepared=False,
 )
 
@@ -734,6 +779,9 @@ ALL = (
     dashboard_finished_per_minute,
     dashboard_running_per_worker,
     dashboard_last_periodic_ticks,
+    dashboard_workflow_counts,
+    dashboard_workflow_jobs,
+    dashboard_job_links,
     set_paused,
     set_limits,
     list_controls,

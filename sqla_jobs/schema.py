@@ -191,8 +191,9 @@ jobs = Table(
         "has_dependents",
         Boolean,
         nullable=True,
-        comment="Some job depends on it: its end releases or cancels them (a trigger); NULL: "
-        "none does (revision 0010).",
+        comment="Some job depends on it: its end releases or cancels them (a trigger); false: "
+        "its success released them already (the worker's finish); NULL: none does "
+        "(revision 0010).",
     ),
     comment="One row per job; the worker claims rows in status 'todo'.",
 )

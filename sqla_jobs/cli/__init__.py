@@ -1,5 +1,5 @@
 """The ``sqla-jobs`` command line: run a worker, defer a job, manage the schema, check health,
-manage jobs.
+manage jobs and workflows.
 
 A thin shell over the public API (`App`, `App.run_worker_async`, `App.configure_task`,
 `sqla_jobs.migrations`, `JobManager`): it parses arguments, builds or imports the app, and turns
@@ -7,7 +7,8 @@ every `JobsError` into one line on stderr and exit status 1. argparse (the stand
 parses the arguments, so the command line adds no dependency.
 
 One module per topic: `common` (the app, its database's errors, the global options),
-`worker`, `defer`, `schema`, `healthchecks`, `jobs`, `queues` (and tasks) and `dashboard`;
+`worker`, `defer`, `schema`, `healthchecks`, `jobs`, `queues` (and tasks), `workflows` and
+`dashboard`;
 each adds its commands to the parser.
 """
 
@@ -29,6 +30,7 @@ from .jobs import add_jobs_commands
 from .queues import add_queues_commands
 from .schema import add_schema_commands
 from .worker import add_worker_command
+from .workflows import add_workflows_commands
 
 __all__ = ["build_parser", "main"]
 
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_healthchecks_command(commands)
     add_jobs_commands(commands)
     add_queues_commands(commands)
+    add_workflows_commands(commands)
     add_dashboard_command(commands)
     return parser
 

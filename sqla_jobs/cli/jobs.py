@@ -185,6 +185,10 @@ def job_details(job: Job, history: Sequence[JobEvent]) -> str:
         ("finished", when(job.finished_at)),
         ("worker id", "-" if job.worker_id is None else str(job.worker_id)),
     ]
+    if job.workflow_id is not None:
+        fields.append(
+            ("workflow", f"{job.workflow_id} (sqla-jobs workflows show {job.workflow_id})")
+        )
     if job.tags:
         fields.append(("tags", ", ".join(job.tags)))
     if job.meta:
@@ -227,6 +231,7 @@ def cmd_list(manager: JobManager, args: argparse.Namespace) -> int:
         status=chosen(args.status) or None,
         lock=args.lock,
         tags=args.tag,
+        workflow_id=args.workflow,
         limit=args.limit,
         offset=args.offset,
     )
@@ -275,8 +280,8 @@ def cmd_cancel(manager: JobManager, args: argparse.Namespace) -> int:
             else ""
         )
         raise JobStateError(
-            f"The status of job {args.job_id} is {status.value}: only waiting (todo) jobs can "
-            f"be cancelled{hint}."
+            f"The status of job {args.job_id} is {status.value}: only jobs that have not "
+            f"started (todo, or blocked in a workflow) can be cancelled{hint}."
         )
     print(f"Job {args.job_id} cancelled.")
     return 0
@@ -360,6 +365,9 @@ def add_jobs_commands(commands: Any) -> None:
         + ", ".join(status.value for status in JobStatus),
     )
     listing.add_argument("--lock", help="only jobs holding this lock")
+    listing.add_argument(
+        "--workflow", type=job_id, metavar="ID", help="only jobs of this workflow (its id)"
+    )
     add_tag_filter(listing)
     listing.add_argument(
         "--limit",
@@ -387,7 +395,11 @@ def add_jobs_commands(commands: Any) -> None:
             "Put a failed, cancelled or aborted job back in the queue, with fresh attempts.",
             cmd_retry,
         ),
-        ("cancel", "Cancel a waiting job: no worker will run it.", cmd_cancel),
+        (
+            "cancel",
+            "Cancel a job that has not started (todo or blocked): no worker will run it.",
+            cmd_cancel,
+        ),
         (
             "abort",
             "Stop a job: a waiting one is cancelled, a running one is aborted by its worker.",

@@ -37,6 +37,7 @@ _STATIC = {
     "/static/dashboard.css": "text/css; charset=utf-8",
 }
 _JOB = re.compile(r"^/jobs/(\d{1,18})/?$")
+_WORKFLOW = re.compile(r"^/workflows/(\d{1,18})/?$")
 
 
 class Dashboard:
@@ -173,6 +174,9 @@ class Dashboard:
             return (yield from views.jobs_list(request, config, access))
         if match := _JOB.match(path):
             return (yield from views.job_page(request, config, access, int(match.group(1))))
+        if match := _WORKFLOW.match(path):
+            workflow_id = int(match.group(1))
+            return (yield from views.workflow_page(request, config, access, workflow_id))
         if stripped == "/workers":
             return (yield from views.workers_page(request, config, access))
         if stripped == "/periodic":

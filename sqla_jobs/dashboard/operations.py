@@ -16,7 +16,7 @@ from typing import Any
 from .. import operations as ops
 from .. import queries
 from ..connectors.base import Row
-from ..errors import JobNotFound
+from ..errors import JobNotFound, WorkflowNotFound
 from ..jobs import Job
 from ..operations import Fetch, Operation
 from ..statuses import JobStatus
@@ -41,6 +41,8 @@ class Filters:
     job_id: int | None = None
     #: Jobs carrying this tag (``configure(tags=[...])``).
     tag: str | None = None
+    #: Jobs of this workflow.
+    workflow_id: int | None = None
 
     def params(self) -> dict[str, Any]:
         return {
@@ -50,6 +52,7 @@ class Filters:
             "queueing_lock": self.queueing_lock,
             "job_id": self.job_id,
             "tag": self.tag,
+            "workflow_id": self.workflow_id,
             "statuses": [s.value for s in self.statuses] or None,
         }
 
@@ -131,6 +134,7 @@ def _matches(job: Job, filters: Filters) -> bool:
         and filters.lock in (None, job.lock)
         and filters.queueing_lock in (None, job.queueing_lock)
         and (filters.tag is None or filters.tag in job.tags)
+        and filters.workflow_id in (None, job.workflow_id)
     )
 
 
@@ -150,3 +154,69 @@ def act(action: str, job_ids: Sequence[int]) -> Operation[ActionResult]:
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
     return (yield from ops.act_on_jobs(action, job_ids))
+
+
+# -- workflows ---------------------------------------------------------------------------------
+
+#: The most jobs a workflow's page lists (the jobs list, filtered by the workflow, pages on).
+WORKFLOW_PAGE_JOBS = 500
+#: The most neighbours of each side a job's page lists.
+JOB_LINKS = 50
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkflowPage:
+    """A workflow on its page: its row, its jobs counted by status, and its first jobs (id
+    order), each with the ids of the jobs it runs after."""
+
+    id: int
+    name: str | None
+    created_at: Any
+    counts: dict[JobStatus, int]
+    jobs: list[tuple[Job, list[int]]]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def running(self) -> bool:
+        """Some job has not ended yet."""
+        return any(not status.is_finished for status in self.counts)
+
+
+def workflow_page(workflow_id: int, limit: int = WORKFLOW_PAGE_JOBS) -> Operation[WorkflowPage]:
+    """`WorkflowNotFound` if there is no such workflow."""
+    rows: list[Row] = yield Fetch(queries.get_workflow, {"workflow_id": workflow_id})
+    if not rows:
+        raise WorkflowNotFound(
+            f"No workflow with id {workflow_id}: it never existed, or its jobs were pruned "
+            "(prune_jobs deletes a workflow with its last job)."
+        )
+    params = {"workflow_id": workflow_id}
+    counted: list[Row] = yield Fetch(queries.dashboard_workflow_counts, params)
+    found: list[Row] = yield Fetch(queries.dashboard_workflow_jobs, {**params, "limit": limit})
+    return WorkflowPage(
+        id=workflow_id,
+        name=rows[0]["name"],
+        created_at=rows[0]["created_at"],
+        counts={JobStatus(row["status"]): int(row["count"]) for row in counted},
+        jobs=[(Job.from_row(row), [int(i) for i in row["parent_ids"]]) for row in found],
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobLinks:
+    """A job's neighbours in its workflow, each an (id, status) pair; at most `JOB_LINKS` of
+    each side."""
+
+    parents: list[tuple[int, JobStatus]]
+    dependents: list[tuple[int, JobStatus]]
+
+
+def job_links(job_id: int, limit: int = JOB_LINKS) -> Operation[JobLinks]:
+    rows: list[Row] = yield Fetch(queries.dashboard_job_links, {"job_id": job_id, "limit": limit})
+    sides: dict[str, list[tuple[int, JobStatus]]] = {"parent": [], "dependent": []}
+    for row in rows:
+        sides[row["side"]].append((int(row["id"]), JobStatus(row["status"])))
+    return JobLinks(sides["parent"], sides["dependent"])

@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import controls as ctl
 from .. import operations as ops
-from ..errors import JobNotFound
+from ..errors import JobNotFound, WorkflowNotFound
 from ..operations import Operation
 from ..periodic import PeriodicTask
 from ..statuses import JobStatus
@@ -23,8 +23,8 @@ STATUSES = tuple(JobStatus)
 #: The statuses each action applies to, for the buttons a job's page shows.
 ACTION_STATUSES = {
     "retry": (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED),
-    "cancel": (JobStatus.TODO,),
-    "abort": (JobStatus.TODO, JobStatus.DOING),
+    "cancel": (JobStatus.TODO, JobStatus.BLOCKED),
+    "abort": (JobStatus.TODO, JobStatus.BLOCKED, JobStatus.DOING),
     "delete": tuple(s for s in JobStatus if s not in (JobStatus.DOING, JobStatus.ABORTING)),
 }
 
@@ -150,6 +150,11 @@ def filters_of(
         job_id = job_id.strip().lstrip("#")
         if not job_id.isdigit() or int(job_id) >= 2**63:
             raise BadFilter(f"id {job_id!r} is not a job id (a whole number)")
+    workflow_id = get("workflow")
+    if workflow_id is not None:
+        workflow_id = workflow_id.strip().lstrip("#")
+        if not workflow_id.isdigit() or int(workflow_id) >= 2**63:
+            raise BadFilter(f"workflow {workflow_id!r} is not a workflow id (a whole number)")
     return dash.Filters(
         statuses=tuple(dict.fromkeys(statuses)),
         queue=get("queue"),
@@ -158,6 +163,7 @@ def filters_of(
         queueing_lock=get("queueing_lock"),
         tag=get("tag"),
         job_id=int(job_id) if job_id is not None else None,
+        workflow_id=int(workflow_id) if workflow_id is not None else None,
     )
 
 
@@ -171,6 +177,7 @@ def filter_values(filters: dash.Filters) -> dict[str, Any]:
         "queueing_lock": filters.queueing_lock,
         "tag": filters.tag,
         "id": filters.job_id,
+        "workflow": filters.workflow_id,
     }
 
 
@@ -211,6 +218,7 @@ def job_page(request: Request, config: Config, access: Access, job_id: int) -> O
     workers = yield from dash.workers()
     worker = next((w for w in workers if w["id"] == job.worker_id), None)
     actions = [name for name, allowed in ACTION_STATUSES.items() if job.status in allowed]
+    links = (yield from dash.job_links(job_id)) if job.workflow_id is not None else None
     return html(
         request,
         config,
@@ -220,6 +228,31 @@ def job_page(request: Request, config: Config, access: Access, job_id: int) -> O
         history=history,
         worker=worker,
         actions=actions,
+        links=links,
+        links_limit=dash.JOB_LINKS,
+    )
+
+
+def workflow_page(
+    request: Request, config: Config, access: Access, workflow_id: int
+) -> Operation[Response]:
+    try:
+        workflow = yield from dash.workflow_page(workflow_id)
+    except WorkflowNotFound as exc:
+        return message(request, config, access, 404, f"No workflow {workflow_id}", str(exc))
+    return html(
+        request,
+        config,
+        access,
+        "workflow.html",
+        workflow=workflow,
+        counts=[
+            (status.value, workflow.counts[status])
+            for status in STATUSES
+            if status in workflow.counts
+        ],
+        limit=dash.WORKFLOW_PAGE_JOBS,
+        bulk_limit=config.bulk_limit,
     )
 
 

@@ -19,13 +19,15 @@ from sqlalchemy import (
     bindparam,
     cast,
     func,
+    literal,
     or_,
     select,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.sql.elements import ColumnElement
 
-from ..schema import JobStatus, job_status, jobs, periodic_defers
+from ..schema import JobStatus, job_dependencies, job_status, jobs, periodic_defers
 from ..statuses import RUNNING_STATUSES
 from ._build import JOB_COLUMNS, array_param, render
 
@@ -48,6 +50,10 @@ def _filters() -> list[ColumnElement[bool]]:
         or_(
             cast(bindparam("job_id"), BigInteger).is_(None),
             jobs.c.id == cast(bindparam("job_id"), BigInteger),
+        ),
+        or_(
+            cast(bindparam("workflow_id"), BigInteger).is_(None),
+            jobs.c.workflow_id == cast(bindparam("workflow_id"), BigInteger),
         ),
         or_(
             cast(bindparam("statuses"), ARRAY(Text)).is_(None),
@@ -183,6 +189,53 @@ last_periodic_ticks = render(
     .order_by(_latest.c.task_name, _latest.c.periodic_id),
 )
 
+# A workflow's page (revision 0010): its jobs counted by status, and its first ``limit`` jobs
+# in id order (the order their steps were added), each with the ids of the jobs it runs
+# after; both through the partial index of jobs by workflow.
+_workflow = jobs.c.workflow_id == bindparam("workflow_id", type_=BigInteger)
+workflow_counts = render(
+    "dashboard_workflow_counts",
+    select(jobs.c.status, func.count().label("count")).where(_workflow).group_by(jobs.c.status),
+)
+_parents = (
+    select(job_dependencies.c.parent_id)
+    .where(job_dependencies.c.job_id == jobs.c.id)
+    .order_by(job_dependencies.c.parent_id)
+    .scalar_subquery()
+)
+workflow_jobs = render(
+    "dashboard_workflow_jobs",
+    select(*JOB_COLUMNS, func.array(_parents).label("parent_ids"))
+    .where(_workflow)
+    .order_by(jobs.c.id)
+    .limit(bindparam("limit", type_=Integer)),
+)
+# A job's neighbours in its workflow: the first ``limit`` jobs it runs after and the first
+# ``limit`` that run after it, with their statuses (the dependencies' primary key and their
+# index by parent).
+_job = bindparam("job_id", type_=BigInteger)
+
+
+def _neighbours(side: str, own: Any, other: Any) -> Any:
+    return (
+        select(other.label("id"), jobs.c.status, literal(side).label("side"))
+        .join(jobs, jobs.c.id == other)
+        .where(own == _job)
+        .order_by(other)
+        .limit(bindparam("limit", type_=Integer))
+        .subquery(side)
+        .select()
+    )
+
+
+job_links = render(
+    "dashboard_job_links",
+    union_all(
+        _neighbours("parent", job_dependencies.c.job_id, job_dependencies.c.parent_id),
+        _neighbours("dependent", job_dependencies.c.parent_id, job_dependencies.c.job_id),
+    ),
+)
+
 ALL = (
     jobs_page,
     scan_floor,
@@ -193,4 +246,7 @@ ALL = (
     finished_per_minute,
     running_per_worker,
     last_periodic_ticks,
+    workflow_counts,
+    workflow_jobs,
+    job_links,
 )

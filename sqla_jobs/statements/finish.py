@@ -10,18 +10,21 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    case,
     cast,
     delete,
+    false,
     func,
     literal_column,
+    null,
     select,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from ..schema import JobStatus, jobs
+from ..schema import JobStatus, job_dependencies, jobs
 from ..statuses import RUNNING_STATUSES
-from ._build import batch_array, render, step_time, unnest_outcomes
+from ._build import batch_array, render, status_literal, step_time, unnest_outcomes
 
 # A worker writes outcomes only for jobs it still runs, in the attempt it ran: a worker taken
 # for dead, whose jobs another worker recovered, cannot overwrite what happened to them since,
@@ -46,19 +49,53 @@ def _ran_batch(name: str) -> Any:
     )
 
 
-# Successes are the common case: two arrays (ids and attempts), one statement.
-_done = _ran_batch("done")
-finish_succeeded = render(
-    "finish_succeeded",
-    update(jobs)
-    .where(
-        jobs.c.id == _done.c.id,
-        jobs.c.attempts == _done.c.attempt,
-        _still_running_here,
+def _succeeded(done: Any, **values: Any) -> Any:
+    """Record the batch ``done`` as succeeded (with ``values``) and release, in the same
+    statement, the blocked jobs of workflows that depend on them (revision 0010).
+
+    Each dependent is updated once per batch, its ``parents_left`` counted down by its parents
+    in the batch: a job waiting for 10,000 parents is updated some 100 times, not 10,000. The
+    parents are marked ``has_dependents = false`` ("released by the finish"), so that the row
+    trigger, which does the same work one parent at a time for every other way a job ends, does
+    not fire for them. A job outside workflows (``has_dependents`` NULL) stays NULL, and the
+    batch's dependency look-up filters it out before reading any index: the hot path pays a
+    CASE and a filter per job."""
+    finished = (
+        update(jobs)
+        .where(jobs.c.id == done.c.id, jobs.c.attempts == done.c.attempt, _still_running_here)
+        .values(
+            status=JobStatus.SUCCEEDED,
+            finished_at=step_time(),
+            has_dependents=case((jobs.c.has_dependents, false()), else_=null()),
+            **values,
+        )
+        .returning(jobs.c.id, jobs.c.has_dependents)
+        .cte("finished")
     )
-    .values(status=JobStatus.SUCCEEDED, finished_at=step_time()),
-    prepared=True,
-)
+    counted = (
+        select(job_dependencies.c.job_id, func.count().label("parents"))
+        .select_from(finished)
+        .join(job_dependencies, job_dependencies.c.parent_id == finished.c.id)
+        .where(finished.c.has_dependents.is_(false()))
+        .group_by(job_dependencies.c.job_id)
+        .cte("counted")
+    )
+    child: Any = jobs.alias("child")  # an update of an alias: typed for selects only
+    return (
+        update(child)
+        .where(child.c.id == counted.c.job_id, child.c.status == JobStatus.BLOCKED)
+        .values(
+            parents_left=child.c.parents_left - counted.c.parents,
+            status=case(
+                (child.c.parents_left <= counted.c.parents, status_literal(JobStatus.TODO)),
+                else_=child.c.status,
+            ),
+        )
+    )
+
+
+# Successes are the common case: two arrays (ids and attempts), one statement.
+finish_succeeded = render("finish_succeeded", _succeeded(_ran_batch("done")), prepared=True)
 # Successes of which some returned a result (JSON text; NULL for the others): a third array.
 # A batch without results is sent as above, so tasks that return None pay nothing for them.
 _done_with_results = (
@@ -72,17 +109,7 @@ _done_with_results = (
 )
 finish_succeeded_with_results = render(
     "finish_succeeded_with_results",
-    update(jobs)
-    .where(
-        jobs.c.id == _done_with_results.c.id,
-        jobs.c.attempts == _done_with_results.c.attempt,
-        _still_running_here,
-    )
-    .values(
-        status=JobStatus.SUCCEEDED,
-        finished_at=step_time(),
-        result=cast(_done_with_results.c.result, JSONB),
-    ),
+    _succeeded(_done_with_results, result=cast(_done_with_results.c.result, JSONB)),
     prepared=True,
 )
 # Jobs the worker ran and deletes: instead of recording a success, or once it has recorded

@@ -7,7 +7,7 @@ import dataclasses
 import datetime
 import os
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .. import queries
@@ -31,11 +31,17 @@ class WorkerDatabase:
     """The worker's statements, on its connector."""
 
     def __init__(
-        self, connector: BaseConnector, statements: queries.Statements = queries.DEFAULT
+        self,
+        connector: BaseConnector,
+        statements: queries.Statements = queries.DEFAULT,
+        takes_context: Callable[[str], bool] | None = None,
     ) -> None:
         self.connector = connector
         #: The statements for the tables, where the app has them (`App`'s ``schema``).
         self.statements = statements
+        #: Whether the task of this name takes a `JobContext` (``pass_context=True``): only
+        #: those can read their parents' results, so only their claims read them. None: all.
+        self.takes_context = takes_context
         #: The parents of claimed jobs that have some (workflows), by job id, until the job
         #: starts (the executor takes them); None: the claim could not read them.
         self.parents: dict[int, tuple[ParentJob, ...] | None] = {}
@@ -63,9 +69,16 @@ class WorkerDatabase:
         # The claim returns its rows in the order it updated them (by id); start them in the
         # order they were chosen in.
         rows.sort(key=_claim_order)
-        # Jobs of workflows that waited for others: their parents' results, for the whole
-        # batch in one statement. Other jobs cost nothing more.
-        with_parents = [row["id"] for row in rows if row.pop("parents_left") is not None]
+        # Jobs of workflows that waited for others, whose tasks take a context: their parents'
+        # results, for the whole batch in one statement. Other jobs cost nothing more (a
+        # workflow's steps that read no context, often most of them, add no round trip).
+        takes_context = self.takes_context
+        with_parents = [
+            row["id"]
+            for row in rows
+            if row.pop("parents_left") is not None
+            and (takes_context is None or takes_context(row["task_name"]))
+        ]
         jobs = [Job.from_full_row(row) for row in rows]
         if with_parents:
             try:

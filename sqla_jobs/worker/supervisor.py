@@ -62,7 +62,7 @@ class Worker:
         self.app = app
         self.options = options or WorkerOptions()
         self.name = self.options.name or f"{socket.gethostname()}-{id(self):x}"
-        self.database = WorkerDatabase(app.connector, app.statements)
+        self.database = WorkerDatabase(app.connector, app.statements, self._takes_context)
         # No queue named means every queue.
         queues = list(self.options.queues) if self.options.queues else None
         self._state = WorkerState(app, self.database, self.options, self.name, queues)
@@ -92,6 +92,10 @@ class Worker:
         self._roles: list[_Role] = []
         # A role that kept crashing: the worker stops, and run() raises WorkerFailed.
         self._failure: tuple[str, BaseException] | None = None
+
+    def _takes_context(self, task_name: str) -> bool:
+        task = self.app.tasks.get(task_name)
+        return task is not None and task.pass_context
 
     @property
     def worker_id(self) -> int:

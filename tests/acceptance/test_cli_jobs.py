@@ -164,7 +164,8 @@ def test_jobs_commands_refuse_in_one_line_a_missing_job_or_one_in_the_wrong_stat
     )
     ok(db_url, "cancel", str(job_id))
     assert_one_line_error(
-        cli(db_url, "jobs", "cancel", str(job_id)), "only waiting (todo) jobs can be cancelled"
+        cli(db_url, "jobs", "cancel", str(job_id)),
+        "only jobs that have not started (todo, or blocked in a workflow) can be cancelled",
     )
     bad_id = cli(db_url, "jobs", "show", "seven")
     assert bad_id.returncode == 2
@@ -278,3 +279,50 @@ def test_defer_unique_refuses_a_twin_or_prints_its_id_and_bad_options_are_usage_
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr
     assert query(db_url, "SELECT count(*) FROM sqla_jobs_jobs") == [(2,)]
+
+
+# -- workflows ---------------------------------------------------------------------------------
+
+
+def test_workflows_show_and_cancel_a_workflow_and_jobs_list_filters_by_it(
+    db_url: str, app: sqla_jobs.App
+) -> None:
+    """A chain charge -> (ship, email) -> summary: `workflows show` prints each job with what
+    it runs after; a job's `jobs show` names its workflow; `jobs list --workflow` lists its
+    jobs only; `workflows cancel` cancels what has not started."""
+    step = app.configure_task
+    run = app.defer_workflow(
+        sqla_jobs.chain(
+            step("shop.charge").step(order_id=1),
+            sqla_jobs.group(step("shop.ship").step(order_id=1), step("shop.email").step()),
+            step("shop.summary").step(),
+        ),
+        name="checkout of order 1",
+    )
+    app.configure_task("other.job").defer()
+    charge, ship, email, summary = run.job_ids
+
+    shown = cli(db_url, "workflows", "show", str(run.workflow_id))
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"workflow  {run.workflow_id} (checkout of order 1)"
+    assert lines[2].startswith("state     running: 1 todo, 3 blocked"), lines
+    rows = {line.split()[0]: line.split() for line in lines[4:] if line[:1].isdigit()}
+    assert rows[str(charge)][1:4] == ["shop.charge", "todo", "-"]
+    assert rows[str(ship)][1:4] == ["shop.ship", "blocked", str(charge)]
+    assert rows[str(summary)][1:4] == ["shop.summary", "blocked", f"{ship},{email}"]
+
+    details = ok(db_url, "show", str(ship)).split("\n\n")[0].splitlines()
+    fields = dict(line.split(None, 1) for line in details)
+    assert fields["workflow"].startswith(f"{run.workflow_id} (sqla-jobs workflows show")
+    listed = ok(db_url, "list", "--workflow", str(run.workflow_id)).splitlines()[1:]
+    assert sorted(int(line.split()[0]) for line in listed) == sorted(run.job_ids)
+
+    cancelled = cli(db_url, "workflows", "cancel", str(run.workflow_id))
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"Cancelled 4 jobs of workflow {run.workflow_id}" in cancelled.stdout
+    assert job_status(db_url, summary) == "cancelled"
+    assert job_status(db_url, charge) == "cancelled"
+
+    missing = cli(db_url, "workflows", "show", "999999")
+    assert_one_line_error(missing, "999999")

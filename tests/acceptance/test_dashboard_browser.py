@@ -267,3 +267,44 @@ def test_a_read_only_dashboard_shows_no_action_and_refuses_one_and_refreshes_its
     finally:
         stop()
         jobs_app.close()
+
+
+def test_a_workflows_page_shows_its_jobs_and_cancels_what_has_not_started(
+    page: Any, db_url: str
+) -> None:
+    """From a job of a workflow to the workflow's page, then its cancel button, confirmed."""
+    import flask
+
+    import sqla_jobs
+    from sqla_jobs.dashboard import create_blueprint
+
+    jobs_app = sqla_jobs.App(connector=sqla_jobs.SyncPsycopgConnector(conninfo=db_url))
+    step = jobs_app.configure_task
+    run = jobs_app.defer_workflow(
+        sqla_jobs.chain(
+            step("shop.charge").step(order_id=3),
+            sqla_jobs.group(step("shop.ship").step(order_id=3), step("shop.email").step()),
+            step("shop.summary").step(),
+        ),
+        name="checkout of order 3",
+    )
+    host = flask.Flask("host")
+    host.register_blueprint(create_blueprint(jobs_app, authorize=lambda r: True), url_prefix="/q")
+    base, stop = serve_wsgi(host)
+    try:
+        page.goto(f"{base}/q/jobs/{run.job_ids[1]}")
+        page.click(f"a[href$='workflows/{run.workflow_id}']")
+        heading = page.locator("h1").inner_text()
+        assert heading.startswith(f"Workflow {run.workflow_id}: checkout of order 3"), heading
+        rows = page.locator("table.jobs tbody tr")
+        assert rows.count() == 4
+        assert "blocked" in rows.nth(3).inner_text()
+        screenshot(page, "workflow")
+        page.click("form.actions button[value='cancel']")
+        assert page.locator("h1").inner_text() == "Cancel 4 jobs?"
+        page.click("button.danger")
+        assert "4 jobs done" in page.locator("h1").inner_text()
+        assert statuses(db_url, list(run.job_ids)) == ["cancelled"] * 4
+    finally:
+        stop()
+        jobs_app.close()

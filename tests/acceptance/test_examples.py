@@ -119,6 +119,11 @@ def one_value(database_url: str, sql: str, *params: Any) -> Any:
     return row[0] if row else None
 
 
+def query_rows(database_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
 def job_statuses(database_url: str) -> list[tuple[str, str]]:
     with psycopg.connect(database_url, autocommit=True) as conn:
         rows = conn.execute(
@@ -166,6 +171,39 @@ def test_flask_example_confirms_an_order_through_a_real_worker(
     )
     assert client.post("/orders/999/remind").status_code == 404
 
+    # The checkout workflow: charge, then ship and email the receipt, then the summary that
+    # reads both results; deferred with the order's change in the request's transaction.
+    checkout = client.post(f"/orders/{order_id}/checkout")
+    assert checkout.status_code == 202, checkout.text
+    assert len(checkout.get_json()["job_ids"]) == 4
+    assert client.post(f"/orders/{order_id}/checkout").status_code == 409
+    assert client.post("/orders/999/checkout").status_code == 404
+    summary = wait_for(
+        lambda: one_value(db_url, "SELECT summary FROM shop_orders WHERE id = %s", order_id),
+        "the checkout's summary",
+        worker,
+    )
+    order = client.get(f"/orders/{order_id}").get_json()
+    assert order["charge_id"] == f"ch_{order_id:06d}"
+    assert order["tracking_number"] == f"TRK-{order_id:06d}"
+    assert summary == (
+        f"order {order_id}: shipped as {order['tracking_number']}, "
+        f"receipt sent at {order['receipt_sent_at']}"
+    )
+    # The summary started after the shipping and the receipt had both succeeded.
+    ends = dict(
+        query_rows(
+            db_url,
+            "SELECT task_name, finished_at FROM sqla_jobs_jobs WHERE workflow_id = %s",
+            checkout.get_json()["workflow_id"],
+        )
+    )
+    started = one_value(
+        db_url,
+        "SELECT started_at FROM sqla_jobs_jobs WHERE task_name = 'summarize_order'",
+    )
+    assert started > max(ends["ship_order"], ends["email_receipt"]) > ends["charge_order"]
+
     # The dashboard, mounted at /jobs, shows the jobs through the same engine.
     page = client.get("/jobs/jobs?task=send_confirmation")
     assert page.status_code == 200 and "send_confirmation" in page.text, page.text
@@ -176,6 +214,10 @@ def test_flask_example_confirms_an_order_through_a_real_worker(
     assert job_statuses(db_url) == [
         ("send_confirmation", "succeeded"),
         ("send_reminder", "succeeded"),
+        ("charge_order", "succeeded"),
+        ("ship_order", "succeeded"),
+        ("email_receipt", "succeeded"),
+        ("summarize_order", "succeeded"),
     ]
     with app.app_context():
         db.engine.dispose()

@@ -19,7 +19,7 @@ import pytest
 from fastapi import FastAPI
 
 import sqla_jobs
-from sqla_jobs import App, PsycopgConnector, SyncPsycopgConnector
+from sqla_jobs import App, PsycopgConnector, SyncPsycopgConnector, chain, chord, group
 from sqla_jobs.dashboard import Request, create_asgi_app, create_blueprint, create_wsgi_app
 from sqla_jobs.queries import Query
 
@@ -741,3 +741,123 @@ async def test_metrics_are_behind_authorize(kind: str, app: App) -> None:
     client = Client(kind, app, "/jobs", authorize=lambda request: False)
     status, _, _ = await client.get("/metrics")
     assert status == 403
+
+
+# -- workflows: a workflow's page, a job's neighbours, the list by workflow ----------------------
+
+
+def checkout(app: App) -> sqla_jobs.WorkflowRun:
+    """charge -> (ship, email) -> summary: one job todo, three blocked."""
+    step = app.configure_task
+    return app.defer_workflow(
+        chain(
+            step("shop.charge").step(order_id=7),
+            group(step("shop.ship").step(order_id=7), step("shop.email").step(order_id=7)),
+            step("shop.summary").step(order_id=7),
+        ),
+        name="checkout of order 7",
+    )
+
+
+def text(page: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", " ", page))
+
+
+async def test_a_workflows_page_lists_its_jobs_with_what_each_runs_after(
+    client: Client, app: App
+) -> None:
+    run = checkout(app)
+    charge, ship, email, summary = run.job_ids
+
+    status, page, _ = await client.get(f"/workflows/{run.workflow_id}")
+    assert status == 200, page
+    assert f"Workflow {run.workflow_id}: checkout of order 7" in text(page)
+    assert "running" in page
+    # Counts by status, each a link to the jobs list filtered to the workflow and status.
+    assert f"jobs?workflow={run.workflow_id}&amp;status=blocked" in page
+    rows = {
+        int(m.group(1)): m.group(2)
+        for m in re.finditer(
+            r'<tr class="status-\w+">\s*<td class="num"><a[^>]*>(\d+)</a></td>(.*?)</tr>',
+            page,
+            re.S,
+        )
+    }
+    assert list(rows) == [charge, ship, email, summary]
+    after = {job_id: re.findall(r'href="[^"]*jobs/(\d+)"', row) for job_id, row in rows.items()}
+    assert after == {
+        charge: [],
+        ship: [str(charge)],
+        email: [str(charge)],
+        summary: [str(ship), str(email)],
+    }
+    assert "cancel what has not started" in page
+
+    status, page, _ = await client.get("/workflows/999999")
+    assert status == 404 and "No workflow with id 999999" in text(page)
+
+
+async def test_a_job_page_links_to_its_workflow_and_neighbours(client: Client, app: App) -> None:
+    run = checkout(app)
+    charge, ship, _email, summary = run.job_ids
+
+    status, page, _ = await client.get(f"/jobs/{ship}")
+    assert status == 200, page
+    assert f'workflows/{run.workflow_id}"' in page
+    fields = text(page)
+    assert re.search(rf"runs after\s+{charge}\s+todo", fields), fields
+    assert re.search(rf"then\s+{summary}\s+blocked", fields), fields
+    # A blocked job can be cancelled from its page.
+    assert 'value="cancel"' in page or "cancel" in page
+
+    status, page, _ = await client.get(f"/jobs/{app.configure_task('solo').defer()}")
+    assert status == 200 and "runs after" not in page
+
+
+async def test_the_jobs_list_filters_by_workflow_and_cancels_what_has_not_started(
+    client: Client, app: App
+) -> None:
+    run = checkout(app)
+    other = checkout(app)
+    app.configure_task("solo").defer()
+
+    status, page, _ = await client.get(f"/jobs?workflow={run.workflow_id}")
+    assert status == 200, page
+    assert ids_on(page) == sorted(run.job_ids, reverse=True)
+    status, page, _ = await client.get("/jobs?workflow=seven")
+    assert status == 400 and "not a workflow id" in page
+
+    # The workflow page's cancel: every job of the workflow that has not started, after a
+    # confirmation stating how many.
+    form = {
+        "scope": "matching",
+        "workflow": str(run.workflow_id),
+        "status": ["todo", "blocked"],
+        "action": "cancel",
+        "back": f"workflows/{run.workflow_id}",
+    }
+    status, page, _ = await client.post("/actions", form)
+    assert status == 200 and "4 jobs" in text(page), page
+    status, page, _ = await client.post("/actions", {**form, "confirmed": "yes"})
+    assert status in (200, 303), page
+    info = app.job_manager.get_workflow(run.workflow_id)
+    assert {job.status for job in info.jobs} == {sqla_jobs.JobStatus.CANCELLED}
+    untouched = app.job_manager.get_workflow(other.workflow_id)
+    assert sqla_jobs.JobStatus.CANCELLED not in {job.status for job in untouched.jobs}
+
+
+async def test_a_workflow_of_a_thousand_jobs_lists_the_first_and_counts_them_all(
+    client: Client, app: App
+) -> None:
+    step = app.configure_task("shop.part").step
+    run = app.defer_workflow(
+        chord([step(n=n) for n in range(1200)], app.configure_task("shop.all").step())
+    )
+
+    status, page, _ = await client.get(f"/workflows/{run.workflow_id}")
+    assert status == 200
+    assert "1,201" in page  # the total, counted
+    assert "The first 500 of 1,201 jobs" in text(page)
+    # The last job runs after 1,200: ten are listed, and how many more.
+    status, page, _ = await client.get(f"/jobs/{run.job_ids[-1]}")
+    assert "(the first 50)" in page

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, abort, request
 
-from .jobs import send_confirmation, web_queue
+from .jobs import checkout, send_confirmation, web_queue
 from .models import Order, db
 
 bp = Blueprint("shop", __name__)
@@ -37,3 +38,21 @@ def remind(order_id: int) -> tuple[dict[str, Any], int]:
     db.get_or_404(Order, order_id)
     job_id = web_queue().configure_task("send_reminder").defer(order_id=order_id)
     return {"job_id": job_id}, 202
+
+
+@bp.post("/orders/<int:order_id>/checkout")
+def check_out(order_id: int) -> tuple[dict[str, Any], int]:
+    """Defer the order's checkout workflow (charge, then ship and email, then a summary) in
+    the request's transaction: if the request fails before its commit, no step exists."""
+    # Locked until the commit: two checkouts of one order at once cannot both pass the check.
+    order = db.session.get(Order, order_id, with_for_update=True)
+    if order is None:
+        abort(404)
+    if order.checked_out_at is not None:
+        return {"error": f"order {order_id} is already checked out"}, 409
+    order.checked_out_at = datetime.datetime.now(datetime.UTC)
+    run = web_queue().defer_workflow(
+        checkout(order_id), name=f"checkout of order {order_id}", bind=db.session
+    )
+    db.session.commit()
+    return {"workflow_id": run.workflow_id, "job_ids": list(run.job_ids)}, 202

@@ -43,6 +43,12 @@ test of a NULL column per status change, as with ``awaited`` in 0009.
 - A parent that failed, was cancelled or aborted goes back to ``todo`` (retried by hand): the
   descendants its end cancelled (cancelled, never started, their error beginning with
   ``CANCELLED_BY_PARENT``) go back to ``blocked``, each counting again the parents it waits for.
+- The worker's finish of successes (``finish_succeeded``, the common end) does the counting
+  itself, once per dependent per batch rather than once per parent (a job waiting for 10,000
+  parents is updated some 100 times, not 10,000), and marks those parents ``has_dependents =
+  false``: their success released their dependents, and the trigger, whose WHEN wants it
+  true, does not count them again. The delete trigger fires while ``has_dependents`` is not
+  NULL, so a deleted parent's dependency rows still go.
 - A job is deleted: if it had not started, its dependents treat it as cancelled (they must
   not wait for ever); a running job is deleted only by its worker, which deletes a job that
   succeeded instead of recording it (``delete_jobs="successful"``): its dependents treat it as
@@ -86,7 +92,8 @@ COMMENTS = {
     "or end at all on a run-anyway edge); at 0 it goes from blocked to todo; NULL: it depends "
     "on no job (revision 0010).",
     "has_dependents": "Some job depends on it: its end releases or cancels them (a trigger); "
-    "NULL: none does (revision 0010).",
+    "false: its success released them already (the worker's finish); NULL: none does "
+    "(revision 0010).",
 }
 
 # One function for the three moments, behind one trigger per event (each trigger's WHEN is a
@@ -228,7 +235,7 @@ DELETE_TRIGGER = """
 CREATE TRIGGER sqla_jobs_dependents_deleted
     AFTER DELETE ON sqla_jobs_jobs
     FOR EACH ROW
-    WHEN (OLD.has_dependents OR OLD.parents_left IS NOT NULL)
+    WHEN (OLD.has_dependents IS NOT NULL OR OLD.parents_left IS NOT NULL)
     EXECUTE FUNCTION sqla_jobs_dependents()
 """
 
