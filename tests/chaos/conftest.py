@@ -8,8 +8,10 @@ tests prove what ran, how often and when. Each scenario prints its figures.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -185,6 +187,61 @@ def report(capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest) -
             print(f"\n[{request.node.name}] {text}", flush=True)
 
     return write
+
+
+@dataclasses.dataclass
+class Killings:
+    """What `kill_workers_until_done` did: the workers left running, the pids it killed, and
+    how long the jobs took to succeed (or the bound)."""
+
+    workers: list[WorkerProcess]
+    killed: set[int]
+    took: float
+
+
+def kill_workers_until_done(
+    ledger: Ledger,
+    start_worker: Callable[..., WorkerProcess],
+    url: str,
+    args: tuple[str, ...],
+    *,
+    total: int,
+    every: float,
+    seed: int,
+    processes: int = 3,
+    within: float = 240,
+) -> Killings:
+    """Run ``processes`` workers with ``args`` until ``total`` jobs succeeded (or ``within``
+    seconds); every ``every`` seconds one of them, at random (``seed``), is killed with SIGKILL
+    wherever it is and a new one starts. The last tenth of the jobs finishes undisturbed."""
+    workers = [start_worker(url, *args) for _ in range(processes)]
+    killed: set[int] = set()
+    rng = random.Random(seed)
+    started = time.monotonic()
+    while time.monotonic() < started + within:
+        done = ledger.scalar("SELECT count(*) FROM sqla_jobs_jobs WHERE status = 'succeeded'")
+        if done == total:
+            break
+        time.sleep(every)
+        if done < total * 0.9:
+            victim = workers.pop(rng.randrange(len(workers)))
+            victim.signal(signal.SIGKILL)
+            victim.wait(10)
+            killed.add(victim.pid)
+            workers.append(start_worker(url, *args))
+    return Killings(workers, killed, time.monotonic() - started)
+
+
+def assert_reruns_only_after_kills(ledger: Ledger, killed: set[int]) -> int:
+    """Every run of a job but its last was a killed worker's; how many jobs ran more than
+    once."""
+    reruns = ledger.rows(
+        "SELECT job_id, array_agg(pid ORDER BY id) FROM chaos_ledger "
+        "GROUP BY job_id HAVING count(*) > 1"
+    )
+    innocent = [(job, pids) for job, pids in reruns if not set(pids[:-1]) <= killed]
+    assert innocent == [], innocent[:10]
+    return len(reruns)
 
 
 def wait_until(condition: Callable[[], Any], within: float, step: float = 0.01) -> Any:

@@ -4,12 +4,14 @@ blocked for ever."""
 
 from __future__ import annotations
 
-import random
-import signal
-import time
 from collections.abc import Callable
 
-from conftest import Ledger, WorkerProcess
+from conftest import (
+    Ledger,
+    WorkerProcess,
+    assert_reruns_only_after_kills,
+    kill_workers_until_done,
+)
 from test_workers import FAST_RECOVERY, deferring_app
 
 import sqla_jobs
@@ -46,25 +48,11 @@ def test_workers_killed_mid_workflow_delay_it_but_never_lose_or_reorder_a_step(
     total = 150 * 6 + 30 * 10
     assert ledger.scalar("SELECT count(*) FROM sqla_jobs_job_dependencies") == 150 * 8 + 30 * 9
     args = ("--concurrency", "4", "--polling-interval", "0.5", *FAST_RECOVERY)
-    workers = [start_worker(chaos_db, *args) for _ in range(3)]
-    killed: set[int] = set()
-    rng = random.Random(9)
-    started = time.monotonic()
-    deadline = started + 240
-    while time.monotonic() < deadline:
-        done = ledger.scalar("SELECT count(*) FROM sqla_jobs_jobs WHERE status = 'succeeded'")
-        if done == total:
-            break
-        time.sleep(1.0)
-        if done < total * 0.9:  # the last stretch finishes undisturbed
-            victim = workers.pop(rng.randrange(len(workers)))
-            victim.signal(signal.SIGKILL)
-            victim.wait(10)
-            killed.add(victim.pid)
-            workers.append(start_worker(chaos_db, *args))
-    took = time.monotonic() - started
+    run = kill_workers_until_done(
+        ledger, start_worker, chaos_db, args, total=total, every=1.0, seed=9
+    )
 
-    assert ledger.statuses() == {"succeeded": total}, [w.output()[-2000:] for w in workers]
+    assert ledger.statuses() == {"succeeded": total}, [w.output()[-2000:] for w in run.workers]
     early = ledger.rows(
         "SELECT d.job_id, d.parent_id, l.started_at, p.finished_at "
         "FROM sqla_jobs_job_dependencies d "
@@ -75,14 +63,9 @@ def test_workers_killed_mid_workflow_delay_it_but_never_lose_or_reorder_a_step(
     assert early == [], early[:10]
     ran = ledger.scalar("SELECT count(DISTINCT job_id) FROM chaos_ledger")
     assert ran == total
-    reruns = ledger.rows(
-        "SELECT job_id, array_agg(pid ORDER BY id) FROM chaos_ledger "
-        "GROUP BY job_id HAVING count(*) > 1"
-    )
-    innocent = [(job, pids) for job, pids in reruns if not set(pids[:-1]) <= killed]
-    assert innocent == [], innocent[:10]
+    reruns = assert_reruns_only_after_kills(ledger, run.killed)
     report(
-        f"180 workflows ({total} jobs), 3 workers, {len(killed)} killed with SIGKILL: all "
-        f"succeeded in {took:.0f} s, none started before its parents succeeded, none left "
-        f"blocked; {len(reruns)} jobs ran twice or more, each after its worker was killed"
+        f"180 workflows ({total} jobs), 3 workers, {len(run.killed)} killed with SIGKILL: "
+        f"all succeeded in {run.took:.0f} s, none started before its parents succeeded, none left "
+        f"blocked; {reruns} jobs ran twice or more, each after its worker was killed"
     )

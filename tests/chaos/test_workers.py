@@ -3,12 +3,17 @@ across processes, and a graceful stop with hundreds of jobs in flight."""
 
 from __future__ import annotations
 
-import random
 import signal
 import time
 from collections.abc import Callable
 
-from conftest import Ledger, WorkerProcess, wait_until
+from conftest import (
+    Ledger,
+    WorkerProcess,
+    assert_reruns_only_after_kills,
+    kill_workers_until_done,
+    wait_until,
+)
 
 import sqla_jobs
 
@@ -38,37 +43,17 @@ def test_workers_killed_every_two_seconds_lose_no_job_and_rerun_only_what_they_h
     finally:
         app.close()
     args = ("--concurrency", "4", "--polling-interval", "0.5", *FAST_RECOVERY)
-    workers = [start_worker(chaos_db, *args) for _ in range(3)]
-    killed: set[int] = set()
-    rng = random.Random(1)
-    started = time.monotonic()
-    deadline = started + 240
-    while time.monotonic() < deadline:
-        done = ledger.scalar("SELECT count(*) FROM sqla_jobs_jobs WHERE status = 'succeeded'")
-        if done == total:
-            break
-        time.sleep(2)
-        if done < total * 0.9:  # the last stretch finishes undisturbed
-            victim = workers.pop(rng.randrange(len(workers)))
-            victim.signal(signal.SIGKILL)
-            victim.wait(10)
-            killed.add(victim.pid)
-            workers.append(start_worker(chaos_db, *args))
-    took = time.monotonic() - started
-
-    assert ledger.statuses() == {"succeeded": total}, [w.output()[-2000:] for w in workers]
-    reruns = ledger.rows(
-        "SELECT job_id, array_agg(pid ORDER BY id) FROM chaos_ledger "
-        "GROUP BY job_id HAVING count(*) > 1"
+    run = kill_workers_until_done(
+        ledger, start_worker, chaos_db, args, total=total, every=2.0, seed=1
     )
-    # Every run but a job's last was a killed worker's.
-    innocent = [(job, pids) for job, pids in reruns if not set(pids[:-1]) <= killed]
-    assert innocent == [], innocent[:10]
+
+    assert ledger.statuses() == {"succeeded": total}, [w.output()[-2000:] for w in run.workers]
+    reruns = assert_reruns_only_after_kills(ledger, run.killed)
     ran = ledger.scalar("SELECT count(DISTINCT job_id) FROM chaos_ledger")
     assert ran == total
     report(
-        f"{total} jobs, 3 workers, {len(killed)} killed with SIGKILL: all succeeded in "
-        f"{took:.0f} s; {len(reruns)} jobs ran twice or more, each after its worker was killed"
+        f"{total} jobs, 3 workers, {len(run.killed)} killed with SIGKILL: all succeeded in "
+        f"{run.took:.0f} s; {reruns} jobs ran twice or more, each after its worker was killed"
     )
 
 
