@@ -24,7 +24,7 @@ import psycopg2.pool
 import psycopg_pool
 import pytest
 import sqlalchemy.exc
-from helpers import dbname_of, sqlalchemy_url
+from helpers import dbname_of, end_other_connections, sqlalchemy_url
 from psycopg import sql
 from sqlalchemy import create_engine, event
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
@@ -242,17 +242,9 @@ def no_new_connections(
     # A database cannot refuse connections from a session of its own: ask from another one.
     admin = psycopg.connect(sqla_jobs_server.admin_url, autocommit=True)
 
-    def terminate_the_others() -> bool:
-        database.rows(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        return database.backends() == 0
-
     def refuse() -> None:
         admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(name))
-        # Again until none is left: a connection a pool was making may have got in meanwhile.
-        assert database.wait_until(terminate_the_others), "the backends did not end"
+        end_other_connections(database.conn)
 
     try:
         yield refuse

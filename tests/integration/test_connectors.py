@@ -12,7 +12,7 @@ import psycopg2.pool
 import psycopg_pool
 import pytest
 import sqlalchemy
-from helpers import sqlalchemy_url, with_dbname
+from helpers import end_other_connections, sqlalchemy_url, with_dbname
 from psycopg.conninfo import make_conninfo
 
 import sqla_jobs
@@ -438,11 +438,7 @@ async def test_pooled_connections_the_server_closed_cost_no_failed_defer(
     await asyncio.gather(*(task.defer_async(way="warm") for _ in range(4)))
     for _ in range(4):
         task.defer(way="warm")
-    database.rows(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-    )
-    assert database.wait_until(lambda: database.backends() == 0), "the backends did not end"
+    end_other_connections(database.conn)
 
     for _ in range(3):
         task.defer(way="sync")

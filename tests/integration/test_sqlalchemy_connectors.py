@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import sqlalchemy_url
+from helpers import end_other_connections, sqlalchemy_url
 from psycopg.rows import dict_row
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
@@ -135,15 +135,7 @@ def test_a_pooled_connection_the_server_closed_is_replaced_before_the_next_defer
     ping = app.configure_task("ping")
     ping.defer()
     with psycopg.connect(db_url, autocommit=True) as admin:
-        others = (
-            "SELECT pid FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        admin.execute(f"SELECT pg_terminate_backend(pid) FROM ({others}) AS o")
-        deadline = time.monotonic() + 5
-        while admin.execute(others).fetchall():
-            assert time.monotonic() < deadline, "the backends did not end"
-            time.sleep(0.01)
+        end_other_connections(admin)
 
     ping.defer()
 
