@@ -19,7 +19,7 @@ DEFAULT_QUEUE = "default"
 
 
 # Frozen without __slots__: a claim builds a Job per row straight into its __dict__ (see
-# from_full_row), which a frozen dataclass's __init__ (one object.__setattr__ per field) makes
+# from_claim_row), which a frozen dataclass's __init__ (one object.__setattr__ per field) makes
 # six times slower.
 @dataclasses.dataclass(frozen=True)
 class Job:
@@ -79,10 +79,12 @@ class Job:
         return cls(**values)
 
     @classmethod
-    def from_full_row(cls, row: dict[str, Any]) -> Job:
-        """Build a Job from a row holding exactly the Job fields (the claim's hot path); the
-        row becomes the Job's attributes."""
-        row["status"] = _STATUS_BY_VALUE[row["status"]]
+    def from_claim_row(cls, row: dict[str, Any], worker_id: int) -> Job:
+        """Build a Job from a row a claim returned (the claim's hot path): every Job field but
+        the two the claim set, status ('doing') and ``worker_id``. The row becomes the Job's
+        attributes."""
+        row["status"] = JobStatus.DOING
+        row["worker_id"] = worker_id
         args = row["args"]
         if args == "{}":
             row["args"] = {}
@@ -96,7 +98,7 @@ class Job:
         meta = row["meta"]
         row["meta"] = {} if meta is None else load_meta(meta)
         job = object.__new__(cls)
-        job.__dict__.update(row)
+        object.__setattr__(job, "__dict__", row)  # the row's dict, not a copy of it
         return job
 
 
@@ -147,7 +149,6 @@ def load_result(text: str) -> Any:
 
 
 _FIELD_NAMES = tuple(field.name for field in dataclasses.fields(Job))
-_STATUS_BY_VALUE = {status.value: status for status in JobStatus}
 
 
 #: At most this many bytes (UTF-8) in a task name, a queue name, a lock or a queueing lock: a

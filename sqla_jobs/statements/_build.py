@@ -167,9 +167,14 @@ JOB_COLUMNS = (
     jobs.c.workflow_id,
 )
 
-#: What a claim returns: a job's columns, and whether it depends on other jobs (``parents_left``
-#: is not NULL), for the worker to read their results (only then: see `WorkerDatabase.claim`).
-CLAIM_COLUMNS = (*JOB_COLUMNS, jobs.c.parents_left)
+#: What a claim returns: a job's columns but the two the claim sets to what the worker knows
+#: (status 'doing', its worker_id: `Job.from_claim_row`; a column sent is a column decoded, per
+#: job), and whether it depends on other jobs (``parents_left`` is not NULL), for the worker to
+#: read their results (only then: see `WorkerDatabase.claim`).
+CLAIM_COLUMNS = (
+    *(column for column in JOB_COLUMNS if column.name not in ("status", "worker_id")),
+    jobs.c.parents_left,
+)
 
 
 def step_time() -> ColumnElement[Any]:

@@ -79,7 +79,7 @@ class WorkerDatabase:
             if row.pop("parents_left") is not None
             and (takes_context is None or takes_context(row["task_name"]))
         ]
-        jobs = [Job.from_full_row(row) for row in rows]
+        jobs = [Job.from_claim_row(row, worker_id) for row in rows]
         if with_parents:
             try:
                 self.parents.update(await self.parents_of(with_parents))

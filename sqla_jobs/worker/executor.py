@@ -80,6 +80,11 @@ class Executor:
         self.jobs_run = 0
         self.jobs_started = 0
         self.jobs_ended = 0
+        #: The context each job starts from, a fresh copy per job: the worker's own (set when
+        #: it starts running). A job's slot is refilled from the job that ends, and a task
+        #: inherits the context it is created in: without a copy of this one, what a job set
+        #: in a context variable (a logging context, a tenant) was seen by the next job.
+        self.context = contextvars.copy_context()
 
     @property
     def held(self) -> int:
@@ -107,6 +112,7 @@ class Executor:
 
     def fill_slots(self) -> None:
         """Start ready jobs while slots are free."""
+        loop = asyncio.get_running_loop()
         while self.ready and len(self.running) < self._concurrency:
             job_id = next(iter(self.ready))
             job = self.ready.pop(job_id)
@@ -124,7 +130,7 @@ class Executor:
                 )
                 continue
             self.jobs_started += 1
-            self.running[job.id] = asyncio.ensure_future(self._run_job(job))
+            self.running[job.id] = loop.create_task(self._run_job(job), context=self.context.copy())
 
     def give_back_ready(self) -> None:
         """Jobs claimed ahead never start: they go back to the queue (with their attempt)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import signal
 import socket
@@ -130,6 +131,8 @@ class Worker:
         `CancelledError` propagates."""
         if not self.app.connector.can_run_worker:
             raise cannot_run_worker(self.app.connector)
+        # Jobs start from the context of the code that runs the worker, each in a copy.
+        self._executor.context = contextvars.copy_context()
         # Signals are handled from the start: a SIGTERM during start-up is a clean stop too.
         with self._signal_handlers():
             # The worker runs in a task of its own, stopped by flags, never by cancellation:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import datetime
 import itertools
 import threading
@@ -238,6 +239,37 @@ async def test_concurrency_bounds_the_jobs_running_at_once(
     await drain(async_app, concurrency=3)
 
     assert peak == 3
+    assert set(statuses(database).values()) == {"succeeded"}
+
+
+TENANT: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="none")
+
+
+async def test_each_job_starts_from_the_context_of_the_code_running_the_worker(
+    async_app: sqla_jobs.App, database: Database
+) -> None:
+    """What a job sets in a context variable (a logging context, a tenant) stays with it: the
+    next job in its slot does not see it, whether the task is async or sync. Each job sees
+    what the code that runs the worker set."""
+    seen: list[tuple[int, str]] = []
+
+    @async_app.task(name="tests.async_tenant")
+    async def async_tenant(n: int) -> None:
+        seen.append((n, TENANT.get()))
+        TENANT.set(f"job {n}")
+
+    @async_app.task(name="tests.sync_tenant")
+    def sync_tenant(n: int) -> None:
+        seen.append((n, TENANT.get()))
+        TENANT.set(f"job {n}")
+
+    for n in range(6):
+        await (async_tenant if n % 3 else sync_tenant).defer_async(n=n)
+
+    TENANT.set("the worker's")
+    await drain(async_app, concurrency=1)  # one slot: each job starts as the one before ends
+
+    assert seen == [(n, "the worker's") for n in range(6)]
     assert set(statuses(database).values()) == {"succeeded"}
 
 
