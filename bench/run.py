@@ -269,6 +269,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def is_full_run(args: argparse.Namespace) -> bool:
+    """Whether this run may replace bench/RESULTS.md: every system and scenario, with the sweep,
+    of this checkout. A partial run (a subset, --no-sweep, another checkout: an A/B
+    comparison) writes its tables only where --results-md says."""
+    chosen = {name.strip() for name in args.systems.split(",") if name.strip()}
+    scenarios = {name.strip() for name in args.scenarios.split(",") if name.strip()}
+    return (
+        not args.quick
+        and not args.no_sweep
+        and chosen == set(systems.SYSTEMS)
+        and scenarios == set(SCENARIOS)
+        and Path(args.sqla_jobs_path).resolve() == harness.ROOT.resolve()
+    )
+
+
 def run_scenarios(args: argparse.Namespace, sizes: Sizes, server: Server) -> Results:
     chosen = [systems.SYSTEMS[name.strip()] for name in args.systems.split(",") if name.strip()]
     scenarios = {s.strip() for s in args.scenarios.split(",") if s.strip()}
@@ -331,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{report.footer(data)}")
     if not args.no_chart:
         report.chart(data, out / "latest.png")
-    results_md = args.results_md or (None if args.quick else str(harness.HERE / "RESULTS.md"))
+    results_md = args.results_md or (
+        str(harness.HERE / "RESULTS.md") if is_full_run(args) else None
+    )
     if results_md:
         Path(results_md).write_text(report.markdown(data))
     say(f"wrote {out / 'latest.json'}" + ("" if args.no_chart else f", {out / 'latest.png'}"))
