@@ -161,7 +161,7 @@ class SqlaJobs(System):
     default_settings: dict[str, Any] = {}
     best_settings: dict[str, Any] = {"concurrency": 500, "fetch_batch": 500}
     conc10_settings: dict[str, Any] = {"concurrency": 10}
-    # Default: concurrency 10, fetch_batch 500, prefetch adaptive (up to fetch_batch).
+    # Default: concurrency 10, fetch_batch 1000, prefetch adaptive (up to fetch_batch).
     sweep_grid: list[dict[str, Any]] = [
         {},
         *({"concurrency": n, "fetch_batch": n} for n in (100, 300, 500)),

@@ -80,7 +80,7 @@ class WorkerOptions:
     #: heartbeat_interval; a few heartbeats' worth, so that a slow one does not count.
     stalled_timeout: float = 60.0
     #: Most jobs claimed by one statement, and claimed ahead by the default (auto) prefetch.
-    fetch_batch: int = 500
+    fetch_batch: int = 1000
     #: Jobs claimed ahead of free slots, so that each claim brings a useful batch and the next
     #: jobs are ready when running ones end. None (auto): what the worker starts in some 30 ms
     #: at its recent pace, at least ``concurrency`` and at most ``fetch_batch``: short jobs
