@@ -27,9 +27,13 @@ import psycopg
 #: the jobs loaded). Worker runs use ``probe`` jobs; the defer scenarios ``noop``.
 NOOP = "noop"
 PROBE = "probe"
-# Where the claim's rows (sqla_jobs.statements._build.JOB_COLUMNS) carry the job's attempt, which
-# the finish statements take with each id.
-ATTEMPTS = 9
+
+
+def attempts_column(cursor: Any) -> int:
+    """Where the claim's rows carry the job's attempt, which the finish statements take with
+    each id: found by name, as the claim's columns differ between versions (--sqla-jobs-path)."""
+    return [column.name for column in cursor.description].index("attempts")
+
 
 Hook = Callable[[float | None], None]
 
@@ -322,7 +326,8 @@ class RawFloor(SqlaJobs):
             finish = queries.finish_succeeded.sql
             while not stopped:
                 params = {"worker_id": worker_id, "limit": batch}
-                rows = conn.execute(claim, params, prepare=True).fetchall()
+                cursor = conn.execute(claim, params, prepare=True)
+                rows = cursor.fetchall()
                 if not rows:
                     if drain:
                         break
@@ -334,7 +339,7 @@ class RawFloor(SqlaJobs):
                 done = {
                     "worker_id": worker_id,
                     "ids": [row[0] for row in rows],
-                    "attempts": [row[ATTEMPTS] for row in rows],
+                    "attempts": [row[attempts_column(cursor)] for row in rows],
                 }
                 conn.execute(finish, done, prepare=True)
                 # The loop's statements block: yield once a batch, or the child's time bound
@@ -455,7 +460,7 @@ class RawFloor(SqlaJobs):
                     done = {
                         "worker_id": worker_id,
                         "ids": [r[0] for r in rows],
-                        "attempts": [r[ATTEMPTS] for r in rows],
+                        "attempts": [r[attempts_column(cursor)] for r in rows],
                     }
                     await conn.execute(queries.finish_succeeded.sql, done, prepare=True)
 
