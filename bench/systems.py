@@ -336,10 +336,11 @@ class RawFloor(SqlaJobs):
                 if hook is not None:
                     for row in rows:  # the arguments come as JSON text, as the worker reads them
                         hook(json.loads(row[3]).get("t"))
+                attempts = attempts_column(cursor)
                 done = {
                     "worker_id": worker_id,
                     "ids": [row[0] for row in rows],
-                    "attempts": [row[attempts_column(cursor)] for row in rows],
+                    "attempts": [row[attempts] for row in rows],
                 }
                 conn.execute(finish, done, prepare=True)
                 # The loop's statements block: yield once a batch, or the child's time bound
@@ -457,10 +458,11 @@ class RawFloor(SqlaJobs):
                 for job in rows:
                     hook(json.loads(job[3]).get("t"))
                 if rows:
+                    attempts = attempts_column(cursor)
                     done = {
                         "worker_id": worker_id,
                         "ids": [r[0] for r in rows],
-                        "attempts": [r[attempts_column(cursor)] for r in rows],
+                        "attempts": [r[attempts] for r in rows],
                     }
                     await conn.execute(queries.finish_succeeded.sql, done, prepare=True)
 
