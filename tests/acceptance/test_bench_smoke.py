@@ -1,0 +1,50 @@
+"""bench/run.py as its README runs it, cut to the two systems that need no peer installed: our
+worker and the raw-SQL floor (our own claim and finish statements from a bare loop). Not a
+timing: the figures are not asserted, only that every run gave one. The floor reads the
+claim's rows itself, so a change to the claim's columns that it does not follow fails here,
+not in the next full run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqla_jobs.testing import TestServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_benchmark_runs_our_worker_and_the_raw_floor_to_a_figure_each(
+    sqla_jobs_server: TestServer, tmp_path: Path
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "run.py"),
+            "--quick",
+            "--systems=sqla_jobs,raw_sql",
+            "--scenarios=throughput",
+            "--no-sweep",
+            "--no-chart",
+            f"--database-url={sqla_jobs_server.admin_url}",
+            f"--out={tmp_path}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    output = f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+
+    assert result.returncode == 0, output
+    data = json.loads((tmp_path / "latest.json").read_text())
+    assert data["errors"] == [], output
+    for figure in ("steady_default", "steady_best", "steady_default_nostats", "cold_rate"):
+        for system in ("sqla_jobs", "raw_sql"):
+            assert data["figures"][figure][system]["median"] > 0, (figure, system, output)
