@@ -1,6 +1,11 @@
-"""The executor: runs claimed jobs in their slots (async tasks as asyncio tasks, sync tasks in
-threads of their own), turns how each ended into an outcome for the completer, and stops the
-jobs asked to abort."""
+"""The executor: runs claimed jobs in their slots, turns how each ended into an outcome for the
+completer, and stops the jobs asked to abort.
+
+A slot is an asyncio task that runs ready jobs one after another, as a thread of a pool does:
+an async task's coroutine runs in the slot's task (each job in its own copy of the worker's
+context), a sync task in a thread of its own that the slot awaits. A job that does not wait
+for anything (most short jobs) costs no task and no turn of the event loop of its own: the
+slot goes on to the next job at once. ``concurrency`` bounds the slots."""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidJobResult, JobTimeout
@@ -58,8 +63,13 @@ class Executor:
         self._completer = completer
         # A slot freed or jobs started: the fetcher may claim.
         self._on_change = on_change
-        self.running: dict[int, asyncio.Future[None]] = {}
+        #: Running jobs, and the slot (an asyncio task) running each.
+        self.running: dict[int, asyncio.Task[None]] = {}
         self.ready: dict[int, Job] = {}
+        # The slots' tasks; of those, how many are about to take a ready job (opened, or
+        # between two jobs), not running one.
+        self._slots: set[asyncio.Task[None]] = set()
+        self._taking = 0
         # Read from task threads through JobContext.should_abort(); set membership is atomic.
         self.abort_requested: set[int] = set()
         # Also read by should_abort(): jobs asked to stop though no one asked to abort them
@@ -111,26 +121,82 @@ class Executor:
         self.fill_slots()
 
     def fill_slots(self) -> None:
-        """Start ready jobs while slots are free."""
+        """Open a slot for the ready jobs if none is about to take one."""
+        if not self._taking:
+            self._open_slots(1)
+
+    def _open_slots(self, wanted: int) -> None:
+        """Open up to ``wanted`` slots, within the concurrency, for ready jobs no slot is
+        about to take."""
+        wanted = min(wanted, self._concurrency - len(self._slots), len(self.ready) - self._taking)
+        if wanted <= 0 or self._state.stopping:
+            return
         loop = asyncio.get_running_loop()
-        while self.ready and len(self.running) < self._concurrency:
-            job_id = next(iter(self.ready))
-            job = self.ready.pop(job_id)
-            if job_id in self.abort_requested:
-                # Asked to abort before it started: it never runs.
-                self.abort_requested.discard(job_id)
-                self._completer.add(
-                    Outcome(
-                        job_id,
-                        job.attempts,
-                        JobStatus.ABORTED,
-                        "Aborted on request before it started.",
-                    ),
-                    releases=job.lock is not None,
-                )
-                continue
-            self.jobs_started += 1
-            self.running[job.id] = loop.create_task(self._run_job(job), context=self.context.copy())
+        for _ in range(wanted):
+            self._slots.add(loop.create_task(self._slot(), name="sqla_jobs.slot"))
+        self._taking += wanted
+
+    def _job_waits(self) -> None:
+        """A job started waiting (its first ``await`` that suspends): its slot is busy, so
+        ready jobs need other slots. As many open as are busy (doubling, up to the
+        concurrency): jobs that wait get their slots within a few turns of the event loop,
+        jobs that do not wait share one slot, in one task."""
+        self._open_slots(max(1, len(self._slots) - self._taking))
+
+    async def _slot(self) -> None:
+        """Run ready jobs, one after another, until none is left (or the worker stops)."""
+        me = asyncio.current_task()
+        assert me is not None
+        taking = True  # counted in self._taking: not running a job
+        next_turn = time.monotonic() + _MAX_TURN
+        try:
+            while self.ready and not self._state.stopping:
+                job_id = next(iter(self.ready))
+                job = self.ready.pop(job_id)
+                if job_id in self.abort_requested:
+                    # Asked to abort before it started: it never runs.
+                    self.abort_requested.discard(job_id)
+                    self._completer.add(
+                        Outcome(
+                            job_id,
+                            job.attempts,
+                            JobStatus.ABORTED,
+                            "Aborted on request before it started.",
+                        ),
+                        releases=_may_release(job),
+                    )
+                    continue
+                self.jobs_started += 1
+                self.running[job_id] = me
+                taking = False
+                self._taking -= 1
+                # The job's first step, in its own copy of the worker's context: a job that
+                # waits for nothing ends here, without a task or a turn of the loop.
+                context = self.context.copy()
+                steps = self._run_job(job)
+                try:
+                    awaited = context.run(steps.send, None)
+                except StopIteration:
+                    pass
+                else:
+                    self._job_waits()
+                    await _Resumed(steps, context, awaited)
+                if me.cancelling():
+                    # Its job was aborted (or cancelled its own task): a cancellation must
+                    # not reach the next job, so a fresh slot takes over.
+                    break
+                taking = True
+                self._taking += 1
+                if time.monotonic() >= next_turn:
+                    # Jobs that never wait would hold the event loop until the last ready
+                    # one ends: let the fetcher, the completer and the heartbeat run.
+                    await asyncio.sleep(0)
+                    next_turn = time.monotonic() + _MAX_TURN
+        finally:
+            if taking:
+                self._taking -= 1
+            self._slots.discard(me)
+        self.fill_slots()
 
     def give_back_ready(self) -> None:
         """Jobs claimed ahead never start: they go back to the queue (with their attempt)."""
@@ -158,7 +224,14 @@ class Executor:
             # call_soon: after the job's first step, so that _run_job is inside its try and
             # records the outcome.
             if job_id not in self._sync_jobs:
-                asyncio.get_running_loop().call_soon(future.cancel, ABORT_CHANNEL)
+                asyncio.get_running_loop().call_soon(self._cancel_slot_of, job_id)
+
+    def _cancel_slot_of(self, job_id: int) -> None:
+        """Cancel the slot running ``job_id``, if it still does: the job gets the
+        CancelledError."""
+        slot = self.running.get(job_id)
+        if slot is not None:
+            slot.cancel(ABORT_CHANNEL)
 
     def cancel_running(self) -> None:
         """Stop every running job now: async ones are cancelled, sync ones see
@@ -270,13 +343,11 @@ class Executor:
                 self._state.database.parents.pop(job.id, None)
             self.jobs_ended += 1
             self.abort_requested.discard(job.id)
-            if not self._state.stopping:
-                self.fill_slots()
             self._on_change()
         self.jobs_run += 1
         if counts is not None:
             counts.job_ended(job, outcome.status, time.monotonic() - began, snoozed=outcome.snoozed)
-        releases = job.lock is not None or outcome.status is JobStatus.TODO
+        releases = outcome.status is JobStatus.TODO or _may_release(job)
         self._completer.add(outcome, releases=releases)
 
     def _success_outcome(self, job: Job, returned: Any) -> Outcome:
@@ -340,7 +411,7 @@ class Executor:
                 self.jobs_run += 1
                 if self._counts is not None:
                     self._counts.job_ended(job, outcome.status, time.monotonic() - started)
-                self._completer.add(outcome, releases=False)
+                self._completer.add(outcome, releases=_may_release(job))
             logger.warning(
                 "Job %d (%s): its thread still runs past the timeout; %s until it ends",
                 job.id,
@@ -497,6 +568,41 @@ class Executor:
         )
 
 
+#: Seconds a slot runs jobs that wait for nothing before it lets the event loop turn.
+_MAX_TURN = 0.001
+
+
+class _Resumed:
+    """Awaits the rest of a job's coroutine, whose first step yielded ``awaited``, each step
+    run in ``context``, the job's own: the slot's task, which awaits it, runs many jobs."""
+
+    __slots__ = ("_awaited", "_context", "_coroutine")
+
+    def __init__(
+        self, coroutine: Coroutine[Any, Any, None], context: contextvars.Context, awaited: Any
+    ) -> None:
+        self._coroutine = coroutine
+        self._context = context
+        self._awaited = awaited
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        run = self._context.run
+        coroutine = self._coroutine
+        awaited = self._awaited
+        while True:
+            try:
+                sent = yield awaited
+            except BaseException as exc:  # thrown into the slot (a cancellation): for the job
+                step: Callable[[Any], Any] = coroutine.throw
+                sent = exc
+            else:
+                step = coroutine.send
+            try:
+                awaited = run(step, sent)
+            except StopIteration:
+                return
+
+
 class _UnknownTask(Exception):
     """A job the worker cannot start: no task of its name, or arguments it cannot read. It
     fails at once (a retry would find the same), with the reason; the worker goes on."""
@@ -609,6 +715,13 @@ def _formatted(exc: BaseException, stack_of: threading.Thread | None = None) -> 
 
 # Where a task's thread starts: left out of the stack of a thread that outlived its timeout.
 _RUNNER_FILES = frozenset({__file__, threading.__file__})
+
+
+def _may_release(job: Job) -> bool:
+    """Whether writing the job's end may make other jobs runnable: the next job of its lock,
+    or jobs of its workflow that depend on it (which its success releases, and its failure
+    too on a run-anyway edge). A draining worker claims again after writing such an end."""
+    return job.lock is not None or job.workflow_id is not None
 
 
 def _by_priority(job: Job) -> int:

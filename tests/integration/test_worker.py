@@ -273,6 +273,124 @@ async def test_each_job_starts_from_the_context_of_the_code_running_the_worker(
     assert set(statuses(database).values()) == {"succeeded"}
 
 
+async def test_jobs_that_wait_each_get_a_slot_up_to_the_concurrency(
+    async_app: sqla_jobs.App, database: Database
+) -> None:
+    """Jobs that do not wait share a slot; as jobs start waiting, slots open for the others
+    (doubling): 40 jobs that each wait for all 40 to have started all run at once."""
+    started = 0
+    everyone = asyncio.Event()
+    peak = 0
+
+    @async_app.task(name="tests.rendezvous")
+    async def rendezvous() -> None:
+        nonlocal started, peak
+        started += 1
+        peak = max(peak, started)
+        if started == 40:
+            everyone.set()
+        await asyncio.wait_for(everyone.wait(), timeout=5)
+
+    await rendezvous.batch_defer_async(*({} for _ in range(40)))
+
+    await drain(async_app, concurrency=40)
+
+    assert peak == 40
+    assert set(statuses(database).values()) == {"succeeded"}
+
+
+async def test_an_aborted_job_leaves_the_next_jobs_of_its_slot_uncancelled(
+    async_app: sqla_jobs.App, database: Database
+) -> None:
+    """The cancellation that aborts a job reaches that job only: the jobs run after it in
+    the same slot (one slot: concurrency 1) run to their end, waiting as they please."""
+    started = asyncio.Event()
+
+    @async_app.task(name="tests.endless")
+    async def endless() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    @async_app.task(name="tests.patient")
+    async def patient() -> None:
+        await asyncio.sleep(0.02)
+
+    endless_id = await endless.defer_async()
+    await patient.batch_defer_async(*({} for _ in range(3)))
+
+    worker = sqla_jobs.Worker(
+        async_app,
+        sqla_jobs.WorkerOptions(
+            concurrency=1, polling_interval=0.05, install_signal_handlers=False
+        ),
+    )
+    running = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(started.wait(), timeout=5)
+        await async_app.job_manager.abort_job_async(endless_id)
+        ended = await database.wait_until_async(
+            lambda: (
+                database.scalar(
+                    "SELECT count(*) FROM sqla_jobs_jobs WHERE status IN ('succeeded', 'aborted')"
+                )
+                == 4
+            ),
+            within=10,
+        )
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, timeout=10)
+
+    assert ended
+    assert statuses(database) == {
+        endless_id: "aborted",
+        **{job_id: "succeeded" for job_id in range(endless_id + 1, endless_id + 4)},
+    }
+
+
+async def test_asyncio_timeouts_and_task_groups_work_in_jobs_and_end_with_them(
+    async_app: sqla_jobs.App, database: Database
+) -> None:
+    """asyncio's timeouts and task groups act on the task running the job (its slot's), and
+    what they do ends with the job: a timeout that expired in one job cancels nothing in
+    the next, whether they wait or not."""
+    seen: list[str] = []
+
+    @async_app.task(name="tests.times_out")
+    async def times_out(n: int) -> None:
+        try:
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(5)
+        except TimeoutError:
+            seen.append(f"{n}: timed out")
+
+    @async_app.task(name="tests.grouped")
+    async def grouped(n: int) -> None:
+        async with asyncio.TaskGroup() as group:
+            children = [group.create_task(asyncio.sleep(0.01, result=k)) for k in range(3)]
+        seen.append(f"{n}: {[child.result() for child in children]}")
+
+    @async_app.task(name="tests.quick")
+    async def quick(n: int) -> None:
+        async with asyncio.timeout(5):  # noqa: ASYNC100 (a job that never waits, on purpose)
+            seen.append(f"{n}: quick")
+
+    for n, task in enumerate([times_out, quick, grouped, times_out, grouped, quick]):
+        await task.defer_async(n=n)
+
+    await drain(async_app, concurrency=1)
+
+    assert seen == [
+        "0: timed out",
+        "1: quick",
+        "2: [0, 1, 2]",
+        "3: timed out",
+        "4: [0, 1, 2]",
+        "5: quick",
+    ]
+    assert set(statuses(database).values()) == {"succeeded"}
+
+
 # -- locks ---------------------------------------------------------------------------------------
 
 
