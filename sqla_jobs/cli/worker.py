@@ -239,8 +239,8 @@ def add_worker_command(commands: Any) -> None:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="most jobs claimed by one statement, and claimed ahead by the default "
-        f"--prefetch (default: {d.fetch_batch})",
+        help="most jobs claimed by one statement; the default --prefetch claims up to twice "
+        f"as many ahead (default: {d.fetch_batch})",
     )
     worker.add_argument(
         "--prefetch",

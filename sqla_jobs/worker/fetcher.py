@@ -163,7 +163,9 @@ class Fetcher:
 
     def _auto_prefetch(self) -> int:
         """The prefetch for ``prefetch=None``: the jobs this worker starts within
-        _PREFETCH_WINDOW at its recent start rate, between concurrency and fetch_batch.
+        _PREFETCH_WINDOW at its recent start rate, between concurrency and two claims' worth
+        (twice fetch_batch): at a high rate, two claims of fetch_batch are in flight while the
+        slots run what the last ones brought, and outcomes gather in big finishes.
 
         The start rate is a decaying average over some _RATE_TIME_CONSTANT seconds, updated
         here, once per claim: short jobs make it high; long jobs, or an idle queue, bring the
@@ -184,7 +186,7 @@ class Fetcher:
             self._start_rate += (started - self._start_rate * elapsed) / _RATE_TIME_CONSTANT
         ahead = int(self._start_rate * _PREFETCH_WINDOW)
         concurrency = self._options.concurrency
-        return max(concurrency, min(ahead, self._options.fetch_batch))
+        return max(concurrency, min(ahead, _MAX_CLAIMS_IN_FLIGHT * self._options.fetch_batch))
 
     def _start_claim(self, limit: int) -> None:
         self._jobs_ended_at_claim = self._executor.jobs_ended

@@ -79,11 +79,12 @@ class WorkerOptions:
     #: workers then recover its running jobs, by their task's retry strategy. More than
     #: heartbeat_interval; a few heartbeats' worth, so that a slow one does not count.
     stalled_timeout: float = 60.0
-    #: Most jobs claimed by one statement, and claimed ahead by the default (auto) prefetch.
+    #: Most jobs claimed by one statement; the default (auto) prefetch claims up to twice as
+    #: many ahead (two claims in flight).
     fetch_batch: int = 1000
     #: Jobs claimed ahead of free slots, so that each claim brings a useful batch and the next
     #: jobs are ready when running ones end. None (auto): what the worker starts in some 30 ms
-    #: at its recent pace, at least ``concurrency`` and at most ``fetch_batch``: short jobs
+    #: at its recent pace, at least ``concurrency`` and at most ``2 * fetch_batch``: short jobs
     #: get big claims, long jobs ``concurrency`` ahead. N: exactly N; 0: claim only for free
     #: slots (no job waits claimed by a busy worker; for long jobs spread over many workers,
     #: or a queue where long jobs follow many short ones).
