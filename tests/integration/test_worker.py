@@ -269,7 +269,8 @@ async def test_each_job_starts_from_the_context_of_the_code_running_the_worker(
     TENANT.set("the worker's")
     await drain(async_app, concurrency=1)  # one slot: each job starts as the one before ends
 
-    assert seen == [(n, "the worker's") for n in range(6)]
+    # Two claims in flight may take jobs of one priority in turns: not in defer order.
+    assert sorted(seen) == [(n, "the worker's") for n in range(6)]
     assert set(statuses(database).values()) == {"succeeded"}
 
 
