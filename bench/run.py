@@ -351,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if results_md:
         Path(results_md).write_text(report.markdown(data))
+        # Its figures beside it, every round, so that the tables can be rendered again
+        # (``bench/report.py bench/RESULTS.json --markdown``) and compared with later runs.
+        Path(results_md).with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
     say(f"wrote {out / 'latest.json'}" + ("" if args.no_chart else f", {out / 'latest.png'}"))
     return 1 if res.errors else 0
 
