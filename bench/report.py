@@ -111,6 +111,7 @@ def _throughput_rows(sizes: dict[str, Any]) -> list[Row]:
         Row("best_settings", "   best settings (the run's own sweep)", "", ""),
         Row("steady_default_nostats", f"{steady} default settings, {nostats}", "jobs/s", "high"),
         Row("steady_best_nostats", f"{steady} best settings, {nostats}", "jobs/s", "high"),
+        Row("best_settings_nostats", "   best settings, NO statistics (its own sweep)", "", ""),
         Row("cold_rate", f"1. cold start: {cold} jobs / (run() to last job)", "jobs/s", "high"),
         Row("cold_launch_s", f"1. cold start: {cold} jobs, process launch to last job", "s", "low"),
         Row("cpu_us_default", "   worker CPU per job, default (steady window)", "us", "low"),
@@ -260,17 +261,21 @@ def _fmt_ratio(value: float | None) -> str:
 
 
 def _present(data: dict[str, Any], row: Row) -> bool:
-    if row.key == "best_settings":
-        return "steady_best" in data["figures"]
+    if row.key.startswith("best_settings"):
+        return row.key.replace("best_settings", "steady_best") in data["figures"]
     return row.key in data["figures"]
 
 
 def _row_cells(data: dict[str, Any], row: Row) -> list[str]:
     figures: Figures = data["figures"]
     cells = [row.label, row.unit]
-    if row.key == "best_settings":
+    if row.key.startswith("best_settings"):
         settings = data.get("meta", {}).get("settings", {})
-        cells += [label(settings.get(c, {}).get("best")) for c in COLUMNS]
+        which = row.key.replace("best_settings", "best")
+        # Runs before the sweep without statistics used the fresh one's winner for both.
+        cells += [
+            label(settings.get(c, {}).get(which, settings.get(c, {}).get("best"))) for c in COLUMNS
+        ]
         return [*cells, "-", "-", "-", "", ""]
     cells += [_fmt(_m(figures, row.key, c), row.unit) for c in COLUMNS]
     for peer in ("procrastinate", "pgqueuer", "raw_sql"):
@@ -347,9 +352,14 @@ def _target_cells(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def _sweep_cells(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    header = ["system", "settings", "probes (jobs/s)", "mean", "won"]
+    header = ["system", "statistics", "settings", "probes (jobs/s)", "mean", "won"]
     body = []
-    for system, found in data.get("notes", {}).get("sweep", {}).items():
+    sweeps = [
+        (stats, system, found)
+        for suffix, stats in (("", "fresh"), ("_nostats", "NONE"))
+        for system, found in data.get("notes", {}).get("sweep" + suffix, {}).items()
+    ]
+    for stats, system, found in sorted(sweeps, key=lambda sweep: COLUMNS.index(sweep[1])):
         for probe in found["probes"]:
             rates = probe["rates"]
             won = "<==" if probe["settings"] == found["winner"] else ""
@@ -357,6 +367,7 @@ def _sweep_cells(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             body.append(
                 [
                     HEADERS.get(system, system),
+                    stats,
                     label(probe["settings"]),
                     " ".join(f"{r:,}" for r in rates),
                     f"{mean:,.0f}",
@@ -399,7 +410,7 @@ def table(data: dict[str, Any]) -> str:
         parts.append(f"Targets (issue 17):\n{targets}\n{TARGETS_NOTE}")
     s_header, s_body = _sweep_cells(data)
     if s_body:
-        parts.append("Sweep (short steady probes):\n" + _text_table(s_header, s_body, {0, 1}))
+        parts.append("Sweep (short steady probes):\n" + _text_table(s_header, s_body, {0, 1, 2}))
     return "\n\n".join(parts)
 
 
@@ -422,6 +433,11 @@ def footer(data: dict[str, Any]) -> str:
         "settings: "
         + "; ".join(
             f"{name} default {label(s['default'])}, best {label(s['best'])} ({s.get('best_from')})"
+            + (
+                f", best without statistics {label(s['best_nostats'])}"
+                if "best_nostats" in s
+                else ""
+            )
             for name, s in meta.get("settings", {}).items()
         ),
     ]
@@ -455,7 +471,7 @@ def markdown(data: dict[str, Any]) -> str:
         out += ["", TARGETS_NOTE]
     s_header, s_body = _sweep_cells(data)
     if s_body:
-        out += ["", "## Sweep", "", *_md_table(s_header, s_body, left=2)]
+        out += ["", "## Sweep", "", *_md_table(s_header, s_body, left=3)]
     out += ["", "```", footer(data), "```", ""]
     return "\n".join(out)
 

@@ -305,6 +305,7 @@ def run_scenarios(args: argparse.Namespace, sizes: Sizes, server: Server) -> Res
             "default": s.default_settings,
             "best": throughput.best_settings(s, res),
             "best_from": "sweep" if s.name in res.notes.get("best", {}) else "preset",
+            "best_nostats": throughput.best_settings(s, res, "_nostats"),
             "conc10": s.conc10_settings,
         }
         for s in chosen

@@ -1,8 +1,9 @@
 """Worker throughput scenarios, all measured in steady state (bench/steady.py):
 
-* ``throughput``: sweep every system's settings, then default and best settings with fresh
-  statistics and with none, alternating systems round by round; CPU per job; peak RSS;
-  and the old method, a cold-start drain, as a separate row.
+* ``throughput``: sweep every system's settings (with fresh statistics, and again with none),
+  then default and best settings with fresh statistics and with none, alternating systems
+  round by round; CPU per job; peak RSS; and the old method, a cold-start drain, as a
+  separate row.
 * ``backlog``: default settings against the number of jobs waiting.
 * ``two_procs``: one worker process against two on the same queue.
 """
@@ -34,15 +35,19 @@ def _label(settings: Settings) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _probe(system: systems.System, url: str, settings: Settings, sizes: Sizes) -> float:
+def _probe(
+    system: systems.System, url: str, settings: Settings, sizes: Sizes, *, analyse: bool
+) -> float:
     run = steady.fresh_run(
-        system, url, settings, backlog=sizes.backlog, seconds=sizes.probe_s, analyse=True
+        system, url, settings, backlog=sizes.backlog, seconds=sizes.probe_s, analyse=analyse
     )
     say(f"  {system.name:14} probe {_label(settings):42} {run.rate:9.0f} jobs/s")
     return run.rate
 
 
-def sweep_system(system: systems.System, url: str, sizes: Sizes) -> dict[str, Any]:
+def sweep_system(
+    system: systems.System, url: str, sizes: Sizes, *, analyse: bool = True
+) -> dict[str, Any]:
     """Probe every setting of the grid once (a short steady run), then what the leader
     calls for (the next step past the grid's edge), then probe the two leaders again: the
     winner has the best mean of its two probes, so one lucky probe cannot win alone."""
@@ -51,7 +56,8 @@ def sweep_system(system: systems.System, url: str, sizes: Sizes) -> dict[str, An
 
     def probe(settings: Settings) -> None:
         by_key[_key(settings)] = settings
-        probes.setdefault(_key(settings), []).append(_probe(system, url, settings, sizes))
+        rate = _probe(system, url, settings, sizes, analyse=analyse)
+        probes.setdefault(_key(settings), []).append(rate)
 
     def leaders(count: int) -> list[str]:
         return sorted(probes, key=lambda k: statistics.mean(probes[k]), reverse=True)[:count]
@@ -74,23 +80,29 @@ def sweep_system(system: systems.System, url: str, sizes: Sizes) -> dict[str, An
     }
 
 
-def find_best(server: Server, chosen: list[systems.System], sizes: Sizes, res: Results) -> None:
-    """The sweep: each system's best settings go to ``res.notes["best"]``."""
-    with Databases(server, chosen, "sweep", res) as dbs:
+def find_best(
+    server: Server, chosen: list[systems.System], sizes: Sizes, res: Results, suffix: str = ""
+) -> None:
+    """The sweep, with fresh statistics (``suffix`` "") or none ("_nostats"): each system's
+    best settings go to ``res.notes["best" + suffix]``. A system's best settings differ
+    between the two: PgQueuer's best with statistics can be its worst without."""
+    analyse = suffix == ""
+    with Databases(server, chosen, "sweep" + suffix, res) as dbs:
         for system, url in dbs.each(chosen):
             try:
-                found = sweep_system(system, url, sizes)
+                found = sweep_system(system, url, sizes, analyse=analyse)
             except Exception as exc:
                 dbs.failed(system, exc)
                 continue
-            res.notes.setdefault("sweep", {})[system.name] = found
-            res.notes.setdefault("best", {})[system.name] = found["winner"]
+            res.notes.setdefault("sweep" + suffix, {})[system.name] = found
+            res.notes.setdefault("best" + suffix, {})[system.name] = found["winner"]
             say(f"  {system.name:14} best: {_label(found['winner'])}")
 
 
-def best_settings(system: systems.System, res: Results) -> Settings:
-    """The sweep's winner, or the preset from the last full run if there was no sweep."""
-    best: Settings = res.notes.get("best", {}).get(system.name, system.best_settings)
+def best_settings(system: systems.System, res: Results, suffix: str = "") -> Settings:
+    """The winner of the sweep with fresh statistics (``suffix`` "") or none ("_nostats");
+    without that sweep, the preset from the last full run."""
+    best: Settings = res.notes.get("best" + suffix, {}).get(system.name, system.best_settings)
     return best
 
 
@@ -101,8 +113,8 @@ def best_settings(system: systems.System, res: Results) -> Settings:
 STATS_MODES = (("", True), ("_nostats", False))  # figure suffix, ANALYZE after loading
 
 
-def _variants(system: systems.System, res: Results) -> dict[str, Settings]:
-    return {"default": system.default_settings, "best": best_settings(system, res)}
+def _variants(system: systems.System, res: Results, suffix: str) -> dict[str, Settings]:
+    return {"default": system.default_settings, "best": best_settings(system, res, suffix)}
 
 
 RunKey = tuple[str, str, str]  # (variant, statistics suffix, system)
@@ -131,7 +143,7 @@ def _steady_round(
     for suffix, analyse in STATS_MODES:
         for variant in ("default", "best"):
             for system, url in dbs[suffix].each(chosen):
-                variants = _variants(system, res)
+                variants = _variants(system, res, suffix)
                 if variant == "best" and variants["best"] == variants["default"]:
                     shared = runs[("default", suffix, system.name)][-1]
                     runs.setdefault(("best", suffix, system.name), []).append(shared)
@@ -207,6 +219,8 @@ def scenario_throughput(
     if sweep:
         say("-- sweep (short steady probes, fresh statistics)")
         find_best(server, chosen, sizes, res)
+        say("-- sweep (short steady probes, NO statistics)")
+        find_best(server, chosen, sizes, res, "_nostats")
     runs: dict[RunKey, list[steady.Run]] = {}
     colds: dict[str, list[steady.ColdDrain]] = {}
     with (
