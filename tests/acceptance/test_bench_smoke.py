@@ -48,3 +48,38 @@ def test_the_benchmark_runs_our_worker_and_the_raw_floor_to_a_figure_each(
     for figure in ("steady_default", "steady_best", "steady_default_nostats", "cold_rate"):
         for system in ("sqla_jobs", "raw_sql"):
             assert data["figures"][figure][system]["median"] > 0, (figure, system, output)
+
+
+def test_the_table_design_bench_measures_each_design_and_only_the_queue_tables_update_hot(
+    sqla_jobs_server: TestServer,
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "table_design.py"),
+            "--jobs=3000",
+            "--batch=500",
+            f"--server={sqla_jobs_server.admin_url}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    output = f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+
+    assert result.returncode == 0, output
+    rows = {
+        cells[0]: cells[1:]
+        for line in result.stdout.splitlines()
+        if line.startswith("| ") and not line.startswith("| design")
+        for cells in [[cell.strip() for cell in line.strip("|").split("|")]]
+    }
+    assert set(rows) == {"current", "current-bare", "queue-table", "queue-table-running"}, output
+    for design, figures in rows.items():  # CPU per job: too few jobs here to compare them
+        assert all(float(cpu) >= 0 for cpu in figures[:4]), (design, output)
+    assert rows["current"][4] == "0%", output  # status is in the partial indexes' predicates
+    assert int(rows["queue-table"][4].rstrip("%")) > 50, output
