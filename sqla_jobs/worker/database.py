@@ -15,19 +15,13 @@ from ..connectors.base import BaseConnector
 from ..controls import Control, Limits
 from ..errors import ConnectorError
 from ..jobs import Job, load_result
+from ..operations import int_array
 from ..periodic import PeriodicTick
 from ..retry import RetryStrategy
 from ..statuses import QUEUEING_LOCK_INDEX, JobStatus
 from ..workflows import ParentJob
 from .outcomes import Outcome
 from .recovery import RecoveredJob, StalledJob, plan_recovery, requeue_refused
-
-
-def int_array(values: Iterable[int]) -> str:
-    """Integers as the text of a PostgreSQL array (``{1,2,3}``), which the statements cast to
-    ``bigint[]`` or ``integer[]``: a batch of 1,000 ids costs ~0.1 ms to write this way, 5x less
-    than a driver's adaptation of a Python list, on the worker's hot path (the finish)."""
-    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _claim_order(row: dict[str, Any]) -> tuple[int, int]:

@@ -17,30 +17,33 @@ from sqla_jobs.testing import TestServer
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_benchmark_runs_our_worker_and_the_raw_floor_to_a_figure_each(
-    sqla_jobs_server: TestServer, tmp_path: Path
-) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def _run(script: str, *args: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``bench/<script>`` with ``args``, as its README runs it; and its output, for messages."""
     result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "run.py"),
-            "--quick",
-            "--systems=sqla_jobs,raw_sql",
-            "--scenarios=throughput",
-            "--no-sweep",
-            "--no-chart",
-            f"--database-url={sqla_jobs_server.admin_url}",
-            f"--out={tmp_path}",
-        ],
-        env=env,
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=300,
         stdin=subprocess.DEVNULL,
         check=False,
     )
-    output = f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    return result, f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+
+
+def test_the_benchmark_runs_our_worker_and_the_raw_floor_to_a_figure_each(
+    sqla_jobs_server: TestServer, tmp_path: Path
+) -> None:
+    result, output = _run(
+        "run.py",
+        "--quick",
+        "--systems=sqla_jobs,raw_sql",
+        "--scenarios=throughput",
+        "--no-sweep",
+        "--no-chart",
+        f"--database-url={sqla_jobs_server.admin_url}",
+        f"--out={tmp_path}",
+    )
 
     assert result.returncode == 0, output
     data = json.loads((tmp_path / "latest.json").read_text())
@@ -53,23 +56,9 @@ def test_the_benchmark_runs_our_worker_and_the_raw_floor_to_a_figure_each(
 def test_the_table_design_bench_measures_each_design_and_only_the_queue_tables_update_hot(
     sqla_jobs_server: TestServer,
 ) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "table_design.py"),
-            "--jobs=3000",
-            "--batch=500",
-            f"--server={sqla_jobs_server.admin_url}",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-        check=False,
+    result, output = _run(
+        "table_design.py", "--jobs=3000", "--batch=500", f"--server={sqla_jobs_server.admin_url}"
     )
-    output = f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
 
     assert result.returncode == 0, output
     rows = {

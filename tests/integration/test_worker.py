@@ -381,7 +381,9 @@ async def test_asyncio_timeouts_and_task_groups_work_in_jobs_and_end_with_them(
 
     await drain(async_app, concurrency=1)
 
-    assert seen == [
+    # What each job saw, not their order: two claims in flight may start jobs of one priority
+    # out of defer order (README, "Tasks and jobs"); compared in order, it failed 1 run in 6.
+    assert sorted(seen) == [
         "0: timed out",
         "1: quick",
         "2: [0, 1, 2]",
